@@ -1,0 +1,32 @@
+"""Sparklio: the backend of an AI marketing studio, and the one gateway its agents use."""
+
+from sparklio.exceptions import (
+    ConfigError,
+    GatewayConnectionError,
+    GatewayError,
+    InvalidRequestError,
+    OutputValidationError,
+    PayloadTooLargeError,
+    ProviderError,
+    RouteNotFoundError,
+    ServiceUnavailableError,
+    SparklioError,
+    UpstreamTimeoutError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "GatewayConnectionError",
+    "GatewayError",
+    "InvalidRequestError",
+    "OutputValidationError",
+    "PayloadTooLargeError",
+    "ProviderError",
+    "RouteNotFoundError",
+    "ServiceUnavailableError",
+    "SparklioError",
+    "UpstreamTimeoutError",
+    "__version__",
+]

@@ -1,0 +1,61 @@
+"""Settings, read from the environment and `.env` (see `.env.example` for every name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sparklio.exceptions import ConfigError
+
+GeneratorMode = Literal["mock", "live"]
+
+
+class Settings(BaseSettings):
+    """Everything configurable, by its environment variable name (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    generator_mode: GeneratorMode = "mock"
+
+    llm_routing_file: Path | None = Field(
+        default=None, description="Routing file to use instead of the shipped one."
+    )
+    prompts_dir: Path | None = Field(
+        default=None, description="Folder whose templates override the shipped prompts."
+    )
+    llm_timeout: float = Field(default=120.0, gt=0, description="Seconds per provider attempt.")
+    max_request_bytes: int = Field(default=1_048_576, gt=0)
+
+    ollama_base_url: str = "http://localhost:11434"
+    ollama_timeout: float = Field(default=120.0, gt=0)
+    comfyui_base_url: str = "http://localhost:8188"
+    comfyui_timeout: float = Field(default=300.0, gt=0)
+
+    gateway_base_url: str = "http://127.0.0.1:8000"
+    gateway_api_key: str | None = None
+
+    sparklio_home: Path = Path("~/.sparklio")
+    log_level: str = "info"
+
+    @property
+    def home(self) -> Path:
+        """The state directory, with `~` expanded."""
+        return self.sparklio_home.expanduser()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning a bad value into a ConfigError that names the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            f" (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"Invalid setting: {problems}. Fix it in the environment or .env."
+        ) from None

@@ -1,0 +1,190 @@
+"""Every error Sparklio raises, in one tree.
+
+```
+SparklioError                        anything Sparklio raises on purpose
+├── ConfigError                      bad settings, routing file or prompt folder (at start)
+└── GatewayError                     a gateway call failed; has .status, .message, .request_id
+    ├── InvalidRequestError          422  the request is malformed (field, JSON, schema)
+    │   └── PayloadTooLargeError     413  the body is over MAX_REQUEST_BYTES
+    ├── RouteNotFoundError           404  no rule and no default for (role, task)
+    ├── ServiceUnavailableError      503  the gateway cannot take the call now
+    │   └── GatewayConnectionError   503  (client side) the gateway could not be reached
+    └── ProviderError                502  the provider failed; has .provider, .model
+        ├── OutputValidationError    502  the answer does not match the output schema
+        └── UpstreamTimeoutError     504  the provider did not answer in time
+```
+
+The HTTP API maps each class to its status code and an error body
+`{"error": {"type", "message", "details"}, "request_id"}`; `LLMGatewayClient` turns that
+body back into the same class, so callers catch the same exceptions in-process and over HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ConfigError",
+    "GatewayConnectionError",
+    "GatewayError",
+    "InvalidRequestError",
+    "OutputValidationError",
+    "PayloadTooLargeError",
+    "ProviderError",
+    "RouteNotFoundError",
+    "ServiceUnavailableError",
+    "SparklioError",
+    "UpstreamTimeoutError",
+    "error_class_for",
+]
+
+
+class SparklioError(Exception):
+    """Base of every error Sparklio raises on purpose."""
+
+
+class ConfigError(SparklioError):
+    """Settings, the routing file or the prompts folder are wrong; raised at start."""
+
+
+class GatewayError(SparklioError):
+    """A gateway call failed. `status` is the HTTP status the API answers with."""
+
+    status: int = 500
+    type: ClassVar[str] = "gateway_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        request_id: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.request_id = request_id
+        if status is not None:
+            self.status = status
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON error body the HTTP API sends."""
+        error: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error, "request_id": self.request_id}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequestError(GatewayError):
+    """The request is malformed: a field is missing or wrong, or the schema is not a schema."""
+
+    status = 422
+    type = "invalid_request"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """The request body is larger than the gateway accepts."""
+
+    status = 413
+    type = "payload_too_large"
+
+
+class RouteNotFoundError(GatewayError):
+    """No routing rule and no default covers the (role, task)."""
+
+    status = 404
+    type = "route_not_found"
+
+
+class ServiceUnavailableError(GatewayError):
+    """The gateway cannot take the call now; retry later."""
+
+    status = 503
+    type = "service_unavailable"
+
+
+class GatewayConnectionError(ServiceUnavailableError):
+    """The client could not reach the gateway at all (connection refused, DNS, timeout)."""
+
+    type = "gateway_unreachable"
+
+
+class ProviderError(GatewayError):
+    """The provider failed to give a usable answer."""
+
+    status = 502
+    type = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        outcome: str = "error",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.provider = provider
+        self.model = model
+        self.outcome = outcome
+
+    def to_body(self) -> dict[str, Any]:
+        body = super().to_body()
+        where = {"provider": self.provider, "model": self.model, "outcome": self.outcome}
+        details = self.details if isinstance(self.details, dict) else {}
+        body["error"]["details"] = {**where, **details}
+        return body
+
+
+class OutputValidationError(ProviderError):
+    """The provider answered, but the answer does not match the requested output schema."""
+
+    type = "output_invalid"
+
+
+class UpstreamTimeoutError(ProviderError):
+    """The provider did not answer within its timeout."""
+
+    status = 504
+    type = "upstream_timeout"
+
+
+_BY_TYPE: dict[str, type[GatewayError]] = {
+    cls.type: cls
+    for cls in (
+        GatewayError,
+        InvalidRequestError,
+        PayloadTooLargeError,
+        RouteNotFoundError,
+        ServiceUnavailableError,
+        GatewayConnectionError,
+        ProviderError,
+        OutputValidationError,
+        UpstreamTimeoutError,
+    )
+}
+
+_BY_STATUS: dict[int, type[GatewayError]] = {
+    422: InvalidRequestError,
+    413: PayloadTooLargeError,
+    404: RouteNotFoundError,
+    503: ServiceUnavailableError,
+    502: ProviderError,
+    504: UpstreamTimeoutError,
+}
+
+
+def error_class_for(error_type: str | None, status: int) -> type[GatewayError]:
+    """The exception class for an error body's `type`, else for the HTTP status."""
+    if error_type and error_type in _BY_TYPE:
+        return _BY_TYPE[error_type]
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if 400 <= status < 500:
+        return InvalidRequestError
+    return GatewayError
