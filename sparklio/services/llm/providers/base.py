@@ -1,0 +1,91 @@
+"""The provider interface every LLM provider implements.
+
+A provider turns one rendered prompt into one answer. It knows its wire protocol and nothing
+about routing, retries or schemas beyond passing the schema on: the gateway does the rest.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Dict, Literal  # noqa: UP035  # the contract is spelled with Dict
+
+from pydantic import BaseModel, Field
+
+from sparklio.core.config import Settings
+
+OutputMode = Literal["json", "text"]
+
+
+class LLMProviderResponse(BaseModel):
+    """One answer: who gave it, what it cost and what it said.
+
+    In json mode `output` is the parsed JSON object; in text mode it is `{"text": "..."}`.
+    `usage` has `prompt_tokens`, `completion_tokens` and `total_tokens`.
+    """
+
+    provider: str
+    model: str
+    usage: Dict[str, int] = Field(default_factory=dict)  # noqa: UP006
+    output: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
+    meta: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
+
+
+class ProviderHealth(BaseModel):
+    """What a provider's health check found."""
+
+    available: bool
+    message: str = ""
+    models: Dict[str, bool] = Field(default_factory=dict)  # noqa: UP006  # model -> present
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """A usage dict with the total filled in."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+class LLMProvider(ABC):
+    """One model backend. Subclasses are registered by vendor name in the provider registry.
+
+    `options` passed to `generate` carry `model` (always), `temperature`, `max_tokens`, `seed`,
+    `schema` (json mode, when the caller gave one), `payload` (the caller's data, for providers
+    that build answers from it) and any provider-specific extras from the routing file.
+    """
+
+    #: Seconds one attempt may take before the gateway gives up on it.
+    timeout: float
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.timeout = settings.llm_timeout
+
+    @property
+    @abstractmethod
+    def vendor(self) -> str:
+        """The registry name: 'ollama' | 'openai' | 'anthropic' | 'mock' | ..."""
+
+    @property
+    def supports_json(self) -> bool:
+        """Whether the backend can be asked for JSON output natively."""
+        return False
+
+    @abstractmethod
+    async def generate(
+        self,
+        prompt: str,
+        role: str,
+        task: str,
+        mode: OutputMode,
+        options: dict[str, Any],
+    ) -> LLMProviderResponse:
+        """Answer one prompt."""
+
+    async def health(self, models: list[str]) -> ProviderHealth:
+        """Whether the provider can serve calls, and which of `models` it has."""
+        return ProviderHealth(available=True, models=dict.fromkeys(models, True))
+
+    async def aclose(self) -> None:  # noqa: B027  # optional hook, empty by default
+        """Release connections; called once at shutdown."""

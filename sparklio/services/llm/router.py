@@ -1,0 +1,98 @@
+"""The Router: picks the candidates for a (role, task) in the current generator mode.
+
+Precedence: an exact role and task beats role + '*', which beats '*' + task, which beats
+'*' + '*', which beats the mode's `default`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparklio.core.config import GeneratorMode
+from sparklio.exceptions import ConfigError, RouteNotFoundError
+from sparklio.services.llm.routing import WILDCARD, Candidate, RoutingFile
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The outcome of routing: the rule that matched and its candidates, primary first."""
+
+    rule: str
+    candidates: tuple[Candidate, ...]
+
+
+class Router:
+    """Routes (role, task) to candidates for one generator mode of a routing file."""
+
+    def __init__(self, routing: RoutingFile, mode: GeneratorMode, path: Path | None = None) -> None:
+        routes = routing.modes.get(mode)
+        if routes is None:
+            raise ConfigError(
+                f"The routing file has no section for GENERATOR_MODE={mode!r} under 'modes'; "
+                f"it has: {', '.join(routing.modes)}."
+            )
+        self.mode = mode
+        self.routing = routing
+        self.path = path
+        self.catalogue = routing.tasks
+        self._rules: dict[tuple[str, str], Route] = {
+            (rule.role, rule.task): Route(rule.name, tuple(rule.candidates))
+            for rule in routes.rules
+        }
+        self._default = Route("default", tuple(routes.default)) if routes.default else None
+
+    def route(self, role: str, task: str) -> Route:
+        """The route for (role, task); RouteNotFoundError when nothing covers it."""
+        if self.catalogue is not None and task not in self.catalogue.get(role, ()):
+            raise RouteNotFoundError(
+                f"Unknown role/task {role}/{task}: the routing file lists no such task. "
+                f"Known tasks: {', '.join(self.known_tasks())}.",
+                details={"role": role, "task": task, "known": self.known_tasks()},
+            )
+        rules = self._rules
+        route = (
+            rules.get((role, task))
+            or rules.get((role, WILDCARD))
+            or rules.get((WILDCARD, task))
+            or rules.get((WILDCARD, WILDCARD))
+            or self._default
+        )
+        if route is None:
+            known = [r.rule for r in self._rules.values()]
+            raise RouteNotFoundError(
+                f"No route for {role}/{task} in {self.mode} mode: no rule matches and there is "
+                f"no default. Known routes: {', '.join(known) or 'none'}.",
+                details={"role": role, "task": task, "known": known},
+            )
+        return route
+
+    def known_tasks(self) -> list[str]:
+        """'role/task' for every task in the catalogue, or the rules when there is none."""
+        if self.catalogue is not None:
+            return [f"{r}/{t}" for r, tasks in self.catalogue.items() for t in tasks]
+        return [route.rule for route in self._rules.values()]
+
+    def table(self) -> list[dict[str, Any]]:
+        """The effective routing table of this mode, most specific rules first."""
+
+        def specificity(item: tuple[tuple[str, str], Route]) -> tuple[int, tuple[str, str]]:
+            (role, task), _ = item
+            return (role == WILDCARD) * 2 + (task == WILDCARD), (role, task)
+
+        rows = [
+            (route.rule, role, task, route.candidates)
+            for (role, task), route in sorted(self._rules.items(), key=specificity)
+        ]
+        if self._default is not None:
+            rows.append(("default", WILDCARD, WILDCARD, self._default.candidates))
+        return [
+            {
+                "rule": rule,
+                "role": role,
+                "task": task,
+                "candidates": [c.model_dump() for c in candidates],
+            }
+            for rule, role, task, candidates in rows
+        ]

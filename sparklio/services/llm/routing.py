@@ -1,0 +1,221 @@
+"""The routing file: which provider and model serve each (role, task), per generator mode.
+
+It loads into pydantic models with `extra="forbid"`, so a typo fails at start with a message
+that names the file, the line, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sparklio.exceptions import ConfigError
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+NAME_RE = re.compile(NAME_PATTERN)
+WILDCARD = "*"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Candidate(_Strict):
+    """One provider and model that can serve a route, with options for it."""
+
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+Candidates = list[Candidate]
+
+
+def _check_name(value: str, what: str) -> str:
+    if value != WILDCARD and not NAME_RE.match(value):
+        raise ValueError(
+            f"{what} must be '*' or a lowercase name of letters, digits and '_' (got {value!r})"
+        )
+    return value
+
+
+class Rule(_Strict):
+    """Candidates for a role and task; either may be '*'."""
+
+    role: str
+    task: str
+    candidates: Candidates = Field(min_length=1)
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        return _check_name(value, "role")
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, value: str) -> str:
+        return _check_name(value, "task")
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}/{self.task}"
+
+
+class ModeRoutes(_Strict):
+    """The routes of one generator mode: a default chain and rules that beat it."""
+
+    default: Candidates | None = Field(default=None, min_length=1)
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class RoutingFile(_Strict):
+    """The whole routing file."""
+
+    version: Literal[1]
+    tasks: dict[str, list[str]] | None = Field(
+        default=None,
+        description="Optional catalogue of the roles and tasks the gateway serves; "
+        "calls for anything else get 404.",
+    )
+    modes: dict[Literal["mock", "live"], ModeRoutes]
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        for role, tasks in (value or {}).items():
+            for name in (role, *tasks):
+                if not NAME_RE.match(name):
+                    raise ValueError(f"role and task names must be lowercase names (got {name!r})")
+        return value
+
+    def models_by_provider(self) -> dict[str, list[str]]:
+        """Every provider named anywhere in the file, with the models named for it."""
+        found: dict[str, list[str]] = {}
+        for _, candidate in self.candidates():
+            models = found.setdefault(candidate.provider, [])
+            if candidate.model not in models:
+                models.append(candidate.model)
+        return found
+
+    def candidates(self) -> Iterable[tuple[str, Candidate]]:
+        """(mode, candidate) for every candidate in the file."""
+        for mode, routes in self.modes.items():
+            for candidate in routes.default or []:
+                yield mode, candidate
+            for rule in routes.rules:
+                for candidate in rule.candidates:
+                    yield mode, candidate
+
+
+def shipped_routing_file() -> Path:
+    """The routing file that ships inside the package."""
+    return Path(str(resources.files("sparklio.services.llm") / "routing.yaml"))
+
+
+def load_routing_file(path: Path, known_providers: Collection[str]) -> RoutingFile:
+    """Read and validate a routing file; any problem raises ConfigError naming file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"Routing file {path}: cannot be read ({exc.strerror}). Set LLM_ROUTING_FILE to an "
+            "existing file, or unset it to use the shipped one."
+        ) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Routing file {path}: not valid YAML: {exc}") from None
+    try:
+        routing = RoutingFile.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{_where(node, err['loc'])}: {_explain(err)}" for err in exc.errors(include_url=False)
+        ]
+        raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems)) from None
+    _check_references(routing, path, node, known_providers)
+    return routing
+
+
+def _check_references(
+    routing: RoutingFile, path: Path, node: yaml.Node | None, known: Collection[str]
+) -> None:
+    problems: list[str] = []
+    for mode, routes in routing.modes.items():
+        chains: list[tuple[tuple[Any, ...], Candidates]] = []
+        if routes.default:
+            chains.append((("modes", mode, "default"), routes.default))
+        seen: set[str] = set()
+        for i, rule in enumerate(routes.rules):
+            loc: tuple[Any, ...] = ("modes", mode, "rules", i)
+            chains.append(((*loc, "candidates"), rule.candidates))
+            if rule.name in seen:
+                problems.append(f"{_where(node, loc)}: rule {rule.name} appears twice in {mode}")
+            seen.add(rule.name)
+            problems.extend(_catalogue_problems(routing.tasks, rule, _where(node, loc)))
+        for loc, chain in chains:
+            for j, candidate in enumerate(chain):
+                if candidate.provider not in known:
+                    problems.append(
+                        f"{_where(node, (*loc, j, 'provider'))}: unknown provider "
+                        f"{candidate.provider!r}; expected one of: {', '.join(sorted(known))}"
+                    )
+    if problems:
+        raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
+
+
+def _catalogue_problems(tasks: dict[str, list[str]] | None, rule: Rule, where: str) -> list[str]:
+    if tasks is None:
+        return []
+    if rule.role != WILDCARD and rule.role not in tasks:
+        return [f"{where}: role {rule.role!r} is not in 'tasks'; expected one of {sorted(tasks)}"]
+    if rule.task == WILDCARD:
+        return []
+    roles = [rule.role] if rule.role != WILDCARD else list(tasks)
+    if not any(rule.task in tasks[r] for r in roles):
+        return [f"{where}: task {rule.task!r} is not listed under 'tasks' for {rule.role!r}"]
+    return []
+
+
+def _explain(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key; remove it or check its spelling"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return f"{err['msg']} (got {err.get('input')!r})"
+
+
+def _where(node: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    """`line N, key a.b.c` for a pydantic error location inside the YAML node tree."""
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    if node is None:
+        return f"key {key}"
+    line = node.start_mark.line
+    for part in loc:
+        step = _child(node, part)
+        if step is None:  # a missing key: report its parent
+            break
+        line, node = step
+    return f"line {line + 1}, key {key}"
+
+
+def _child(node: yaml.Node, part: Any) -> tuple[int, yaml.Node] | None:
+    """(line, node) of one step down the YAML tree: a mapping's key or a sequence's item."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == str(part):
+                return key_node.start_mark.line, value_node
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        item = node.value[part]
+        return item.start_mark.line, item
+    return None
