@@ -1,0 +1,78 @@
+"""ASGI middleware: a request id on every request and response, and an early 413."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_ID = re.compile(rb"^[\w.:-]{1,128}$")
+
+
+def too_large_message(limit: int) -> str:
+    return (
+        f"The request body is larger than the gateway accepts ({limit} bytes, "
+        "MAX_REQUEST_BYTES). Send a smaller payload, or raise MAX_REQUEST_BYTES."
+    )
+
+
+class RequestContextMiddleware:
+    """Takes `X-Request-ID` from the request (or makes one), stores it in `request.state` and
+    returns it on the response. A body whose Content-Length is over `max_body_size` is refused
+    with 413 before it is read; FastAPI's own limit catches chunked bodies as they arrive.
+    Plain ASGI, so it costs microseconds a request."""
+
+    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+        self.app = app
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = b""
+        length = 0
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER and _VALID_ID.match(value):
+                request_id = value
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+        if not request_id:
+            request_id = uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
+            await send(message)
+
+        if length > self.max_body_size:
+            await self._too_large(request_id, send_with_id)
+            return
+        await self.app(scope, receive, send_with_id)
+
+    async def _too_large(self, request_id: bytes, send: Send) -> None:
+        body = orjson.dumps(
+            {
+                "error": {
+                    "type": "payload_too_large",
+                    "message": too_large_message(self.max_body_size),
+                },
+                "request_id": request_id.decode(),
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,205 @@
+"""The `sparklio` command: serve the gateway, show routes, make a call."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, cast
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sparklio.core.config import Settings, load_settings
+from sparklio.exceptions import ConfigError, GatewayError
+from sparklio.services.llm.providers.base import OutputMode
+
+app = typer.Typer(
+    help="Sparklio: the one gateway every model call of the marketing studio goes through.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+def configure_logging(level: str) -> None:
+    """One line per step: `12:00:01 → copywriter.channel_copy via mock/mock-v1`."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-5s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def curl_example(host: str, port: int) -> str:
+    """A ready-to-paste curl line that asks the gateway for schema-valid JSON."""
+    body = {
+        "role": "copywriter",
+        "task": "channel_copy",
+        "payload": {
+            "product": "Dawon green tea",
+            "channel": "instagram",
+            "audience": "office workers who want a calm afternoon",
+        },
+        "output_schema": {
+            "type": "object",
+            "properties": {
+                "headline": {"type": "string", "maxLength": 30},
+                "body": {"type": "string"},
+                "cta": {"type": "string"},
+                "hashtags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+            },
+            "required": ["headline", "body", "cta", "hashtags"],
+        },
+    }
+    return (
+        f"curl -s http://{host}:{port}/api/v1/llm/generate "
+        f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the gateway's HTTP API (docs at /docs)."""
+    import uvicorn
+
+    from sparklio.main import create_app
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    try:
+        api = create_app(settings)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    mode = api.state.gateway.router.mode
+    err.print(
+        f"Sparklio gateway in [bold]{mode}[/] mode on http://{host}:{port} (docs: /docs). "
+        f"Try:\n{curl_example(host, port)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    # Everything built so far lives as long as the process: freeze it out of the collector's
+    # scans and collect less often. Measured in bench/gateway_overhead.py (STYLE.md).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    uvicorn.run(
+        api,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        access_log=False,  # one log line per call comes from the gateway itself
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def routes() -> None:
+    """Show the effective routing table for the current GENERATOR_MODE."""
+    from sparklio.services.llm.gateway import LLMGateway
+
+    settings = _settings()
+    try:
+        gateway = LLMGateway.from_settings(settings)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    router = gateway.router
+    table = Table(title=f"Routes in {router.mode} mode ({router.path})")
+    for column in ("rule", "candidates (first is primary)", "options"):
+        table.add_column(column)
+    for row in router.table():
+        candidates = row["candidates"]
+        table.add_row(
+            row["rule"],
+            "\n".join(f"{c['provider']}/{c['model']}" for c in candidates),
+            "\n".join(json.dumps(c["options"]) if c["options"] else "" for c in candidates),
+        )
+    Console().print(table)
+
+
+def _load_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        _fail(f"{what} is not valid JSON: {exc}", 2)
+
+
+@app.command()
+def generate(
+    role: Annotated[str, typer.Option(help="Who asks, e.g. copywriter.")],
+    task: Annotated[str, typer.Option(help="What for, e.g. channel_copy.")],
+    payload: Annotated[str, typer.Option(help="The data, as a JSON object.")] = "{}",
+    mode: Annotated[str, typer.Option(help="json or text.")] = "json",
+    schema: Annotated[
+        Path | None, typer.Option(help="File with the JSON Schema of the answer.")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Call a running gateway at this URL instead of one in-process."),
+    ] = None,
+) -> None:
+    """Make one call and print the response JSON."""
+    from sparklio.services.clients.llm_client import LLMGatewayClient
+
+    data = _load_json(payload, "--payload")
+    output_schema = None
+    if schema is not None:
+        try:
+            output_schema = _load_json(schema.read_text(encoding="utf-8"), f"--schema {schema}")
+        except OSError as exc:
+            _fail(f"--schema {schema}: {exc.strerror}", 2)
+    if mode not in ("json", "text"):
+        _fail(f"--mode must be json or text (got {mode!r})", 2)
+
+    async def call() -> dict[str, Any]:
+        transport = None
+        if url is None:
+            from sparklio.main import create_app
+
+            transport = httpx.ASGITransport(app=create_app(_settings()))
+        async with LLMGatewayClient(
+            base_url=url or "http://sparklio.local", transport=transport
+        ) as client:
+            response = await client.generate(
+                role=role,
+                task=task,
+                payload=data,
+                schema=output_schema,
+                mode=cast(OutputMode, mode),  # checked above
+            )
+            return response.model_dump()
+
+    try:
+        result = asyncio.run(call())
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except GatewayError as exc:
+        _fail(f"{exc.type} ({exc.status}): {exc.message}", 1)
+    typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
