@@ -1,0 +1,85 @@
+"""Shared fixtures: settings in a temp home, the app in-process, and a routing-file writer."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from sparklio.core.config import Settings
+from sparklio.main import create_app
+from sparklio.services.clients.llm_client import LLMGatewayClient
+from sparklio.services.llm.providers.registry import ProviderRegistry
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's environment or .env, or writes outside its temp dir."""
+    for name in (
+        "GENERATOR_MODE",
+        "LLM_ROUTING_FILE",
+        "PROMPTS_DIR",
+        "GATEWAY_BASE_URL",
+        "GATEWAY_API_KEY",
+        "MAX_REQUEST_BYTES",
+        "LLM_TIMEOUT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SPARKLIO_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings from defaults and overrides only (no .env)."""
+    return Settings(_env_file=None, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(sparklio_home=tmp_path / "home")
+
+
+@pytest.fixture
+def write_routing(tmp_path: Path) -> Callable[[str], Path]:
+    """Write a routing file (YAML text, dedented) and return its path."""
+
+    def write(text: str, name: str = "routing.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A raw HTTP client on the in-process app, for status codes and bodies."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        yield client
+
+
+@pytest.fixture
+async def llm(app: FastAPI) -> AsyncIterator[LLMGatewayClient]:
+    """The gateway client, running the app in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with LLMGatewayClient(base_url="http://gateway", transport=transport) as client:
+        yield client
+
+
+def app_with(settings: Settings, **providers: Any) -> FastAPI:
+    """An app whose registry also has the given test providers (name=class)."""
+    registry = ProviderRegistry(settings)
+    for name, cls in providers.items():
+        registry.register(name, cls)
+    return create_app(settings, registry=registry)
