@@ -127,7 +127,7 @@ async def test_request_id_is_taken_from_the_request(http: httpx.AsyncClient) -> 
                 },
             },
             422,
-            ["$ref", "#/$defs/missing"],
+            ["/$defs/missing", "does not exist"],
         ),
         ({**CALL, "options": {"model": "gpt-4o"}}, 422, ["options may not set model"]),
         ({**CALL, "task": "sonnet"}, 404, ["copywriter/sonnet", "copywriter/channel_copy"]),
@@ -206,8 +206,8 @@ async def test_output_that_fails_its_schema_is_502_with_the_errors(
     error = error_of(response)
     assert error["type"] == "output_invalid"
     assert "wrong/w1" in error["message"]
-    assert any("42 is not of type 'string'" in e for e in error["details"]["errors"])
-    assert any("'body' is a required property" in e for e in error["details"]["errors"])
+    assert any('42 is not of type "string"' in e for e in error["details"]["errors"])
+    assert any('"body" is a required property' in e for e in error["details"]["errors"])
     assert error["details"]["attempts"][0]["outcome"] == "schema_invalid"
 
 

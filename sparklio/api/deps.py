@@ -1,4 +1,8 @@
-"""FastAPI dependencies: what endpoints get from the app, built once in `create_app`."""
+"""FastAPI dependencies: what endpoints get from the app, built once in `create_app`.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread,
+which cost a thread hop per request.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,12 @@ from sparklio.core.config import Settings
 from sparklio.services.llm.gateway import LLMGateway
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_gateway(request: Request) -> LLMGateway:
+async def get_gateway(request: Request) -> LLMGateway:
     gateway: LLMGateway = request.app.state.gateway
     return gateway
 

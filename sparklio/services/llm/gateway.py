@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema.protocols import Validator
+from jsonschema_rs import Validator
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import jsonschema_rs
 import orjson
-from jsonschema import Draft202012Validator, validators
 
 from sparklio.services.llm.mockdata import MockData
 from sparklio.services.llm.providers.base import (
@@ -75,15 +75,17 @@ class MockProvider(LLMProvider):
 
 
 def _checker(root: dict[str, Any]) -> Any:
-    """A function telling whether a value matches a sub-schema of `root` ($refs resolved).
+    """A function telling whether a value matches a sub-schema of `root`.
 
-    The validator is built on the first check only: most schemas have no oneOf and need none.
+    Only oneOf needs it, so validators are built on demand; the sub-schema carries the root's
+    `$defs` so its references resolve.
     """
-    built: list[Any] = []
+    defs: dict[str, Any] = {k: root[k] for k in ("$defs", "definitions") if k in root}
 
     def check(schema: dict[str, Any], value: Any) -> bool:
-        if not built:
-            built.append(validators.validator_for(root, default=Draft202012Validator)(root))
-        return bool(built[0].evolve(schema=schema).is_valid(value))
+        try:
+            return bool(jsonschema_rs.validator_for({**defs, **schema}).is_valid(value))
+        except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError):
+            return True  # a reference outside $defs: let the gateway's own check decide
 
     return check
