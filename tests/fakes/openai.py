@@ -1,0 +1,161 @@
+"""A fake OpenAI-compatible server: /v1/chat/completions (non-streaming) and /v1/models.
+
+Shapes follow the protocol reference, upstream-protocols.md section 3 ("Ref §3").
+The provider's base URL is f"{fake.url}/v1".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.base import Answer, FakeServer, Recorded, Reply, Status, new_id
+
+BAD_KEY = (
+    "Incorrect API key provided: sk-wr***ng. You can find your API key at "
+    "https://platform.openai.com/account/api-keys."
+)
+RATE_LIMITED = (
+    "Rate limit reached for {model} in organization org-fake on requests per min (RPM): "
+    "Limit 3, Used 3, Requested 1. Please try again in 20s."
+)
+NO_QUOTA = (
+    "You exceeded your current quota, please check your plan and billing details. "
+    "For more information on this error, read the docs: "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+
+# status -> (message, type, code); message may use {model}.
+_ERRORS: dict[int, tuple[str, str, str | None]] = {
+    400: ("Invalid request.", "invalid_request_error", None),
+    401: (BAD_KEY, "invalid_request_error", "invalid_api_key"),
+    403: ("You are not allowed to sample from this model.", "invalid_request_error", None),
+    404: (
+        "The model `{model}` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    ),
+    # Ref §3 errors: a real 429 has the limit name ("requests", "tokens") as its type.
+    429: (RATE_LIMITED, "requests", "rate_limit_exceeded"),
+    500: (
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+        None,
+    ),
+    503: ("The server is overloaded or not ready yet.", "server_error", None),
+}
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> Any:
+    """Ref §3: all four keys are always present; param and code may be null."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class FakeOpenAI(FakeServer):
+    """OpenAI Chat Completions, or a server that copies it (llama.cpp, vLLM...)."""
+
+    model_path = "/v1/chat/completions"
+
+    def __init__(
+        self,
+        api_key: str | None = "sk-test",
+        models: list[str] | None = None,
+        supports_json_schema: bool = True,
+    ) -> None:
+        self.api_key = api_key
+        self.models = list(models) if models is not None else ["gpt-4o-mini"]
+        self.supports_json_schema = supports_json_schema
+        super().__init__()
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/v1/models", self._list_models)
+
+    def _answer(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> Answer:
+        """A JSON answer with the `x-request-id` header every response carries."""
+        return Answer.json(status, obj, {"x-request-id": new_id("req_", 32), **(headers or {})})
+
+    def _unauthorised(self, headers: Mapping[str, str]) -> Answer | None:
+        """`headers` must accept lower-case names (a Recorded's dict or aiohttp's headers)."""
+        if self.api_key is None or headers.get("authorization") == f"Bearer {self.api_key}":
+            return None
+        return self._answer(401, error_body(BAD_KEY, "invalid_request_error", "invalid_api_key"))
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        answer = self._unauthorised(request.headers) or self._answer(
+            200,
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 1721172741, "owned_by": "system"}
+                    for m in self.models
+                ],
+            },
+        )
+        return answer.response()
+
+    def reject(self, rec: Recorded) -> Answer | None:
+        unauthorised = self._unauthorised(rec.headers)
+        if unauthorised is not None:
+            return unauthorised
+        body = rec.body
+        if rec.bad_json or not isinstance(body, dict):
+            msg = "We could not parse the JSON body of your request."
+            return self._answer(400, error_body(msg, "invalid_request_error", None))
+        if not body.get("model"):
+            msg = "you must provide a model parameter"
+            return self._answer(400, error_body(msg, "invalid_request_error", None))
+        if body["model"] not in self.models:
+            msg = _ERRORS[404][0].format(model=body["model"])
+            return self._answer(404, error_body(msg, "invalid_request_error", "model_not_found"))
+        fmt = body.get("response_format")
+        if (
+            not self.supports_json_schema
+            and isinstance(fmt, dict)
+            and fmt.get("type") == "json_schema"
+        ):
+            # Servers that copy the API (llama.cpp, older vLLM) may lack json_schema.
+            msg = "response_format type json_schema is not supported by this server"
+            return self._answer(
+                400, error_body(msg, "invalid_request_error", None, "response_format")
+            )
+        if body.get("stream"):
+            msg = "FakeOpenAI does not implement stream=true"
+            return self._answer(400, error_body(msg, "invalid_request_error", None, "stream"))
+        return None
+
+    def render_reply(self, rec: Recorded, reply: Reply, elapsed: float) -> Answer:
+        usage = {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        }
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": reply.text(), "refusal": None},
+            "logprobs": None,
+            "finish_reason": reply.finish or "stop",
+        }
+        obj = {
+            "id": new_id("chatcmpl-", 29),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": rec.body["model"],
+            "choices": [choice],
+            "usage": usage,
+            "system_fingerprint": "fp_fake",
+        }
+        return self._answer(200, obj)
+
+    def render_status(self, rec: Recorded, status: Status) -> Answer:
+        generic = "server_error" if status.code >= 500 else "invalid_request_error"
+        message, type_, code = _ERRORS.get(status.code, (f"Error {status.code}", generic, None))
+        if status.error_type == "insufficient_quota":
+            # Ref §5: quota exhaustion is a 429 that needs user action (no Retry-After).
+            message = NO_QUOTA
+        if status.error_type is not None:
+            type_ = code = status.error_type
+        message = status.message or message.format(model=rec.body["model"])
+        return self._answer(status.code, error_body(message, type_, code), status.headers)
