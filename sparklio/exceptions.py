@@ -126,12 +126,22 @@ class ProviderError(GatewayError):
         provider: str | None = None,
         model: str | None = None,
         outcome: str = "error",
+        retryable: bool = False,
+        retry_after: float | None = None,
+        raw: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
         self.provider = provider
         self.model = model
+        #: what happened, as recorded in meta.attempts: timeout, http_503, invalid_json, ...
         self.outcome = outcome
+        #: whether the same call may succeed if tried again (busy, rate-limited, cut off)
+        self.retryable = retryable
+        #: seconds the upstream asked us to wait (Retry-After), if it said
+        self.retry_after = retry_after
+        #: the model's answer, when there was one (for a JSON repair attempt)
+        self.raw = raw
 
     def to_body(self) -> dict[str, Any]:
         body = super().to_body()

@@ -57,10 +57,19 @@ class LLMProvider(ABC):
 
     #: Seconds one attempt may take before the gateway gives up on it.
     timeout: float
+    #: Calls the gateway lets run at once against this provider; None = no limit.
+    max_concurrency: int | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.timeout = settings.llm_timeout
+
+    def unavailable_reason(self) -> str | None:
+        """Why the provider cannot serve calls here (e.g. a missing API key), or None.
+
+        Routing skips an unavailable provider and records why.
+        """
+        return None
 
     @property
     @abstractmethod

@@ -22,6 +22,9 @@ ENTRY_POINT_GROUP = "sparklio.llm_providers"
 #: The providers that ship with Sparklio.
 BUILTIN_PROVIDERS: dict[str, str] = {
     "mock": "sparklio.services.llm.providers.mock:MockProvider",
+    "ollama": "sparklio.services.llm.providers.ollama:OllamaProvider",
+    "openai": "sparklio.services.llm.providers.openai:OpenAIProvider",
+    "anthropic": "sparklio.services.llm.providers.anthropic:AnthropicProvider",
 }
 
 

@@ -1,0 +1,173 @@
+"""Ollama, through its native chat API (`POST /api/chat`), streamed as NDJSON.
+
+Reading the stream line by line is what lets an `{"error": ...}` line inside a 200 answer be
+reported as an error rather than as an empty answer (upstream-protocols.md, section 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from sparklio.core.config import Settings
+from sparklio.exceptions import ProviderError
+from sparklio.services.llm.providers.base import (
+    LLMProviderResponse,
+    OutputMode,
+    ProviderHealth,
+    usage,
+)
+from sparklio.services.llm.providers.http import HTTPProvider, parse_json_object
+
+#: Ollama's own option names, passed through as they are when a route sets them.
+NATIVE_OPTIONS = frozenset({
+    "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n",
+    "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty", "stop", "num_ctx",
+    "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread",
+})  # fmt: skip
+
+
+def ollama_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Gateway options -> Ollama's `options` (max_tokens is `num_predict` there)."""
+    mapped = {k: v for k, v in options.items() if k in NATIVE_OPTIONS}
+    if "max_tokens" in options:
+        mapped["num_predict"] = options["max_tokens"]
+    return mapped
+
+
+def _ms(nanoseconds: Any) -> float | None:
+    return round(nanoseconds / 1e6, 2) if isinstance(nanoseconds, int) else None
+
+
+class OllamaProvider(HTTPProvider):
+    """The team's GPU desktop. Few calls at once (OLLAMA_MAX_CONCURRENCY), models kept loaded
+    between calls (OLLAMA_KEEP_ALIVE)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.base_url = settings.ollama_base_url.rstrip("/")
+        self.timeout = settings.ollama_timeout
+        self.max_concurrency = settings.ollama_max_concurrency
+        self.chat_url = f"{self.base_url}/api/chat"
+
+    @property
+    def vendor(self) -> str:
+        return "ollama"
+
+    @property
+    def supports_json(self) -> bool:
+        return True
+
+    def error_message(self, status: int, body: Any, model: str) -> str:
+        message = body.get("error", "") if isinstance(body, dict) else str(body)
+        if status == 404:
+            return (
+                f"{message or 'model not found'}. Run `ollama pull {model}` on the Ollama host "
+                f"({self.base_url}), or route to a model it has (`sparklio routes`)."
+            )
+        return str(message)[:300]
+
+    def is_retryable(self, status: int, body: Any) -> bool:
+        # 503 is Ollama's "server busy" (queue full): worth another try; 404 never is
+        return status in (500, 502, 503, 504)
+
+    async def generate(
+        self,
+        prompt: str,
+        role: str,
+        task: str,
+        mode: OutputMode,
+        options: dict[str, Any],
+    ) -> LLMProviderResponse:
+        model = options["model"]
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": True,
+            "keep_alive": options.get("keep_alive", self.settings.ollama_keep_alive),
+            "options": ollama_options(options),
+        }
+        if mode == "json":
+            # the prompt also asks for JSON: without that, models pad `{}` with whitespace
+            body["format"] = options.get("schema") or "json"
+        text, final = await self._chat(body, model)
+        where = self.where(model)
+        truncated = final.get("done_reason") == "length"
+        meta = self._meta(final)
+        if mode == "json":
+            if truncated:
+                raise ProviderError(
+                    f"{where} stopped at its token limit (done_reason: length); the JSON is cut "
+                    "off. Raise max_tokens or num_ctx for this route.",
+                    provider=self.vendor, model=model, outcome="truncated", raw=text,
+                )  # fmt: skip
+            if not text.strip() and final.get("thinking"):
+                text = str(final["thinking"])  # thinking models may answer there (gpt-oss)
+            output = parse_json_object(text, where)
+        else:
+            output = {"text": text}
+            if truncated:
+                meta["truncated"] = True
+        return LLMProviderResponse(
+            provider=self.vendor,
+            model=model,
+            usage=usage(final.get("prompt_eval_count", 0), final.get("eval_count", 0)),
+            output=output,
+            meta=meta,
+        )
+
+    async def _chat(self, body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
+        """Send the chat request and read the NDJSON stream: (text, final line)."""
+        parts: list[str] = []
+        thinking: list[str] = []
+        async with self.request("POST", self.chat_url, json=body, model=model) as resp:
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                try:
+                    chunk = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    raise self._stream_error(model, f"a line is not JSON: {line[:120]!r}") from None
+                if "error" in chunk:
+                    # an error after the 200 status was sent: the answer is not complete
+                    raise self._stream_error(model, str(chunk["error"]))
+                message = chunk.get("message") or {}
+                parts.append(message.get("content") or "")
+                thinking.append(message.get("thinking") or "")
+                if chunk.get("done"):
+                    return "".join(parts), {**chunk, "thinking": "".join(thinking)}
+        raise self._stream_error(model, "the stream ended before its final (done) line")
+
+    def _stream_error(self, model: str, reason: str) -> ProviderError:
+        return ProviderError(
+            f"{self.where(model)} failed mid-answer: {reason}",
+            provider=self.vendor, model=model, outcome="stream_error", retryable=True,
+        )  # fmt: skip
+
+    @staticmethod
+    def _meta(final: dict[str, Any]) -> dict[str, Any]:
+        eval_count, eval_ns = final.get("eval_count"), final.get("eval_duration")
+        tokens_per_s = (
+            round(eval_count / eval_ns * 1e9, 1)
+            if isinstance(eval_count, int) and isinstance(eval_ns, int) and eval_ns > 0
+            else None
+        )
+        return {
+            "done_reason": final.get("done_reason"),
+            "load_ms": _ms(final.get("load_duration")),
+            "prompt_eval_ms": _ms(final.get("prompt_eval_duration")),
+            "eval_ms": _ms(eval_ns),
+            "total_ms": _ms(final.get("total_duration")),
+            "tokens_per_s": tokens_per_s,
+        }
+
+    async def health(self, models: list[str]) -> ProviderHealth:
+        model = models[0] if models else "-"
+        async with self.request("GET", f"{self.base_url}/api/tags", model=model) as resp:
+            tags = await self.read_json(resp, model)
+        have = {m.get("name") for m in tags.get("models", [])}
+        present = {m: m in have or f"{m}:latest" in have for m in models}
+        missing = [m for m, ok in present.items() if not ok]
+        message = f"missing: {', '.join(missing)} (run `ollama pull <model>`)" if missing else ""
+        return ProviderHealth(available=True, message=message, models=present)

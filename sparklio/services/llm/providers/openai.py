@@ -1,0 +1,184 @@
+"""OpenAI Chat Completions, and any server that speaks it (vLLM, LM Studio, llama.cpp server)
+at OPENAI_BASE_URL."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from sparklio.core.config import Settings
+from sparklio.exceptions import ProviderError
+from sparklio.services.llm.providers.base import (
+    LLMProviderResponse,
+    OutputMode,
+    ProviderHealth,
+    usage,
+)
+from sparklio.services.llm.providers.http import HTTPProvider, parse_json_object
+
+#: Gateway options that Chat Completions takes under the same name.
+PASSED_OPTIONS = ("temperature", "top_p", "seed", "stop", "max_tokens", "frequency_penalty",
+                  "presence_penalty")  # fmt: skip
+
+
+def strict_compatible(schema: Any) -> bool:
+    """Whether OpenAI's strict mode accepts `schema`: every object closed and fully required."""
+    if isinstance(schema, list):
+        return all(strict_compatible(s) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is not False:
+            return False
+        if set(schema.get("required", ())) != set(properties):
+            return False
+    return all(strict_compatible(v) for v in schema.values() if isinstance(v, dict | list))
+
+
+class OpenAIProvider(HTTPProvider):
+    """Chat Completions with `response_format` json_schema, or json_object where the server
+    lacks json_schema (learnt from its 400 once per model, then remembered)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.base_url = settings.openai_base_url.rstrip("/")
+        self.timeout = settings.openai_timeout
+        self.max_concurrency = settings.openai_max_concurrency
+        self.chat_url = f"{self.base_url}/chat/completions"
+        key = settings.openai_api_key
+        self.headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        self._no_json_schema: set[str] = set()
+
+    @property
+    def vendor(self) -> str:
+        return "openai"
+
+    @property
+    def supports_json(self) -> bool:
+        return True
+
+    def unavailable_reason(self) -> str | None:
+        # local OpenAI-compatible servers usually need no key; api.openai.com always does
+        if not self.headers and urlsplit(self.base_url).hostname == "api.openai.com":
+            return "OPENAI_API_KEY is not set: set it, or point OPENAI_BASE_URL at a local server."
+        return None
+
+    def error_message(self, status: int, body: Any, model: str) -> str:
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message", ""))
+            if status == 401:
+                message += " Check OPENAI_API_KEY."
+            return message[:400]
+        return str(body)[:300]
+
+    def is_retryable(self, status: int, body: Any) -> bool:
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and "insufficient_quota" in (
+            error.get("code"),
+            error.get("type"),
+        ):
+            return False  # out of credit: waiting will not help (upstream-protocols.md §5)
+        return super().is_retryable(status, body)
+
+    async def generate(
+        self,
+        prompt: str,
+        role: str,
+        task: str,
+        mode: OutputMode,
+        options: dict[str, Any],
+    ) -> LLMProviderResponse:
+        model = options["model"]
+        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+        body.update((k, options[k]) for k in PASSED_OPTIONS if k in options)
+        schema = options.get("schema")
+        if mode == "json":
+            body["response_format"] = self._response_format(model, schema)
+        try:
+            answer = await self._complete(body, model)
+        except ProviderError as exc:
+            if not self._lacks_json_schema(exc, body):
+                raise
+            self._no_json_schema.add(model)
+            body["response_format"] = {"type": "json_object"}
+            answer = await self._complete(body, model)
+        return self._response(answer, model, mode)
+
+    def _response_format(self, model: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+        if schema is None or model in self._no_json_schema:
+            return {"type": "json_object"}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema,
+                            "strict": strict_compatible(schema)},
+        }  # fmt: skip
+
+    @staticmethod
+    def _lacks_json_schema(exc: ProviderError, body: dict[str, Any]) -> bool:
+        sent = body.get("response_format", {}).get("type") == "json_schema"
+        return sent and exc.outcome == "http_400" and "response_format" in exc.message
+
+    async def _complete(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        async with self.request(
+            "POST", self.chat_url, json=body, headers=self.headers, model=model
+        ) as resp:
+            answer: dict[str, Any] = await self.read_json(resp, model)
+            return answer
+
+    def _response(
+        self, answer: dict[str, Any], model: str, mode: OutputMode
+    ) -> LLMProviderResponse:
+        where = self.where(model)
+        try:
+            choice = answer["choices"][0]
+            message = choice["message"]
+        except (KeyError, IndexError, TypeError):
+            raise ProviderError(
+                f"{where}: the answer has no choices[0].message: {str(answer)[:200]}",
+                provider=self.vendor, model=model, outcome="stream_error", retryable=True,
+            ) from None  # fmt: skip
+        if message.get("refusal"):
+            raise ProviderError(
+                f"{where} refused: {message['refusal']}",
+                provider=self.vendor, model=model, outcome="refused",
+            )  # fmt: skip
+        text = message.get("content") or ""
+        truncated = choice.get("finish_reason") == "length"
+        meta: dict[str, Any] = {
+            "finish_reason": choice.get("finish_reason"),
+            "upstream_id": answer.get("id"),
+            "served_model": answer.get("model"),
+        }
+        if mode == "json":
+            if truncated:
+                raise ProviderError(
+                    f"{where} stopped at max_tokens (finish_reason: length); the JSON is cut off.",
+                    provider=self.vendor, model=model, outcome="truncated", raw=text,
+                )  # fmt: skip
+            output = parse_json_object(text, where)
+        else:
+            output = {"text": text}
+            if truncated:
+                meta["truncated"] = True
+        counts = answer.get("usage") or {}
+        return LLMProviderResponse(
+            provider=self.vendor,
+            model=model,
+            usage=usage(counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)),
+            output=output,
+            meta=meta,
+        )
+
+    async def health(self, models: list[str]) -> ProviderHealth:
+        reason = self.unavailable_reason()
+        if reason:
+            return ProviderHealth(available=False, message=reason)
+        model = models[0] if models else "-"
+        async with self.request(
+            "GET", f"{self.base_url}/models", headers=self.headers, model=model
+        ) as resp:
+            listing = await self.read_json(resp, model)
+        have = {m.get("id") for m in listing.get("data", [])}
+        return ProviderHealth(available=True, models={m: m in have for m in models})
