@@ -175,22 +175,27 @@ def generate(
         _fail(f"--mode must be json or text (got {mode!r})", 2)
 
     async def call() -> dict[str, Any]:
-        transport = None
+        api = None
         if url is None:
             from sparklio.main import create_app
 
-            transport = httpx.ASGITransport(app=create_app(_settings()))
-        async with LLMGatewayClient(
-            base_url=url or "http://sparklio.local", transport=transport
-        ) as client:
-            response = await client.generate(
-                role=role,
-                task=task,
-                payload=data,
-                schema=output_schema,
-                mode=cast(OutputMode, mode),  # checked above
-            )
-            return response.model_dump()
+            api = create_app(_settings())
+        transport = httpx.ASGITransport(app=api) if api is not None else None
+        try:
+            async with LLMGatewayClient(
+                base_url=url or "http://sparklio.local", transport=transport
+            ) as client:
+                response = await client.generate(
+                    role=role,
+                    task=task,
+                    payload=data,
+                    schema=output_schema,
+                    mode=cast(OutputMode, mode),  # checked above
+                )
+                return response.model_dump()
+        finally:
+            if api is not None:  # no lifespan runs in-process: close the providers here
+                await api.state.gateway.aclose()
 
     try:
         result = asyncio.run(call())

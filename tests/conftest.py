@@ -31,6 +31,16 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SPARKLIO_HOME", str(tmp_path / "home"))
+    # the spend guard: no test reaches a model server beyond this machine unless it opts in
+    monkeypatch.setenv("ALLOW_REMOTE_CALLS", "false")
+    for name in (
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "OPENAI_BASE_URL",
+        "ANTHROPIC_BASE_URL",
+        "OLLAMA_BASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 
 
@@ -57,8 +67,11 @@ def write_routing(tmp_path: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture
-def app(settings: Settings) -> FastAPI:
-    return create_app(settings)
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app, closed after the test (ASGITransport runs no lifespan to do it)."""
+    app = create_app(settings)
+    yield app
+    await app.state.gateway.aclose()
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def _describe(err: dict[str, Any]) -> str:
     where = ".".join(loc)
     if err.get("type") == "json_invalid":
         reason = (err.get("ctx") or {}).get("error", "")
-        return f"the body is not valid JSON ({reason} at character {where or 0})"
+        return f"the body is not valid JSON ({reason})"
     if err.get("type") == "extra_forbidden":
         return f"{where}: unknown field; remove it or check its spelling"
     if err.get("type") == "missing":

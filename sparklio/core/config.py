@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sparklio.exceptions import ConfigError
@@ -27,10 +27,33 @@ class Settings(BaseSettings):
         default=None, description="Folder whose templates override the shipped prompts."
     )
     llm_timeout: float = Field(default=120.0, gt=0, description="Seconds per provider attempt.")
+    llm_deadline: float = Field(default=300.0, gt=0, description="Seconds per call, all tries.")
+    llm_max_retries: int = Field(default=2, ge=0, description="Retries per candidate.")
+    llm_backoff_base: float = Field(default=0.25, ge=0)
+    llm_backoff_max: float = Field(default=4.0, ge=0)
+    llm_retry_after_max: float = Field(default=10.0, ge=0)
+    llm_max_queue: int = Field(default=64, ge=0, description="Calls waiting per endpoint.")
+    llm_breaker_failures: int = Field(default=5, ge=1)
+    llm_breaker_cooldown: float = Field(default=30.0, ge=0)
+    allow_remote_calls: bool = Field(
+        default=True, description="False refuses model calls to hosts other than loopback."
+    )
     max_request_bytes: int = Field(default=1_048_576, gt=0)
 
     ollama_base_url: str = "http://localhost:11434"
     ollama_timeout: float = Field(default=120.0, gt=0)
+    ollama_keep_alive: str = "30m"
+    ollama_max_concurrency: int = Field(default=2, ge=1)
+
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None
+    openai_timeout: float = Field(default=60.0, gt=0)
+    openai_max_concurrency: int = Field(default=64, ge=1)
+
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_api_key: SecretStr | None = None
+    anthropic_timeout: float = Field(default=60.0, gt=0)
+    anthropic_max_concurrency: int = Field(default=16, ge=1)
     comfyui_base_url: str = "http://localhost:8188"
     comfyui_timeout: float = Field(default=300.0, gt=0)
 

@@ -1,8 +1,10 @@
 """The LLM Gateway: the one door every model call goes through.
 
-`generate(role, task, payload)` renders the prompt, routes to a provider and model, calls it
-with a timeout, checks a json answer against the output schema and reports every attempt in
-`meta`. What to do when an attempt fails (retry, fall back, repair) lives in `_run_route`.
+`generate(role, task, payload)` renders the prompt, routes to the candidates, and tries them
+in order: each with a timeout, retried on transient failures (honouring Retry-After), a json
+answer that does not parse or match its schema repaired once, a candidate whose circuit is
+open skipped, calls beyond an endpoint's concurrency limit queued. Every attempt is reported
+in `meta.attempts`; when all candidates fail, one error says what each did.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from jsonschema_rs import Validator
 
 from sparklio.core.config import Settings
@@ -23,11 +26,19 @@ from sparklio.exceptions import (
     InvalidRequestError,
     OutputValidationError,
     ProviderError,
+    ServiceUnavailableError,
     UpstreamTimeoutError,
 )
 from sparklio.services.llm.prompt_builder import PromptBuilder, RenderedPrompt
-from sparklio.services.llm.providers.base import LLMProviderResponse, OutputMode
-from sparklio.services.llm.providers.registry import ProviderRegistry
+from sparklio.services.llm.providers.base import LLMProvider, LLMProviderResponse, OutputMode
+from sparklio.services.llm.providers.registry import ProviderRegistry, ProviderUnavailableError
+from sparklio.services.llm.resilience import (
+    ENDPOINT_FAILURES,
+    EndpointGuard,
+    Guards,
+    QueueFullError,
+    RetryPolicy,
+)
 from sparklio.services.llm.router import Route, Router
 from sparklio.services.llm.routing import (
     NAME_RE,
@@ -41,6 +52,10 @@ log = logging.getLogger("sparklio.gateway")
 
 #: Options a caller may not set: the routing file picks the model; the gateway fills the rest.
 RESERVED_OPTIONS = frozenset({"model", "schema", "payload"})
+#: Failures a second look by the model can fix: it answered, but not with usable JSON.
+REPAIRABLE = frozenset({"invalid_json", "schema_invalid"})
+#: Failures that say "busy or switched off", not "broken": the caller should come back.
+CAPACITY = frozenset({"queue_full", "circuit_open"})
 
 
 @dataclass(slots=True)
@@ -56,6 +71,8 @@ class _Call:
     validator: Validator | None
     prompt: RenderedPrompt | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    queue_ms: float = 0.0
+    deadline: float = 0.0
 
 
 class LLMGateway:
@@ -74,6 +91,8 @@ class LLMGateway:
         self.router = router
         self.prompts = prompts
         self.schemas = schemas or SchemaCache()
+        self.retry = RetryPolicy.from_settings(settings)
+        self.guards = Guards(settings)
 
     @classmethod
     def from_settings(
@@ -116,7 +135,11 @@ class LLMGateway:
             response = await self._run_route(route, call)
         except GatewayError as exc:
             exc.request_id = request_id
-            if call is not None and call.attempts and isinstance(exc, ProviderError):
+            if (
+                call is not None
+                and call.attempts
+                and isinstance(exc, ProviderError | ServiceUnavailableError)
+            ):
                 exc.details = {**(exc.details or {}), "attempts": call.attempts}
             log.info("✗ %s.%s %s: %s [%s]", role, task, exc.type, exc.message, request_id)
             raise
@@ -128,21 +151,17 @@ class LLMGateway:
             generator_mode=self.router.mode,
             rule=route.rule,
             attempts=call.attempts,
+            fallback=call.attempts[-1]["provider"] != route.candidates[0].provider
+            or call.attempts[-1]["model"] != route.candidates[0].model,
+            queue_ms=round(call.queue_ms, 2),
             latency_ms=round(latency_ms, 2),
             template=prompt.template,
             prompt_hash=prompt.hash,
         )
         if log.isEnabledFor(logging.INFO):
-            log.info(
-                "← %s.%s %.1fms %d tok via %s/%s [%s]",
-                role,
-                task,
-                latency_ms,
-                response.usage.get("total_tokens", 0),
-                response.provider,
-                response.model,
-                request_id,
-            )
+            log.info("← %s.%s %.1fms %d tok via %s/%s [%s]", role, task, latency_ms,
+                     response.usage.get("total_tokens", 0), response.provider, response.model,
+                     request_id)  # fmt: skip
         return response
 
     def _prepare(
@@ -173,60 +192,116 @@ class LLMGateway:
             )
         # a bad schema is an error in either mode; only json answers are checked against it
         validator = self.schemas.validator(output_schema) if output_schema is not None else None
-        if mode == "text":
-            validator = None
-        return _Call(
-            role=role,
-            task=task,
-            payload=dict(payload),
-            mode=mode,
-            options=dict(options or {}),
-            schema=output_schema,
-            validator=validator,
-        )
+        return _Call(role=role, task=task, payload=dict(payload), mode=mode,
+                     options=dict(options or {}), schema=output_schema,
+                     validator=validator if mode == "json" else None)  # fmt: skip
 
     async def _run_route(self, route: Route, call: _Call) -> LLMProviderResponse:
-        """Try the route's candidates. For now the primary only; this is where retries,
-        fallbacks and JSON repair go."""
-        return await self._attempt(route.candidates[0], call)
+        """Try the candidates in order until one answers; then say what each one did."""
+        loop = asyncio.get_running_loop()
+        call.deadline = loop.time() + self.settings.llm_deadline
+        failures: list[ProviderError] = []
+        for candidate in route.candidates:
+            try:
+                return await self._run_candidate(candidate, call)
+            except ProviderError as exc:
+                failures.append(exc)
+            if loop.time() >= call.deadline:
+                break
+        raise self._all_failed(route, call, failures)
 
-    async def _attempt(self, candidate: Candidate, call: _Call) -> LLMProviderResponse:
+    async def _run_candidate(self, candidate: Candidate, call: _Call) -> LLMProviderResponse:
+        """One candidate: skipped if unavailable or its circuit is open, else tried with
+        retries and at most one JSON repair."""
+        provider, guard = self._provider_for(candidate, call)
+        loop = asyncio.get_running_loop()
+        assert call.prompt is not None
+        prompt, repaired, retry = call.prompt, False, 0
+        while True:
+            try:
+                response = await self._attempt(candidate, provider, guard, call, prompt)
+            except ProviderError as exc:
+                if exc.outcome in ENDPOINT_FAILURES:
+                    guard.breaker.failure()
+                elif exc.outcome not in CAPACITY:
+                    guard.breaker.success()  # it answered: the endpoint itself is fine
+                if exc.outcome in REPAIRABLE and exc.raw is not None and not repaired:
+                    repaired = True
+                    prompt = self.prompts.render_repair(call.prompt, exc.raw, exc.message)
+                    continue
+                delay = self.retry.delay(retry, exc)
+                if delay is None or loop.time() + delay >= call.deadline:
+                    raise
+                retry += 1
+                await asyncio.sleep(delay)
+                continue
+            guard.breaker.success()
+            response.meta["repaired"] = repaired
+            return response
+
+    def _provider_for(self, candidate: Candidate, call: _Call) -> tuple[LLMProvider, EndpointGuard]:
+        try:
+            provider = self.registry.get(candidate.provider)
+            reason = provider.unavailable_reason()
+        except ProviderUnavailableError as exc:
+            reason = str(exc)
+        if reason:
+            self._record(call, candidate, "unavailable", 0.0)
+            raise ProviderError(f"{candidate.label} is unavailable: {reason}",
+                                provider=candidate.provider, model=candidate.model,
+                                outcome="unavailable")  # fmt: skip
+        guard = self.guards.get(candidate.provider, provider.max_concurrency)
+        if not guard.breaker.allow():
+            self._record(call, candidate, "circuit_open", 0.0)
+            raise ProviderError(
+                f"{candidate.label} skipped: its circuit is open after {guard.breaker.failures} "
+                f"failures in a row; one probe call is let through after "
+                f"{guard.breaker.cooldown:g} s.",
+                provider=candidate.provider, model=candidate.model, outcome="circuit_open",
+            )  # fmt: skip
+        return provider, guard
+
+    async def _attempt(
+        self,
+        candidate: Candidate,
+        provider: LLMProvider,
+        guard: EndpointGuard,
+        call: _Call,
+        prompt: RenderedPrompt,
+    ) -> LLMProviderResponse:
         """One call to one candidate, timed, checked and recorded in `call.attempts`."""
-        provider = self.registry.get(candidate.provider)
         options: dict[str, Any] = {**candidate.options, **call.options}
-        timeout = float(options.pop("timeout", None) or provider.timeout)
+        per_attempt = float(options.pop("timeout", None) or provider.timeout)
+        remaining = call.deadline - asyncio.get_running_loop().time()
+        timeout = max(0.0, min(per_attempt, remaining))
         options.update(model=candidate.model, payload=call.payload)
         if call.mode == "json" and call.schema is not None:
             options["schema"] = call.schema
-        where = f"{candidate.provider}/{candidate.model}"
-        assert call.prompt is not None, "render the prompt before the attempt"
-        prompt = call.prompt
+        where = candidate.label
         started = time.perf_counter()
         outcome = "ok"
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout), guard.limiter.slot() as waited:
+                call.queue_ms += waited
                 response = await provider.generate(
                     prompt.text, call.role, call.task, call.mode, options
                 )
             if call.validator is not None:
-                errors = self.schemas.errors(call.validator, response.output)
-                if errors:
-                    raise OutputValidationError(
-                        f"{where} answered, but the output does not match output_schema: "
-                        + "; ".join(errors[:3]),
-                        provider=candidate.provider,
-                        model=candidate.model,
-                        outcome="schema_invalid",
-                        details={"errors": errors},
-                    )
+                self._check(call.validator, response, candidate)
         except TimeoutError:
             outcome = "timeout"
             raise UpstreamTimeoutError(
                 f"{where} did not answer within {timeout:g} s.",
-                provider=candidate.provider,
-                model=candidate.model,
-                outcome=outcome,
-            ) from None
+                provider=candidate.provider, model=candidate.model, outcome=outcome,
+                retryable=True,
+            ) from None  # fmt: skip
+        except QueueFullError:
+            outcome = "queue_full"
+            raise ProviderError(
+                f"{where} is busy: {guard.limiter.limit} calls in flight and "
+                f"{guard.limiter.waiting} waiting (the most it queues).",
+                provider=candidate.provider, model=candidate.model, outcome=outcome,
+            ) from None  # fmt: skip
         except ProviderError as exc:
             outcome = exc.outcome
             raise
@@ -238,16 +313,64 @@ class LLMGateway:
             log.exception("provider %s failed", where)
             raise ProviderError(
                 f"{where} failed: {type(exc).__name__}: {exc}",
-                provider=candidate.provider,
-                model=candidate.model,
-            ) from exc
+                provider=candidate.provider, model=candidate.model,
+            ) from exc  # fmt: skip
         finally:
-            call.attempts.append(
-                {
-                    "provider": candidate.provider,
-                    "model": candidate.model,
-                    "outcome": outcome,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                }
-            )
+            self._record(call, candidate, outcome, (time.perf_counter() - started) * 1000)
         return response
+
+    def _check(
+        self, validator: Validator, response: LLMProviderResponse, candidate: Candidate
+    ) -> None:
+        errors = self.schemas.errors(validator, response.output)
+        if errors:
+            raise OutputValidationError(
+                f"{candidate.label} answered, but the output does not match output_schema: "
+                + "; ".join(errors[:3]),
+                provider=candidate.provider, model=candidate.model, outcome="schema_invalid",
+                details={"errors": errors}, raw=orjson.dumps(response.output).decode(),
+            )  # fmt: skip
+
+    @staticmethod
+    def _record(call: _Call, candidate: Candidate, outcome: str, latency_ms: float) -> None:
+        call.attempts.append({
+            "provider": candidate.provider,
+            "model": candidate.model,
+            "outcome": outcome,
+            "latency_ms": round(latency_ms, 2),
+        })  # fmt: skip
+
+    def _all_failed(self, route: Route, call: _Call, failures: list[ProviderError]) -> GatewayError:
+        """One error for a call whose every candidate failed, naming what each one did."""
+        last = failures[-1]
+        if len(failures) == 1 and len(call.attempts) == 1:
+            return last  # one attempt: its own error says it best
+        parts = []
+        for candidate, failure in zip(route.candidates, failures, strict=False):
+            outcomes = [
+                a["outcome"]
+                for a in call.attempts
+                if (a["provider"], a["model"]) == (candidate.provider, candidate.model)
+            ]
+            tries = f"{len(outcomes)} attempt{'s' * (len(outcomes) != 1)}"
+            parts.append(
+                f"{candidate.label}: {tries} ({', '.join(outcomes)}), last: {failure.message}"
+            )
+        summary = (f"Every candidate for {call.role}/{call.task} failed. " + " ".join(
+            f"{i}) {p}" for i, p in enumerate(parts, 1)))  # fmt: skip
+        details: dict[str, Any] = {
+            "failures": [
+                {"provider": f.provider, "model": f.model, "outcome": f.outcome,
+                 "message": f.message}
+                for f in failures
+            ]
+        }  # fmt: skip
+        if isinstance(last.details, dict) and "errors" in last.details:
+            details["errors"] = last.details["errors"]  # the schema errors of the last answer
+        if all(f.outcome in CAPACITY or f.outcome == "unavailable" for f in failures) and any(
+            f.outcome in CAPACITY for f in failures
+        ):
+            return ServiceUnavailableError(summary, details=details)
+        # the last failure's class keeps its status: 504 after a timeout, 502 otherwise
+        return type(last)(summary, provider=last.provider, model=last.model,
+                          outcome=last.outcome, details=details)  # fmt: skip

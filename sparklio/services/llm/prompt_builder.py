@@ -19,6 +19,7 @@ import orjson
 from sparklio.exceptions import ConfigError, InvalidRequestError
 
 GENERIC_TEMPLATE = "generic.j2"
+REPAIR_TEMPLATE = "repair.j2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class PromptBuilder:
             auto_reload=False,
         )
         self._templates: dict[tuple[str, str], jinja2.Template] = {}
+        self._roles: dict[str, str] = {}
         try:
             self.env.get_template(GENERIC_TEMPLATE)
         except jinja2.TemplateError as exc:
@@ -73,6 +75,18 @@ class PromptBuilder:
             self._templates[key] = template
         return template
 
+    def role_instruction(self, role: str) -> str:
+        """The role's instruction from `<role>/role.j2` (or `role.j2`), rendered once.
+
+        It is a variable rather than an `{% include %}`: an include costs a template lookup
+        and a new context on every call.
+        """
+        text = self._roles.get(role)
+        if text is None:
+            template = self.env.select_template([f"{role}/role.j2", "role.j2"])
+            text = self._roles[role] = template.render(role=role).strip()
+        return text
+
     def render(
         self,
         role: str,
@@ -86,6 +100,7 @@ class PromptBuilder:
         try:
             text = template.render(
                 role=role,
+                role_instruction=self.role_instruction(role),
                 task=task,
                 mode=mode,
                 payload=payload,
@@ -103,3 +118,10 @@ class PromptBuilder:
             raise ConfigError(f"Prompt template {template.name} failed to render: {exc}") from exc
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         return RenderedPrompt(text=text, template=template.name or GENERIC_TEMPLATE, hash=digest)
+
+    def render_repair(self, prompt: RenderedPrompt, answer: str, problems: str) -> RenderedPrompt:
+        """The prompt for one repair attempt: the original, the answer and what is wrong."""
+        template = self.env.get_template(REPAIR_TEMPLATE)
+        text = template.render(prompt=prompt.text, answer=answer, problems=problems).strip()
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return RenderedPrompt(text=text, template=REPAIR_TEMPLATE, hash=digest)

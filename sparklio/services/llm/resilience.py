@@ -1,0 +1,163 @@
+"""The gateway's defences against real model servers: retry timing, a circuit breaker and a
+concurrency limit per provider endpoint. On the happy path each costs a few attribute reads."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sparklio.core.config import Settings
+from sparklio.exceptions import ProviderError
+
+#: Failures that say something about the endpoint's health (not about the request or model).
+ENDPOINT_FAILURES = frozenset({
+    "timeout", "connection_refused", "connection_error", "stream_error",
+    "http_500", "http_502", "http_503", "http_504", "http_529",
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try the same candidate again: exponential backoff with full jitter, or the
+    upstream's Retry-After when it gave one, up to a cap."""
+
+    max_retries: int = 2
+    backoff_base: float = 0.25
+    backoff_max: float = 4.0
+    retry_after_max: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            max_retries=settings.llm_max_retries,
+            backoff_base=settings.llm_backoff_base,
+            backoff_max=settings.llm_backoff_max,
+            retry_after_max=settings.llm_retry_after_max,
+        )
+
+    def delay(self, retry: int, error: ProviderError) -> float | None:
+        """Seconds to wait before retry number `retry` (0-based), or None to stop trying."""
+        if not error.retryable or retry >= self.max_retries:
+            return None
+        if error.retry_after is not None:
+            # a wait longer than the cap means "not soon": better to fall back now
+            return error.retry_after if error.retry_after <= self.retry_after_max else None
+        ceiling = min(self.backoff_max, self.backoff_base * 2**retry)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class CircuitBreaker:
+    """After `threshold` consecutive endpoint failures the circuit opens: calls skip the
+    endpoint for `cooldown` seconds, then one probe call decides whether it closes again."""
+
+    threshold: int = 5
+    cooldown: float = 30.0
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+    def allow(self) -> bool:
+        """Whether a call may go to the endpoint now (claims the probe when half-open)."""
+        if self.opened_at is None:
+            return True
+        if self.probing or time.monotonic() - self.opened_at < self.cooldown:
+            return False
+        self.probing = True
+        return True
+
+    def success(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.probing or self.failures >= self.threshold:
+            self.opened_at, self.probing = time.monotonic(), False
+
+    def release_probe(self) -> None:
+        """The probe ended without a verdict on the endpoint (e.g. a bad request)."""
+        self.probing = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if self.probing else "open"
+
+
+class QueueFullError(Exception):
+    """Every slot is busy and the waiting line is full."""
+
+
+@dataclass
+class Limiter:
+    """At most `limit` calls in flight; up to `max_queue` more wait in line."""
+
+    limit: int | None
+    max_queue: int
+    in_flight: int = 0
+    waiting: int = 0
+    _semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Hold a slot for one call; yields the milliseconds spent waiting for it."""
+        if self.limit is None:
+            yield 0.0
+            return
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        started = 0.0
+        if self._semaphore.locked():
+            if self.waiting >= self.max_queue:
+                raise QueueFullError
+            started = time.perf_counter()
+            self.waiting += 1
+            try:
+                await self._semaphore.acquire()
+            finally:
+                self.waiting -= 1
+        else:
+            await self._semaphore.acquire()
+        self.in_flight += 1
+        try:
+            yield (time.perf_counter() - started) * 1000 if started else 0.0
+        finally:
+            self.in_flight -= 1
+            self._semaphore.release()
+
+
+@dataclass
+class EndpointGuard:
+    breaker: CircuitBreaker
+    limiter: Limiter
+
+
+class Guards:
+    """One breaker and one limiter per provider endpoint, made on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._guards: dict[str, EndpointGuard] = {}
+
+    def get(self, endpoint: str, max_concurrency: int | None) -> EndpointGuard:
+        guard = self._guards.get(endpoint)
+        if guard is None:
+            guard = self._guards[endpoint] = EndpointGuard(
+                CircuitBreaker(self.settings.llm_breaker_failures,
+                               self.settings.llm_breaker_cooldown),
+                Limiter(max_concurrency, self.settings.llm_max_queue),
+            )  # fmt: skip
+        return guard
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        """State per endpoint, for /health and the providers listing."""
+        return {
+            name: {"circuit": g.breaker.state, "in_flight": g.limiter.in_flight,
+                   "waiting": g.limiter.waiting}
+            for name, g in self._guards.items()
+        }  # fmt: skip
