@@ -343,8 +343,12 @@ class LLMGateway:
     def _all_failed(self, route: Route, call: _Call, failures: list[ProviderError]) -> GatewayError:
         """One error for a call whose every candidate failed, naming what each one did."""
         last = failures[-1]
+        busy = all(f.outcome in CAPACITY or f.outcome == "unavailable" for f in failures) and any(
+            f.outcome in CAPACITY for f in failures
+        )  # nothing broke: every candidate is busy or resting, so the caller should come back
         if len(failures) == 1 and len(call.attempts) == 1:
-            return last  # one attempt: its own error says it best
+            # one attempt: its own error says it best
+            return ServiceUnavailableError(last.message, details=last.details) if busy else last
         parts = []
         for candidate, failure in zip(route.candidates, failures, strict=False):
             outcomes = [
@@ -367,9 +371,7 @@ class LLMGateway:
         }  # fmt: skip
         if isinstance(last.details, dict) and "errors" in last.details:
             details["errors"] = last.details["errors"]  # the schema errors of the last answer
-        if all(f.outcome in CAPACITY or f.outcome == "unavailable" for f in failures) and any(
-            f.outcome in CAPACITY for f in failures
-        ):
+        if busy:
             return ServiceUnavailableError(summary, details=details)
         # the last failure's class keeps its status: 504 after a timeout, 502 otherwise
         return type(last)(summary, provider=last.provider, model=last.model,

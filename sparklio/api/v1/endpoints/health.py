@@ -16,5 +16,11 @@ router = APIRouter(tags=["health"])
 async def health(gateway: GatewayDep) -> Response:
     """Whether the gateway is up, and in which generator mode."""
     return json_response(
-        {"status": "ok", "version": __version__, "generator_mode": gateway.router.mode}
+        {
+            "status": "ok",
+            "version": __version__,
+            "generator_mode": gateway.router.mode,
+            # per provider endpoint: circuit state, calls in flight and waiting
+            "endpoints": gateway.guards.snapshot(),
+        }
     )
