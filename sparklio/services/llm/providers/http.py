@@ -71,8 +71,9 @@ def parse_json_object(text: str, where: str) -> dict[str, Any]:
     fenced = _FENCE.match(candidate)
     if fenced:
         candidate = fenced.group(1).strip()
-    if not candidate.startswith("{") and "{" in candidate:
-        candidate = candidate[candidate.index("{") : candidate.rindex("}") + 1]
+    start, end = candidate.find("{"), candidate.rfind("}")
+    if start > 0 and end > start:  # prose around the object
+        candidate = candidate[start : end + 1]
     try:
         value = orjson.loads(candidate)
     except orjson.JSONDecodeError as exc:

@@ -17,8 +17,8 @@ from sparklio.services.llm.providers.base import (
 from sparklio.services.llm.providers.http import HTTPProvider, parse_json_object
 
 #: Gateway options that Chat Completions takes under the same name.
-PASSED_OPTIONS = ("temperature", "top_p", "seed", "stop", "max_tokens", "frequency_penalty",
-                  "presence_penalty")  # fmt: skip
+PASSED_OPTIONS = ("temperature", "top_p", "seed", "stop", "max_tokens", "max_completion_tokens",
+                  "frequency_penalty", "presence_penalty")  # fmt: skip
 
 
 def strict_compatible(schema: Any) -> bool:
@@ -67,10 +67,12 @@ class OpenAIProvider(HTTPProvider):
     def error_message(self, status: int, body: Any, model: str) -> str:
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
-            message = str(error.get("message", ""))
+            message = str(error.get("message", ""))[:400]
+            if error.get("param"):
+                message += f" (param: {error['param']})"
             if status == 401:
                 message += " Check OPENAI_API_KEY."
-            return message[:400]
+            return message
         return str(body)[:300]
 
     def is_retryable(self, status: int, body: Any) -> bool:
@@ -104,7 +106,10 @@ class OpenAIProvider(HTTPProvider):
             self._no_json_schema.add(model)
             body["response_format"] = {"type": "json_object"}
             answer = await self._complete(body, model)
-        return self._response(answer, model, mode)
+        response = self._response(answer, model, mode)
+        if mode == "json":
+            response.meta["response_format"] = body["response_format"]["type"]
+        return response
 
     def _response_format(self, model: str, schema: dict[str, Any] | None) -> dict[str, Any]:
         if schema is None or model in self._no_json_schema:
