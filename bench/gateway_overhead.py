@@ -250,7 +250,7 @@ def main() -> None:
         serve_fake(args.fake_upstream)
         return
 
-    base_env = {"LOG_LEVEL": "warning", **os.environ}
+    base_env = {"LOG_LEVEL": "info", **os.environ}  # the shipped default: a line per call
     for name in ("LLM_ROUTING_FILE", "PROMPTS_DIR", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         base_env.pop(name, None)
     print(f"gateway overhead: {args.calls} calls per level, gateway pinned to 1 core, "
