@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from sparklio.exceptions import ConfigError, RouteNotFoundError
+from sparklio.services.llm.providers.registry import ProviderRegistry
 from sparklio.services.llm.router import Router
 from sparklio.services.llm.routing import load_routing_file, shipped_routing_file
+from tests.conftest import make_settings
 
 KNOWN = ["mock", "ollama", "openai"]
 
@@ -78,7 +80,8 @@ def test_no_rule_and_no_default_names_role_task_and_known_routes(
 
 
 def test_task_catalogue_rejects_unknown_tasks() -> None:
-    router = Router(load_routing_file(shipped_routing_file(), KNOWN), "mock")
+    shipped = load_routing_file(shipped_routing_file(), ProviderRegistry(make_settings()).names())
+    router = Router(shipped, "mock")
     assert router.route("copywriter", "channel_copy").rule == "default"
     with pytest.raises(RouteNotFoundError) as info:
         router.route("copywriter", "sonnet")

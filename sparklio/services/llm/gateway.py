@@ -22,6 +22,7 @@ from jsonschema_rs import Validator
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import (
+    ConfigError,
     GatewayError,
     InvalidRequestError,
     OutputValidationError,
@@ -102,8 +103,32 @@ class LLMGateway:
         registry = registry or ProviderRegistry(settings)
         path = settings.llm_routing_file or shipped_routing_file()
         routing = load_routing_file(path, registry.names())
+        registry.configure(routing.providers)
+        problems: list[str] = []
+        named = routing.models_by_provider()
+        for name in {*named, *routing.providers}:
+            try:
+                provider = registry.get(name)
+            except ProviderUnavailableError:
+                continue  # /api/v1/llm/providers says why, and routing skips it
+            except ConfigError as exc:
+                problems.append(f"providers.{name}: {exc}")
+                continue
+            problems.extend(f"{name}: {p}" for p in provider.check_models(named.get(name, [])))
+        if problems:
+            raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
         router = Router(routing, settings.generator_mode, path)
         return cls(settings, registry, router, PromptBuilder(settings.prompts_dir))
+
+    async def start(self) -> None:
+        """Let each provider routed in this mode prepare (e.g. preload a local model)."""
+        for name, models in self.router.models_by_provider().items():
+            try:
+                provider = self.registry.get(name)
+            except ProviderUnavailableError:
+                continue
+            if provider.unavailable_reason() is None:
+                await provider.start(models)
 
     async def aclose(self) -> None:
         """Close the providers' connections."""

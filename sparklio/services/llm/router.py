@@ -43,6 +43,16 @@ class Router:
         }
         self._default = Route("default", tuple(routes.default)) if routes.default else None
 
+    def models_by_provider(self) -> dict[str, list[str]]:
+        """The providers this mode routes to, with their models."""
+        found: dict[str, list[str]] = {}
+        for route in (*self._rules.values(), *([self._default] if self._default else [])):
+            for candidate in route.candidates:
+                models = found.setdefault(candidate.provider, [])
+                if candidate.model not in models:
+                    models.append(candidate.model)
+        return found
+
     def route(self, role: str, task: str) -> Route:
         """The route for (role, task); RouteNotFoundError when nothing covers it."""
         if self.catalogue is not None and task not in self.catalogue.get(role, ()):

@@ -88,6 +88,10 @@ class RoutingFile(_Strict):
         "calls for anything else get 404.",
     )
     modes: dict[Literal["mock", "live"], ModeRoutes]
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Settings for a provider, by vendor name (e.g. llamacpp's model catalogue).",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -170,6 +174,12 @@ def _check_references(
                         f"{_where(node, (*loc, j, 'provider'))}: unknown provider "
                         f"{candidate.provider!r}; expected one of: {', '.join(sorted(known))}"
                     )
+    for name in routing.providers:
+        if name not in known:
+            problems.append(
+                f"{_where(node, ('providers', name))}: unknown provider {name!r}; expected one "
+                f"of: {', '.join(sorted(known))}"
+            )
     if problems:
         raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
 

@@ -12,6 +12,7 @@ from typing import Any, Dict, Literal  # noqa: UP035  # the contract is spelled 
 from pydantic import BaseModel, Field
 
 from sparklio.core.config import Settings
+from sparklio.exceptions import ConfigError
 
 OutputMode = Literal["json", "text"]
 
@@ -63,6 +64,27 @@ class LLMProvider(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.timeout = settings.llm_timeout
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Take this provider's section of the routing file (`providers.<vendor>`).
+
+        Most providers have none; a provider that has settings there overrides this and
+        raises ConfigError for a bad one, so the mistake shows at start.
+        """
+        if config:
+            raise ConfigError(
+                f"Provider {self.vendor!r} takes no settings in the routing file's 'providers' "
+                f"section (got {', '.join(config)})."
+            )
+
+    def check_models(self, models: list[str]) -> list[str]:
+        """Problems with the models the routing file names for this provider (checked at
+        start); empty when every one can be served or the provider cannot tell yet."""
+        return []
+
+    async def start(self, models: list[str]) -> None:  # noqa: B027  # optional hook
+        """Called once when the server starts, with the models routed to this provider in
+        the current mode (e.g. to load them ahead of the first call)."""
 
     def unavailable_reason(self) -> str | None:
         """Why the provider cannot serve calls here (e.g. a missing API key), or None.

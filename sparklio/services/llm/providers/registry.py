@@ -25,6 +25,7 @@ BUILTIN_PROVIDERS: dict[str, str] = {
     "ollama": "sparklio.services.llm.providers.ollama:OllamaProvider",
     "openai": "sparklio.services.llm.providers.openai:OpenAIProvider",
     "anthropic": "sparklio.services.llm.providers.anthropic:AnthropicProvider",
+    "llamacpp": "sparklio.services.llm.providers.llamacpp:LlamaCppProvider",
 }
 
 
@@ -42,6 +43,12 @@ class ProviderRegistry:
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 self._specs.setdefault(ep.name, ep.value)
         self._instances: dict[str, LLMProvider] = {}
+        self._configs: dict[str, dict[str, Any]] = {}
+
+    def configure(self, configs: dict[str, dict[str, Any]]) -> None:
+        """Per-provider settings from the routing file's `providers` section."""
+        self._configs = dict(configs)
+        self._instances.clear()
 
     def register(self, name: str, provider: str | type[LLMProvider]) -> None:
         """Add or replace a provider: a class, or its import path `"module:Class"`."""
@@ -59,7 +66,9 @@ class ProviderRegistry:
         """The shared instance of provider `name`, created on first use."""
         instance = self._instances.get(name)
         if instance is None:
-            instance = self._instances[name] = self._load(name)(self.settings)
+            instance = self._load(name)(self.settings)
+            instance.configure(self._configs.get(name, {}))
+            self._instances[name] = instance
         return instance
 
     def _load(self, name: str) -> type[LLMProvider]:
