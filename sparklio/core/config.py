@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     gateway_base_url: str = "http://127.0.0.1:8000"
     gateway_api_key: str | None = None
 
+    llamacpp_threads: int | None = Field(default=None, ge=1, description="Default: all cores.")
+    llamacpp_n_ctx: int = Field(default=2048, ge=128)
+    llamacpp_preload: bool = False
+    llamacpp_timeout: float = Field(default=300.0, gt=0)
+    llamacpp_max_concurrency: int = Field(default=1, ge=1)
+
     sparklio_home: Path = Path("~/.sparklio")
     log_level: str = "info"
 
