@@ -117,6 +117,26 @@ def serve(
 
 
 @app.command()
+def config(
+    name: Annotated[str | None, typer.Argument(help="One setting, e.g. generator_mode.")] = None,
+) -> None:
+    """Show the effective settings (from the environment and .env); secrets are masked."""
+    values = _settings().model_dump(mode="json")
+    if name is not None:
+        key = name.lower()
+        if key not in values:
+            _fail(f"no setting {name!r}; known: {', '.join(sorted(values))}", 2)
+        typer.echo(values[key] if values[key] is not None else "")
+        return
+    table = Table(title="Settings (environment and .env)")
+    table.add_column("variable")
+    table.add_column("value")
+    for key, value in values.items():
+        table.add_row(key.upper(), "" if value is None else str(value))
+    Console().print(table)
+
+
+@app.command()
 def routes() -> None:
     """Show the effective routing table for the current GENERATOR_MODE."""
     from sparklio.services.llm.gateway import LLMGateway

@@ -97,3 +97,17 @@ def test_bad_routing_file_exits_2_with_the_reason(
     result = runner.invoke(app, ["routes"])
     assert result.exit_code == 2
     assert "unknown provider 'mokc'" in result.output
+
+
+def test_config_shows_effective_settings_with_secrets_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GENERATOR_MODE", "live")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
+    one = runner.invoke(app, ["config", "generator_mode"])
+    assert one.exit_code == 0 and one.stdout.strip() == "live"
+    everything = runner.invoke(app, ["config"])
+    assert "OPENAI_API_KEY" in everything.stdout
+    assert "sk-very-secret" not in everything.stdout
+    unknown = runner.invoke(app, ["config", "generater_mode"])
+    assert unknown.exit_code == 2 and "generator_mode" in unknown.output
