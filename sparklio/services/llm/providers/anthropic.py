@@ -101,23 +101,19 @@ class AnthropicProvider(HTTPProvider):
         if stop_reason == "refusal":
             raise ProviderError(f"{where} refused to answer.", provider=self.vendor, model=model,
                                 outcome="refused")  # fmt: skip
-        if mode == "json":
-            tool = next((b for b in blocks if b.get("type") == "tool_use"), None)
-            if stop_reason == "max_tokens":
+        truncated = stop_reason == "max_tokens"
+        tool = next((b for b in blocks if b.get("type") == "tool_use"), None)
+        if mode == "json" and not truncated and tool is not None:
+            if not isinstance(tool.get("input"), dict):
                 raise ProviderError(
-                    f"{where} stopped at max_tokens; the JSON is cut off. Raise max_tokens.",
-                    provider=self.vendor, model=model, outcome="truncated", raw=text,
-                )  # fmt: skip
-            if tool is None or not isinstance(tool.get("input"), dict):
-                raise ProviderError(
-                    f"{where} did not call the {TOOL_NAME!r} tool with a JSON object.",
+                    f"{where} called the {TOOL_NAME!r} tool without a JSON object.",
                     provider=self.vendor, model=model, outcome="invalid_json", raw=text,
                 )  # fmt: skip
             output: dict[str, Any] = tool["input"]
-        else:
-            output = {"text": text}
-            if stop_reason == "max_tokens":
-                meta["truncated"] = True
+        else:  # text mode, a cut-off answer, or a model that answered in text after all
+            output = self.answer(
+                model, mode, text, truncated=truncated, meta=meta, reason="stop_reason: max_tokens"
+            )
         counts = answer.get("usage") or {}
         return LLMProviderResponse(
             provider=self.vendor,
@@ -128,13 +124,4 @@ class AnthropicProvider(HTTPProvider):
         )
 
     async def health(self, models: list[str]) -> ProviderHealth:
-        reason = self.unavailable_reason()
-        if reason:
-            return ProviderHealth(available=False, message=reason)
-        model = models[0] if models else "-"
-        async with self.request(
-            "GET", f"{self.base_url}/v1/models", headers=self.headers, model=model
-        ) as resp:
-            listing = await self.read_json(resp, model)
-        have = {m.get("id") for m in listing.get("data", [])}
-        return ProviderHealth(available=True, models={m: m in have for m in models})
+        return await self.listed_models(f"{self.base_url}/v1/models", models, self.headers)

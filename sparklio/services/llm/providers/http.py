@@ -9,7 +9,6 @@ served 2,860 calls/s against 436 with httpx, on which the SDKs sit.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
@@ -23,12 +22,11 @@ from multidict import CIMultiDictProxy
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
-from sparklio.services.llm.providers.base import LLMProvider
+from sparklio.services.llm.providers.base import LLMProvider, ProviderHealth
 
 #: Statuses worth trying again: timeouts, rate limits and overloaded or failing servers.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 _JSON = {"Content-Type": "application/json"}
-_FENCE = re.compile(r"^```(?:json|JSON)?\s*\n?(.*?)\n?```\s*$", re.S)
 
 
 def is_loopback(url: str) -> bool:
@@ -60,34 +58,6 @@ def retry_after(headers: CIMultiDictProxy[str]) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time())
         except (TypeError, ValueError):
             return None
-
-
-def parse_json_object(text: str, where: str) -> dict[str, Any]:
-    """The JSON object in a model's answer, allowing code fences and prose around it.
-
-    Raises ProviderError(outcome="invalid_json") carrying the answer, for a repair attempt.
-    """
-    candidate = text.strip()
-    fenced = _FENCE.match(candidate)
-    if fenced:
-        candidate = fenced.group(1).strip()
-    start, end = candidate.find("{"), candidate.rfind("}")
-    if start > 0 and end > start:  # prose around the object
-        candidate = candidate[start : end + 1]
-    try:
-        value = orjson.loads(candidate)
-    except orjson.JSONDecodeError as exc:
-        reason = "an empty answer" if not text.strip() else f"not valid JSON ({exc})"
-        raise ProviderError(
-            f"{where} answered with {reason}.", outcome="invalid_json", raw=text
-        ) from None
-    if not isinstance(value, dict):
-        raise ProviderError(
-            f"{where} answered with a JSON {type(value).__name__}, not an object.",
-            outcome="invalid_json",
-            raw=text,
-        )
-    return value
 
 
 class HTTPProvider(LLMProvider):
@@ -220,3 +190,16 @@ class HTTPProvider(LLMProvider):
                 outcome="stream_error",
                 retryable=True,
             ) from None
+
+    async def listed_models(
+        self, url: str, models: list[str], headers: dict[str, str] | None = None
+    ) -> ProviderHealth:
+        """Health from a model listing shaped `{"data": [{"id": ...}]}` (OpenAI, Anthropic)."""
+        reason = self.unavailable_reason()
+        if reason:
+            return ProviderHealth(available=False, message=reason)
+        model = models[0] if models else "-"
+        async with self.request("GET", url, headers=headers, model=model) as resp:
+            listing = await self.read_json(resp, model)
+        have = {m.get("id") for m in listing.get("data", [])}
+        return ProviderHealth(available=True, models={m: m in have for m in models})

@@ -37,7 +37,6 @@ from sparklio.services.llm.providers.base import (
     ProviderHealth,
     usage,
 )
-from sparklio.services.llm.providers.http import parse_json_object
 
 INSTALL_HINT = "pip install 'sparklio[local]' (make run installs it when GENERATOR_MODE=live)"
 #: Gateway options llama-cpp-python's chat completion takes under the same name.
@@ -324,18 +323,9 @@ class LlamaCppProvider(LLMProvider):
             meta["load_ms"] = round(loaded.load_ms, 1)  # the first call paid for the load
             loaded.reported_load = True
         truncated = result["finish_reason"] == "length"
-        if mode == "json":
-            if truncated:
-                raise ProviderError(
-                    f"llamacpp/{name} stopped at max_tokens; the JSON is cut off. Raise "
-                    "max_tokens for this route.", provider=self.vendor, model=name,
-                    outcome="truncated", raw=text,
-                )  # fmt: skip
-            output = parse_json_object(text, f"llamacpp/{name}")
-        else:
-            output = {"text": text}
-            if truncated:
-                meta["truncated"] = True
+        output = self.answer(
+            name, mode, text, truncated=truncated, meta=meta, reason="max_tokens reached"
+        )
         return LLMProviderResponse(
             provider=self.vendor,
             model=name,

@@ -18,7 +18,7 @@ from sparklio.services.llm.providers.base import (
     ProviderHealth,
     usage,
 )
-from sparklio.services.llm.providers.http import HTTPProvider, parse_json_object
+from sparklio.services.llm.providers.http import HTTPProvider
 
 #: Ollama's own option names, passed through as they are when a route sets them.
 NATIVE_OPTIONS = frozenset({
@@ -92,23 +92,13 @@ class OllamaProvider(HTTPProvider):
             # the prompt also asks for JSON: without that, models pad `{}` with whitespace
             body["format"] = options.get("schema") or "json"
         text, final = await self._chat(body, model)
-        where = self.where(model)
         truncated = final.get("done_reason") == "length"
         meta = self._meta(final)
-        if mode == "json":
-            if truncated:
-                raise ProviderError(
-                    f"{where} stopped at its token limit (done_reason: length); the JSON is cut "
-                    "off. Raise max_tokens or num_ctx for this route.",
-                    provider=self.vendor, model=model, outcome="truncated", raw=text,
-                )  # fmt: skip
-            if not text.strip() and final.get("thinking"):
-                text = str(final["thinking"])  # thinking models may answer there (gpt-oss)
-            output = parse_json_object(text, where)
-        else:
-            output = {"text": text}
-            if truncated:
-                meta["truncated"] = True
+        if mode == "json" and not text.strip() and final.get("thinking"):
+            text = str(final["thinking"])  # thinking models may answer there (gpt-oss)
+        output = self.answer(
+            model, mode, text, truncated=truncated, meta=meta, reason="done_reason: length"
+        )
         return LLMProviderResponse(
             provider=self.vendor,
             model=model,

@@ -14,7 +14,7 @@ from sparklio.services.llm.providers.base import (
     ProviderHealth,
     usage,
 )
-from sparklio.services.llm.providers.http import HTTPProvider, parse_json_object
+from sparklio.services.llm.providers.http import HTTPProvider
 
 #: Gateway options that Chat Completions takes under the same name.
 PASSED_OPTIONS = ("temperature", "top_p", "seed", "stop", "max_tokens", "max_completion_tokens",
@@ -156,17 +156,9 @@ class OpenAIProvider(HTTPProvider):
             "upstream_id": answer.get("id"),
             "served_model": answer.get("model"),
         }
-        if mode == "json":
-            if truncated:
-                raise ProviderError(
-                    f"{where} stopped at max_tokens (finish_reason: length); the JSON is cut off.",
-                    provider=self.vendor, model=model, outcome="truncated", raw=text,
-                )  # fmt: skip
-            output = parse_json_object(text, where)
-        else:
-            output = {"text": text}
-            if truncated:
-                meta["truncated"] = True
+        output = self.answer(
+            model, mode, text, truncated=truncated, meta=meta, reason="finish_reason: length"
+        )
         counts = answer.get("usage") or {}
         return LLMProviderResponse(
             provider=self.vendor,
@@ -177,13 +169,4 @@ class OpenAIProvider(HTTPProvider):
         )
 
     async def health(self, models: list[str]) -> ProviderHealth:
-        reason = self.unavailable_reason()
-        if reason:
-            return ProviderHealth(available=False, message=reason)
-        model = models[0] if models else "-"
-        async with self.request(
-            "GET", f"{self.base_url}/models", headers=self.headers, model=model
-        ) as resp:
-            listing = await self.read_json(resp, model)
-        have = {m.get("id") for m in listing.get("data", [])}
-        return ProviderHealth(available=True, models={m: m in have for m in models})
+        return await self.listed_models(f"{self.base_url}/models", models, self.headers)
