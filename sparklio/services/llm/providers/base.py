@@ -1,4 +1,4 @@
-"""The provider interface every LLM provider implements.
+"""The provider interface every LLM provider implements (its lifecycle is `Provider`'s).
 
 A provider turns one rendered prompt into one answer. It knows its wire protocol and nothing
 about routing, retries or schemas beyond passing the schema on: the gateway does the rest.
@@ -7,14 +7,23 @@ about routing, retries or schemas beyond passing the schema on: the gateway does
 from __future__ import annotations
 
 import re
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Any, Dict, Literal  # noqa: UP035  # the contract is spelled with Dict
 
 import orjson
 from pydantic import BaseModel, Field
 
-from sparklio.core.config import Settings
-from sparklio.exceptions import ConfigError, ProviderError
+from sparklio.exceptions import ProviderError
+from sparklio.services.providers import Provider, ProviderHealth
+
+__all__ = [
+    "LLMProvider",
+    "LLMProviderResponse",
+    "OutputMode",
+    "ProviderHealth",
+    "parse_json_object",
+    "usage",
+]
 
 OutputMode = Literal["json", "text"]
 _FENCE = re.compile(r"^```(?:json|JSON)?\s*\n?(.*?)\n?```\s*$", re.S)
@@ -32,14 +41,6 @@ class LLMProviderResponse(BaseModel):
     usage: Dict[str, int] = Field(default_factory=dict)  # noqa: UP006
     output: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
     meta: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
-
-
-class ProviderHealth(BaseModel):
-    """What a provider's health check found."""
-
-    available: bool
-    message: str = ""
-    models: Dict[str, bool] = Field(default_factory=dict)  # noqa: UP006  # model -> present
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -79,55 +80,13 @@ def parse_json_object(text: str, where: str) -> dict[str, Any]:
     return value
 
 
-class LLMProvider(ABC):
+class LLMProvider(Provider):
     """One model backend. Subclasses are registered by vendor name in the provider registry.
 
     `options` passed to `generate` carry `model` (always), `temperature`, `max_tokens`, `seed`,
     `schema` (json mode, when the caller gave one), `payload` (the caller's data, for providers
     that build answers from it) and any provider-specific extras from the routing file.
     """
-
-    #: Seconds one attempt may take before the gateway gives up on it.
-    timeout: float
-    #: Calls the gateway lets run at once against this provider; None = no limit.
-    max_concurrency: int | None = None
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.timeout = settings.llm_timeout
-
-    def configure(self, config: dict[str, Any]) -> None:
-        """Take this provider's section of the routing file (`providers.<vendor>`).
-
-        Most providers have none; a provider that has settings there overrides this and
-        raises ConfigError for a bad one, so the mistake shows at start.
-        """
-        if config:
-            raise ConfigError(
-                f"Provider {self.vendor!r} takes no settings in the routing file's 'providers' "
-                f"section (got {', '.join(config)})."
-            )
-
-    def check_models(self, models: list[str]) -> list[str]:
-        """Problems with the models the routing file names for this provider (checked at
-        start); empty when every one can be served or the provider cannot tell yet."""
-        return []
-
-    async def start(self, models: list[str]) -> None:  # noqa: B027  # optional hook
-        """Called once when the server starts, with the models routed to this provider in
-        the current mode (e.g. to load them ahead of the first call)."""
-
-    def unavailable_reason(self) -> str | None:
-        """Why the provider cannot serve calls here (e.g. a missing API key), or None.
-
-        Routing skips an unavailable provider and records why.
-        """
-        return None
-
-    @property
-    @abstractmethod
-    def vendor(self) -> str:
-        """The registry name: 'ollama' | 'openai' | 'anthropic' | 'mock' | ..."""
 
     @property
     def supports_json(self) -> bool:
@@ -144,13 +103,6 @@ class LLMProvider(ABC):
         options: dict[str, Any],
     ) -> LLMProviderResponse:
         """Answer one prompt."""
-
-    async def health(self, models: list[str]) -> ProviderHealth:
-        """Whether the provider can serve calls, and which of `models` it has."""
-        return ProviderHealth(available=True, models=dict.fromkeys(models, True))
-
-    async def aclose(self) -> None:  # noqa: B027  # optional hook, empty by default
-        """Release connections; called once at shutdown."""
 
     def answer(
         self,
