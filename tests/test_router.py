@@ -10,10 +10,20 @@ import pytest
 from sparklio.exceptions import ConfigError, RouteNotFoundError
 from sparklio.services.llm.providers.registry import ProviderRegistry
 from sparklio.services.llm.router import Router
-from sparklio.services.llm.routing import load_routing_file, shipped_routing_file
+from sparklio.services.llm.routing import (
+    Candidate,
+    RoutingFile,
+    load_routing_file,
+    shipped_routing_file,
+)
 from tests.conftest import make_settings
 
 KNOWN = ["mock", "ollama", "openai"]
+
+
+def routed(routing: RoutingFile, mode: str) -> Router[Candidate]:
+    return Router(routing.modes, mode, catalogue=routing.tasks)  # type: ignore[arg-type]
+
 
 PRECEDENCE = """
 version: 1
@@ -45,7 +55,7 @@ modes:
 def test_precedence_exact_then_role_then_task_then_wildcards(
     write_routing: Callable[[str], Path],
 ) -> None:
-    router = Router(load_routing_file(write_routing(PRECEDENCE), KNOWN), "live")
+    router = routed(load_routing_file(write_routing(PRECEDENCE), KNOWN), "live")
     assert router.route("copywriter", "review").candidates[0].model == "copy-review"
     route = router.route("copywriter", "channel_copy")
     assert route.rule == "copywriter/*"
@@ -56,7 +66,7 @@ def test_precedence_exact_then_role_then_task_then_wildcards(
 
 
 def test_default_when_no_rule_matches(write_routing: Callable[[str], Path]) -> None:
-    router = Router(load_routing_file(write_routing(PRECEDENCE), KNOWN), "mock")
+    router = routed(load_routing_file(write_routing(PRECEDENCE), KNOWN), "mock")
     route = router.route("brief", "analyze")
     assert route.rule == "default"
     assert route.candidates[0].provider == "mock"
@@ -72,7 +82,7 @@ def test_no_rule_and_no_default_names_role_task_and_known_routes(
             rules:
               - {role: brief, task: analyze, candidates: [{provider: mock, model: m}]}
         """)
-    router = Router(load_routing_file(path, KNOWN), "mock")
+    router = routed(load_routing_file(path, KNOWN), "mock")
     with pytest.raises(RouteNotFoundError) as info:
         router.route("copywriter", "channel_copy")
     assert "copywriter/channel_copy" in info.value.message
@@ -81,7 +91,7 @@ def test_no_rule_and_no_default_names_role_task_and_known_routes(
 
 def test_task_catalogue_rejects_unknown_tasks() -> None:
     shipped = load_routing_file(shipped_routing_file(), ProviderRegistry(make_settings()).names())
-    router = Router(shipped, "mock")
+    router = routed(shipped, "mock")
     assert router.route("copywriter", "channel_copy").rule == "default"
     with pytest.raises(RouteNotFoundError) as info:
         router.route("copywriter", "sonnet")
@@ -90,7 +100,7 @@ def test_task_catalogue_rejects_unknown_tasks() -> None:
 
 
 def test_table_lists_most_specific_first(write_routing: Callable[[str], Path]) -> None:
-    router = Router(load_routing_file(write_routing(PRECEDENCE), KNOWN), "live")
+    router = routed(load_routing_file(write_routing(PRECEDENCE), KNOWN), "live")
     assert [row["rule"] for row in router.table()] == [
         "copywriter/review",
         "copywriter/*",
@@ -170,4 +180,4 @@ def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
 def test_mode_without_a_section_is_a_config_error(write_routing: Callable[[str], Path]) -> None:
     path = write_routing("version: 1\nmodes:\n  mock:\n    default: [{provider: mock, model: m}]\n")
     with pytest.raises(ConfigError, match="GENERATOR_MODE='live'"):
-        Router(load_routing_file(path, KNOWN), "live")
+        routed(load_routing_file(path, KNOWN), "live")

@@ -44,6 +44,7 @@ from sparklio.services.llm.router import Route, Router
 from sparklio.services.llm.routing import (
     NAME_RE,
     Candidate,
+    RoutingFile,
     load_routing_file,
     shipped_routing_file,
 )
@@ -83,11 +84,12 @@ class LLMGateway:
         self,
         settings: Settings,
         registry: ProviderRegistry,
-        router: Router,
+        router: Router[Candidate],
         prompts: PromptBuilder,
         schemas: SchemaCache | None = None,
     ) -> None:
         self.settings = settings
+        self.routing: RoutingFile | None = None  # the file the router came from, if any
         self.registry = registry
         self.router = router
         self.prompts = prompts
@@ -117,8 +119,10 @@ class LLMGateway:
             problems.extend(f"{name}: {p}" for p in provider.check_models(named.get(name, [])))
         if problems:
             raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
-        router = Router(routing, settings.generator_mode, path)
-        return cls(settings, registry, router, PromptBuilder(settings.prompts_dir))
+        router = Router(routing.modes, settings.generator_mode, catalogue=routing.tasks, path=path)
+        gateway = cls(settings, registry, router, PromptBuilder(settings.prompts_dir))
+        gateway.routing = routing
+        return gateway
 
     async def start(self) -> None:
         """Let each provider routed in this mode prepare (e.g. preload a local model)."""
@@ -223,7 +227,7 @@ class LLMGateway:
                      options=dict(options or {}), schema=output_schema,
                      validator=validator if mode == "json" else None)  # fmt: skip
 
-    async def _run_route(self, route: Route, call: _Call) -> LLMProviderResponse:
+    async def _run_route(self, route: Route[Candidate], call: _Call) -> LLMProviderResponse:
         """Try the candidates in order until one answers; then say what each one did."""
         loop = asyncio.get_running_loop()
         call.deadline = loop.time() + self.settings.llm_deadline
@@ -367,7 +371,9 @@ class LLMGateway:
             "latency_ms": round(latency_ms, 2),
         })  # fmt: skip
 
-    def _all_failed(self, route: Route, call: _Call, failures: list[ProviderError]) -> GatewayError:
+    def _all_failed(
+        self, route: Route[Candidate], call: _Call, failures: list[ProviderError]
+    ) -> GatewayError:
         """One error for a call whose every candidate failed, naming what each one did."""
         last = failures[-1]
         busy = all(f.outcome in CAPACITY or f.outcome == "unavailable" for f in failures) and any(

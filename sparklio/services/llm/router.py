@@ -6,42 +6,53 @@ Precedence: an exact role and task beats role + '*', which beats '*' + task, whi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 from sparklio.core.config import GeneratorMode
 from sparklio.exceptions import ConfigError, RouteNotFoundError
-from sparklio.services.llm.routing import WILDCARD, Candidate, RoutingFile
+from sparklio.services.llm.routing import WILDCARD, C, ModeRoutes
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class Route(Generic[C]):
     """The outcome of routing: the rule that matched and its candidates, primary first."""
 
     rule: str
-    candidates: tuple[Candidate, ...]
+    candidates: tuple[C, ...]
 
 
-class Router:
-    """Routes (role, task) to candidates for one generator mode of a routing file."""
+class Router(Generic[C]):
+    """Routes (role, task) to candidates for one generator mode of a routing section
+    (`modes` for model calls, `media.modes` for images)."""
 
-    def __init__(self, routing: RoutingFile, mode: GeneratorMode, path: Path | None = None) -> None:
-        routes = routing.modes.get(mode)
+    def __init__(
+        self,
+        modes: Mapping[Any, ModeRoutes[C]],
+        mode: GeneratorMode,
+        *,
+        catalogue: dict[str, list[str]] | None = None,
+        path: Path | None = None,
+        section: str = "modes",
+    ) -> None:
+        routes = modes.get(mode)
         if routes is None:
             raise ConfigError(
-                f"The routing file has no section for GENERATOR_MODE={mode!r} under 'modes'; "
-                f"it has: {', '.join(routing.modes)}."
+                f"The routing file has no section for GENERATOR_MODE={mode!r} under "
+                f"'{section}'; it has: {', '.join(modes) or 'none'}."
             )
         self.mode = mode
-        self.routing = routing
         self.path = path
-        self.catalogue = routing.tasks
-        self._rules: dict[tuple[str, str], Route] = {
+        self.catalogue = catalogue
+        self._rules: dict[tuple[str, str], Route[C]] = {
             (rule.role, rule.task): Route(rule.name, tuple(rule.candidates))
             for rule in routes.rules
         }
-        self._default = Route("default", tuple(routes.default)) if routes.default else None
+        self._default: Route[C] | None = (
+            Route("default", tuple(routes.default)) if routes.default else None
+        )
 
     def models_by_provider(self) -> dict[str, list[str]]:
         """The providers this mode routes to, with their models."""
@@ -53,7 +64,7 @@ class Router:
                     models.append(candidate.model)
         return found
 
-    def route(self, role: str, task: str) -> Route:
+    def route(self, role: str, task: str) -> Route[C]:
         """The route for (role, task); RouteNotFoundError when nothing covers it."""
         if self.catalogue is not None and task not in self.catalogue.get(role, ()):
             raise RouteNotFoundError(
@@ -87,7 +98,7 @@ class Router:
     def table(self) -> list[dict[str, Any]]:
         """The effective routing table of this mode, most specific rules first."""
 
-        def specificity(item: tuple[tuple[str, str], Route]) -> tuple[int, tuple[str, str]]:
+        def specificity(item: tuple[tuple[str, str], Route[C]]) -> tuple[int, tuple[str, str]]:
             (role, task), _ = item
             return (role == WILDCARD) * 2 + (task == WILDCARD), (role, task)
 

@@ -10,10 +10,10 @@ import re
 from collections.abc import Collection, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparklio.exceptions import ConfigError
 
@@ -38,7 +38,31 @@ class Candidate(_Strict):
         return f"{self.provider}/{self.model}"
 
 
-Candidates = list[Candidate]
+class MediaCandidate(_Strict):
+    """One media provider and workflow that can serve a route, with the workflow's
+    parameters (checkpoint, steps, cfg, sampler, scheduler, default width and height...).
+    `model` defaults to the checkpoint, else the workflow, so reports name what rendered."""
+
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    workflow: str | None = Field(default=None, min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("model"):
+            params = data.get("params") or {}
+            name = params.get("checkpoint") if isinstance(params, dict) else None
+            data = {**data, "model": str(name or data.get("workflow") or data.get("provider"))}
+        return data
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.workflow or self.model}"
+
+
+C = TypeVar("C", Candidate, MediaCandidate)
 
 
 def _check_name(value: str, what: str) -> str:
@@ -49,12 +73,12 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-class Rule(_Strict):
+class Rule(_Strict, Generic[C]):
     """Candidates for a role and task; either may be '*'."""
 
     role: str
     task: str
-    candidates: Candidates = Field(min_length=1)
+    candidates: list[C] = Field(min_length=1)
 
     @field_validator("role")
     @classmethod
@@ -71,11 +95,20 @@ class Rule(_Strict):
         return f"{self.role}/{self.task}"
 
 
-class ModeRoutes(_Strict):
+class ModeRoutes(_Strict, Generic[C]):
     """The routes of one generator mode: a default chain and rules that beat it."""
 
-    default: Candidates | None = Field(default=None, min_length=1)
-    rules: list[Rule] = Field(default_factory=list)
+    default: list[C] | None = Field(default=None, min_length=1)
+    rules: list[Rule[C]] = Field(default_factory=list)
+
+
+Mode = Literal["mock", "live"]
+
+
+class MediaRouting(_Strict):
+    """The routing file's `media` section: image routes, per generator mode."""
+
+    modes: dict[Mode, ModeRoutes[MediaCandidate]]
 
 
 class RoutingFile(_Strict):
@@ -87,7 +120,8 @@ class RoutingFile(_Strict):
         description="Optional catalogue of the roles and tasks the gateway serves; "
         "calls for anything else get 404.",
     )
-    modes: dict[Literal["mock", "live"], ModeRoutes]
+    modes: dict[Mode, ModeRoutes[Candidate]]
+    media: MediaRouting | None = None
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Settings for a provider, by vendor name (e.g. llamacpp's model catalogue).",
@@ -103,22 +137,20 @@ class RoutingFile(_Strict):
         return value
 
     def models_by_provider(self) -> dict[str, list[str]]:
-        """Every provider named anywhere in the file, with the models named for it."""
-        found: dict[str, list[str]] = {}
-        for _, candidate in self.candidates():
-            models = found.setdefault(candidate.provider, [])
-            if candidate.model not in models:
-                models.append(candidate.model)
-        return found
+        """Every LLM provider named anywhere in the file, with the models named for it."""
+        return _models_by_provider(self.modes.values())
 
-    def candidates(self) -> Iterable[tuple[str, Candidate]]:
-        """(mode, candidate) for every candidate in the file."""
-        for mode, routes in self.modes.items():
-            for candidate in routes.default or []:
-                yield mode, candidate
-            for rule in routes.rules:
-                for candidate in rule.candidates:
-                    yield mode, candidate
+
+def _models_by_provider(sections: Iterable[ModeRoutes[Any]]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for routes in sections:
+        chains = [routes.default or [], *(rule.candidates for rule in routes.rules)]
+        for chain in chains:
+            for candidate in chain:
+                models = found.setdefault(candidate.provider, [])
+                if candidate.model not in models:
+                    models.append(candidate.model)
+    return found
 
 
 def shipped_routing_file() -> Path:
@@ -126,7 +158,9 @@ def shipped_routing_file() -> Path:
     return Path(str(resources.files("sparklio.services.llm") / "routing.yaml"))
 
 
-def load_routing_file(path: Path, known_providers: Collection[str]) -> RoutingFile:
+def load_routing_file(
+    path: Path, known_providers: Collection[str], known_media: Collection[str] = ()
+) -> RoutingFile:
     """Read and validate a routing file; any problem raises ConfigError naming file and line."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -147,44 +181,68 @@ def load_routing_file(path: Path, known_providers: Collection[str]) -> RoutingFi
             f"{_where(node, err['loc'])}: {_explain(err)}" for err in exc.errors(include_url=False)
         ]
         raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems)) from None
-    _check_references(routing, path, node, known_providers)
+    _check_references(routing, path, node, known_providers, known_media)
     return routing
 
 
 def _check_references(
-    routing: RoutingFile, path: Path, node: yaml.Node | None, known: Collection[str]
+    routing: RoutingFile,
+    path: Path,
+    node: yaml.Node | None,
+    known: Collection[str],
+    known_media: Collection[str],
 ) -> None:
     problems: list[str] = []
-    for mode, routes in routing.modes.items():
-        chains: list[tuple[tuple[Any, ...], Candidates]] = []
-        if routes.default:
-            chains.append((("modes", mode, "default"), routes.default))
-        seen: set[str] = set()
-        for i, rule in enumerate(routes.rules):
-            loc: tuple[Any, ...] = ("modes", mode, "rules", i)
-            chains.append(((*loc, "candidates"), rule.candidates))
-            if rule.name in seen:
-                problems.append(f"{_where(node, loc)}: rule {rule.name} appears twice in {mode}")
-            seen.add(rule.name)
-            problems.extend(_catalogue_problems(routing.tasks, rule, _where(node, loc)))
-        for loc, chain in chains:
-            for j, candidate in enumerate(chain):
-                if candidate.provider not in known:
-                    problems.append(
-                        f"{_where(node, (*loc, j, 'provider'))}: unknown provider "
-                        f"{candidate.provider!r}; expected one of: {', '.join(sorted(known))}"
-                    )
+    sections: list[tuple[tuple[str, ...], Any, Collection[str], dict[str, list[str]] | None]] = [
+        (("modes",), routing.modes, known, routing.tasks)
+    ]
+    if routing.media is not None:
+        sections.append((("media", "modes"), routing.media.modes, known_media, None))
+    for prefix, modes, names, catalogue in sections:
+        for mode, routes in modes.items():
+            problems.extend(_section_problems((*prefix, mode), routes, node, names, catalogue))
     for name in routing.providers:
-        if name not in known:
+        if name not in {*known, *known_media}:
             problems.append(
                 f"{_where(node, ('providers', name))}: unknown provider {name!r}; expected one "
-                f"of: {', '.join(sorted(known))}"
+                f"of: {', '.join(sorted({*known, *known_media}))}"
             )
     if problems:
         raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
 
 
-def _catalogue_problems(tasks: dict[str, list[str]] | None, rule: Rule, where: str) -> list[str]:
+def _section_problems(
+    prefix: tuple[str, ...],
+    routes: ModeRoutes[Any],
+    node: yaml.Node | None,
+    known: Collection[str],
+    catalogue: dict[str, list[str]] | None,
+) -> list[str]:
+    problems: list[str] = []
+    chains: list[tuple[tuple[Any, ...], list[Any]]] = []
+    if routes.default:
+        chains.append(((*prefix, "default"), routes.default))
+    seen: set[str] = set()
+    for i, rule in enumerate(routes.rules):
+        loc: tuple[Any, ...] = (*prefix, "rules", i)
+        chains.append(((*loc, "candidates"), rule.candidates))
+        if rule.name in seen:
+            problems.append(f"{_where(node, loc)}: rule {rule.name} appears twice in {prefix[-1]}")
+        seen.add(rule.name)
+        problems.extend(_catalogue_problems(catalogue, rule, _where(node, loc)))
+    for loc, chain in chains:
+        for j, candidate in enumerate(chain):
+            if candidate.provider not in known:
+                problems.append(
+                    f"{_where(node, (*loc, j, 'provider'))}: unknown provider "
+                    f"{candidate.provider!r}; expected one of: {', '.join(sorted(known))}"
+                )
+    return problems
+
+
+def _catalogue_problems(
+    tasks: dict[str, list[str]] | None, rule: Rule[Any], where: str
+) -> list[str]:
     if tasks is None:
         return []
     if rule.role != WILDCARD and rule.role not in tasks:

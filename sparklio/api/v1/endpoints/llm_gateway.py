@@ -118,7 +118,7 @@ async def routes(gateway: GatewayDep) -> Response:
 @router.get("/providers")
 async def providers(gateway: GatewayDep) -> Response:
     """Each provider the routing file names, with a health check and its models."""
-    named = gateway.router.routing.models_by_provider()
+    named = (gateway.routing or gateway.router).models_by_provider()
 
     async def check(name: str, models: list[str]) -> dict[str, Any]:
         try:
