@@ -6,7 +6,8 @@ SparklioError                        anything Sparklio raises on purpose
 └── GatewayError                     a gateway call failed; has .status, .message, .request_id
     ├── InvalidRequestError          422  the request is malformed (field, JSON, schema)
     │   └── PayloadTooLargeError     413  the body is over MAX_REQUEST_BYTES
-    ├── RouteNotFoundError           404  no rule and no default for (role, task)
+    ├── NotFoundError                404  no such job or asset
+    │   └── RouteNotFoundError       404  no rule and no default for (role, task)
     ├── ServiceUnavailableError      503  the gateway cannot take the call now
     │   └── GatewayConnectionError   503  (client side) the gateway could not be reached
     └── ProviderError                502  the provider failed; has .provider, .model
@@ -28,6 +29,7 @@ __all__ = [
     "GatewayConnectionError",
     "GatewayError",
     "InvalidRequestError",
+    "NotFoundError",
     "OutputValidationError",
     "PayloadTooLargeError",
     "ProviderError",
@@ -93,10 +95,16 @@ class PayloadTooLargeError(InvalidRequestError):
     type = "payload_too_large"
 
 
-class RouteNotFoundError(GatewayError):
-    """No routing rule and no default covers the (role, task)."""
+class NotFoundError(GatewayError):
+    """What the request names (a job, an asset) does not exist."""
 
     status = 404
+    type = "not_found"
+
+
+class RouteNotFoundError(NotFoundError):
+    """No routing rule and no default covers the (role, task)."""
+
     type = "route_not_found"
 
 
@@ -170,6 +178,7 @@ _BY_TYPE: dict[str, type[GatewayError]] = {
         GatewayError,
         InvalidRequestError,
         PayloadTooLargeError,
+        NotFoundError,
         RouteNotFoundError,
         ServiceUnavailableError,
         GatewayConnectionError,
@@ -182,7 +191,7 @@ _BY_TYPE: dict[str, type[GatewayError]] = {
 _BY_STATUS: dict[int, type[GatewayError]] = {
     422: InvalidRequestError,
     413: PayloadTooLargeError,
-    404: RouteNotFoundError,
+    404: NotFoundError,
     503: ServiceUnavailableError,
     502: ProviderError,
     504: UpstreamTimeoutError,

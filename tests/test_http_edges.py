@@ -9,8 +9,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from sparklio.exceptions import ProviderError
+from sparklio.services.http import is_loopback, retry_after
 from sparklio.services.llm.providers.base import parse_json_object
-from sparklio.services.llm.providers.http import is_loopback, retry_after
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,14 @@ from typing import Any
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
+from sparklio.services.http import HTTPProvider
 from sparklio.services.llm.providers.base import (
+    LLMProvider,
     LLMProviderResponse,
     OutputMode,
     ProviderHealth,
     usage,
 )
-from sparklio.services.llm.providers.http import HTTPProvider
 
 API_VERSION = "2023-06-01"
 TOOL_NAME = "answer"
@@ -21,7 +22,7 @@ DEFAULT_MAX_TOKENS = 1024
 PASSED_OPTIONS = ("temperature", "top_p", "top_k")
 
 
-class AnthropicProvider(HTTPProvider):
+class AnthropicProvider(HTTPProvider, LLMProvider):
     """Claude through `POST /v1/messages`; 429 honours retry-after, 529 (overloaded) retries."""
 
     def __init__(self, settings: Settings) -> None:

@@ -12,13 +12,14 @@ import orjson
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
+from sparklio.services.http import HTTPProvider
 from sparklio.services.llm.providers.base import (
+    LLMProvider,
     LLMProviderResponse,
     OutputMode,
     ProviderHealth,
     usage,
 )
-from sparklio.services.llm.providers.http import HTTPProvider
 
 #: Ollama's own option names, passed through as they are when a route sets them.
 NATIVE_OPTIONS = frozenset({
@@ -40,7 +41,7 @@ def _ms(nanoseconds: Any) -> float | None:
     return round(nanoseconds / 1e6, 2) if isinstance(nanoseconds, int) else None
 
 
-class OllamaProvider(HTTPProvider):
+class OllamaProvider(HTTPProvider, LLMProvider):
     """The team's GPU desktop. Few calls at once (OLLAMA_MAX_CONCURRENCY), models kept loaded
     between calls (OLLAMA_KEEP_ALIVE)."""
 

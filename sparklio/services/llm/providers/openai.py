@@ -8,13 +8,14 @@ from urllib.parse import urlsplit
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
+from sparklio.services.http import HTTPProvider
 from sparklio.services.llm.providers.base import (
+    LLMProvider,
     LLMProviderResponse,
     OutputMode,
     ProviderHealth,
     usage,
 )
-from sparklio.services.llm.providers.http import HTTPProvider
 
 #: Gateway options that Chat Completions takes under the same name.
 PASSED_OPTIONS = ("temperature", "top_p", "seed", "stop", "max_tokens", "max_completion_tokens",
@@ -36,7 +37,7 @@ def strict_compatible(schema: Any) -> bool:
     return all(strict_compatible(v) for v in schema.values() if isinstance(v, dict | list))
 
 
-class OpenAIProvider(HTTPProvider):
+class OpenAIProvider(HTTPProvider, LLMProvider):
     """Chat Completions with `response_format` json_schema, or json_object where the server
     lacks json_schema (learnt from its 400 once per model, then remembered)."""
 

@@ -1,5 +1,5 @@
-"""What every provider that speaks HTTP shares: one aiohttp session, error translation at the
-edge, the spend guard, and parsing a model's JSON answer.
+"""What every provider that speaks HTTP (LLM or media) shares: one aiohttp session, error
+translation at the edge, and the spend guard.
 
 The providers speak the upstream protocols themselves over aiohttp rather than through the
 official SDKs: measured on this kind of machine, a FastAPI process forwarding with aiohttp
@@ -22,7 +22,7 @@ from multidict import CIMultiDictProxy
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
-from sparklio.services.llm.providers.base import LLMProvider, ProviderHealth
+from sparklio.services.providers import Provider, ProviderHealth
 
 #: Statuses worth trying again: timeouts, rate limits and overloaded or failing servers.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -60,7 +60,7 @@ def retry_after(headers: CIMultiDictProxy[str]) -> float | None:
             return None
 
 
-class HTTPProvider(LLMProvider):
+class HTTPProvider(Provider):
     """A provider with one keep-alive aiohttp session, opened on first use, closed at
     shutdown. Subclasses set `base_url` and implement `error_message`."""
 
