@@ -197,7 +197,7 @@ def generate(
     async def call() -> dict[str, Any]:
         api = None
         if url is None:
-            from sparklio.main import create_app
+            from sparklio.main import close_app, create_app
 
             api = create_app(_settings())
         transport = httpx.ASGITransport(app=api) if api is not None else None
@@ -215,7 +215,7 @@ def generate(
                 return response.model_dump()
         finally:
             if api is not None:  # no lifespan runs in-process: close the providers here
-                await api.state.gateway.aclose()
+                await close_app(api)
 
     try:
         result = asyncio.run(call())

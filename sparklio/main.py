@@ -15,24 +15,37 @@ from sparklio.api.v1.endpoints import health
 from sparklio.core.config import Settings, load_settings
 from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.providers.registry import ProviderRegistry
+from sparklio.services.llm.routing import load_routing_file, routing_path
+from sparklio.services.media.gateway import MediaGateway
+from sparklio.services.media.providers.registry import MediaRegistry
 
 
 def create_app(
-    settings: Settings | None = None, *, registry: ProviderRegistry | None = None
+    settings: Settings | None = None,
+    *,
+    registry: ProviderRegistry | None = None,
+    media_registry: MediaRegistry | None = None,
 ) -> FastAPI:
     """The Sparklio API. Settings, registry, router and gateway are built here, once.
 
     Everything is ready when this returns, so the app also serves in-process through
-    `httpx.ASGITransport(app=create_app())`, which runs no lifespan; the lifespan only
-    closes provider connections at shutdown. Raises ConfigError for bad settings or files.
+    `httpx.ASGITransport(app=create_app())`, which runs no lifespan; the lifespan lets
+    providers prepare at start and closes their connections (and running image jobs) at
+    shutdown: in-process, call `close_app(app)`. Raises ConfigError for bad settings or files.
     """
     settings = settings or load_settings()
-    gateway = LLMGateway.from_settings(settings, registry)
+    registry = registry or ProviderRegistry(settings)
+    media_registry = media_registry or MediaRegistry(settings)
+    path = routing_path(settings.llm_routing_file)
+    routing = load_routing_file(path, registry.names(), media_registry.names())
+    gateway = LLMGateway.build(settings, routing, path, registry)
+    media = MediaGateway.build(settings, routing, path, media_registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
         yield
+        await media.aclose()
         await gateway.aclose()
 
     app = FastAPI(
@@ -43,6 +56,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.gateway = gateway
+    app.state.media = media
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_size=settings.max_request_bytes)
     app.include_router(health.router)
@@ -50,3 +64,9 @@ def create_app(
     # chunked bodies while they arrive.
     app.include_router(api_router, max_body_size=settings.max_request_bytes)
     return app
+
+
+async def close_app(app: FastAPI) -> None:
+    """What the lifespan does at shutdown, for an app used in-process without one."""
+    await app.state.media.aclose()
+    await app.state.gateway.aclose()

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from sparklio.core.config import Settings
-from sparklio.main import create_app
+from sparklio.main import close_app, create_app
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.llm.providers.registry import ProviderRegistry
 
@@ -71,7 +71,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The app, closed after the test (ASGITransport runs no lifespan to do it)."""
     app = create_app(settings)
     yield app
-    await app.state.gateway.aclose()
+    await close_app(app)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from sparklio.main import create_app
+from sparklio.main import close_app, create_app
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from tests.conftest import make_settings
 
@@ -36,7 +36,7 @@ async def live_gateway(
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
             yield app, http
     finally:
-        await app.state.gateway.aclose()
+        await close_app(app)
 
 
 def client_for(app: FastAPI) -> LLMGatewayClient:

@@ -16,6 +16,7 @@ from sparklio.services.llm.routing import (
     load_routing_file,
     shipped_routing_file,
 )
+from sparklio.services.media.providers.registry import MediaRegistry
 from tests.conftest import make_settings
 
 KNOWN = ["mock", "ollama", "openai"]
@@ -90,7 +91,12 @@ def test_no_rule_and_no_default_names_role_task_and_known_routes(
 
 
 def test_task_catalogue_rejects_unknown_tasks() -> None:
-    shipped = load_routing_file(shipped_routing_file(), ProviderRegistry(make_settings()).names())
+    settings = make_settings()
+    shipped = load_routing_file(
+        shipped_routing_file(),
+        ProviderRegistry(settings).names(),
+        MediaRegistry(settings).names(),
+    )
     router = routed(shipped, "mock")
     assert router.route("copywriter", "channel_copy").rule == "default"
     with pytest.raises(RouteNotFoundError) as info:

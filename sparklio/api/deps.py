@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from sparklio.core.config import Settings
 from sparklio.services.llm.gateway import LLMGateway
+from sparklio.services.media.gateway import MediaGateway
 
 
 async def get_settings(request: Request) -> Settings:
@@ -24,5 +25,11 @@ async def get_gateway(request: Request) -> LLMGateway:
     return gateway
 
 
+async def get_media_gateway(request: Request) -> MediaGateway:
+    media: MediaGateway = request.app.state.media
+    return media
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GatewayDep = Annotated[LLMGateway, Depends(get_gateway)]
+MediaGatewayDep = Annotated[MediaGateway, Depends(get_media_gateway)]

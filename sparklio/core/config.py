@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     anthropic_max_concurrency: int = Field(default=16, ge=1)
     comfyui_base_url: str = "http://localhost:8188"
     comfyui_timeout: float = Field(default=300.0, gt=0)
+    comfyui_max_concurrency: int = Field(default=1, ge=1)
+    workflows_dir: Path | None = Field(
+        default=None, description="Folder of ComfyUI workflow templates beside the shipped ones."
+    )
+    media_max_queue: int = Field(default=100, ge=0, description="Image jobs waiting per endpoint.")
+    media_max_wait: float = Field(default=300.0, ge=0, description="Longest ?wait= honoured.")
 
     gateway_base_url: str = "http://127.0.0.1:8000"
     gateway_api_key: str | None = None

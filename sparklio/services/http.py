@@ -110,6 +110,7 @@ class HTTPProvider(Provider):
         model: str,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send one request; every failure, while sending or while the caller reads the
         answer, leaves as a ProviderError naming provider, model and outcome."""
@@ -127,7 +128,9 @@ class HTTPProvider(Provider):
             data = orjson.dumps(json)
             headers = {**headers, **_JSON} if headers else _JSON
         try:
-            async with self.session().request(method, url, data=data, headers=headers) as resp:
+            async with self.session().request(
+                method, url, data=data, headers=headers, params=params
+            ) as resp:
                 if resp.status >= 400:
                     raise await self._status_error(resp, model)
                 yield resp

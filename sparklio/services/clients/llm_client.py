@@ -17,24 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
 import httpx
-import orjson
 from pydantic import BaseModel, ValidationError
 
-from sparklio.core.config import load_settings
-from sparklio.exceptions import (
-    GatewayConnectionError,
-    GatewayError,
-    OutputValidationError,
-    ProviderError,
-    UpstreamTimeoutError,
-    error_class_for,
-)
+from sparklio.exceptions import OutputValidationError
+from sparklio.services.clients.base import GatewayHTTPClient
 from sparklio.services.llm.providers.base import LLMProviderResponse, OutputMode
 
 M = TypeVar("M", bound=BaseModel)
-
-#: Model calls can be slow (a cold model on the desktop GPU); connecting should not be.
-DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 
 
 @dataclass(frozen=True)
@@ -45,7 +34,7 @@ class GatewayResult(Generic[M]):
     response: LLMProviderResponse
 
 
-class LLMGatewayClient:
+class LLMGatewayClient(GatewayHTTPClient):
     """Client for the LLM Gateway's HTTP API."""
 
     def __init__(
@@ -55,29 +44,8 @@ class LLMGatewayClient:
         timeout: float | httpx.Timeout | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if base_url is None or api_key is None:
-            settings = load_settings()
-            base_url = base_url or settings.gateway_base_url
-            api_key = api_key if api_key is not None else settings.gateway_api_key
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.base_url = base_url
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
-            transport=transport,
-        )
+        super().__init__(base_url, api_key, timeout, transport)
         self._schemas: dict[type[BaseModel], dict[str, Any]] = {}
-
-    async def __aenter__(self) -> LLMGatewayClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
 
     @overload
     async def generate(
@@ -185,60 +153,3 @@ class LLMGatewayClient:
     async def providers(self) -> dict[str, Any]:
         """The providers the routing file names, with their health."""
         return await self._request("GET", "/api/v1/llm/providers")
-
-    async def health(self) -> dict[str, Any]:
-        """The gateway's /health answer."""
-        return await self._request("GET", "/health")
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        request_id: str | None = None,
-    ) -> Any:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        if request_id:
-            headers["X-Request-ID"] = request_id
-        try:
-            response = await self._http.request(
-                method,
-                path,
-                content=orjson.dumps(body) if body is not None else None,
-                headers=headers,
-            )
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(
-                f"The gateway at {self.base_url} did not answer in time ({type(exc).__name__}).",
-                request_id=request_id,
-            ) from None
-        except httpx.TransportError as exc:
-            raise GatewayConnectionError(
-                f"Cannot reach the Sparklio gateway at {self.base_url}: {exc}. Start it with "
-                "`make run` (or `sparklio serve`), or set GATEWAY_BASE_URL.",
-                request_id=request_id,
-            ) from None
-        if response.is_success:
-            return orjson.loads(response.content)
-        raise _error_from(response)
-
-
-def _error_from(response: httpx.Response) -> GatewayError:
-    """The exception an error response stands for, rebuilt from its JSON body."""
-    request_id = response.headers.get("x-request-id")
-    try:
-        body = orjson.loads(response.content)
-        error = body["error"]
-        error_type, message = error.get("type"), str(error["message"])
-        details = error.get("details")
-        request_id = body.get("request_id") or request_id
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-        error_type, details = None, None
-        message = f"HTTP {response.status_code}: {response.text[:500] or response.reason_phrase}"
-    cls = error_class_for(error_type, response.status_code)
-    kwargs: dict[str, Any] = {}
-    if issubclass(cls, ProviderError) and isinstance(details, dict):
-        kwargs = {k: details[k] for k in ("provider", "model", "outcome") if k in details}
-    return cls(
-        message, details=details, request_id=request_id, status=response.status_code, **kwargs
-    )

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -102,13 +103,23 @@ class LLMGateway:
         cls, settings: Settings, registry: ProviderRegistry | None = None
     ) -> LLMGateway:
         """Build the gateway the settings describe; ConfigError if the routing file is bad."""
+        from sparklio.services.media.providers.registry import MediaRegistry
+
         registry = registry or ProviderRegistry(settings)
         path = settings.llm_routing_file or shipped_routing_file()
-        routing = load_routing_file(path, registry.names())
+        media_names = MediaRegistry(settings, load_entry_points=True).names()
+        return cls.build(settings, load_routing_file(path, registry.names(), media_names), path,
+                         registry)  # fmt: skip
+
+    @classmethod
+    def build(
+        cls, settings: Settings, routing: RoutingFile, path: Path, registry: ProviderRegistry
+    ) -> LLMGateway:
+        """The gateway for a loaded routing file; ConfigError for bad provider settings."""
         registry.configure(routing.providers)
         problems: list[str] = []
         named = routing.models_by_provider()
-        for name in {*named, *routing.providers}:
+        for name in {*named, *(p for p in routing.providers if p in registry)}:
             try:
                 provider = registry.get(name)
             except ProviderUnavailableError:

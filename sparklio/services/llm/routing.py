@@ -153,6 +153,11 @@ def _models_by_provider(sections: Iterable[ModeRoutes[Any]]) -> dict[str, list[s
     return found
 
 
+def routing_path(settings_file: Path | None) -> Path:
+    """LLM_ROUTING_FILE when set, else the shipped file."""
+    return settings_file or shipped_routing_file()
+
+
 def shipped_routing_file() -> Path:
     """The routing file that ships inside the package."""
     return Path(str(resources.files("sparklio.services.llm") / "routing.yaml"))

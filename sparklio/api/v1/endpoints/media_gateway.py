@@ -1,0 +1,144 @@
+"""HTTP endpoints of the Media Gateway: image jobs, their files, routes and providers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.responses import FileResponse, Response
+
+from sparklio.api.deps import MediaGatewayDep
+from sparklio.api.v1.endpoints.llm_gateway import HEALTH_TIMEOUT, json_response
+from sparklio.exceptions import SparklioError
+from sparklio.services.llm.routing import NAME_PATTERN
+from sparklio.services.media.jobs import MediaJob, MediaRequest
+from sparklio.services.providers import ProviderHealth
+
+router = APIRouter(prefix="/media", tags=["media"])
+
+MIN_SIZE, MAX_SIZE, MAX_COUNT = 64, 4096, 8
+
+
+class GenerateImageRequest(BaseModel):
+    """One image request: who asks, what for, and what to draw."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "role": "vision_generator",
+                    "task": "image",
+                    "prompt": "A cup of Dawon green tea on an office desk, soft afternoon light",
+                    "width": 768,
+                    "height": 512,
+                    "options": {"palette": ["#2E7D32", "#F5F5DC"]},
+                }
+            ]
+        },
+    )
+
+    role: str = Field(pattern=NAME_PATTERN)
+    task: str = Field(pattern=NAME_PATTERN)
+    prompt: str = Field(min_length=1, max_length=10_000)
+    negative_prompt: str = Field(default="", max_length=10_000)
+    width: int | None = Field(default=None, ge=MIN_SIZE, le=MAX_SIZE)
+    height: int | None = Field(default=None, ge=MIN_SIZE, le=MAX_SIZE)
+    count: int = Field(default=1, ge=1, le=MAX_COUNT)
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError(
+                f"must be a multiple of 8 (image models work in 8-pixel blocks); "
+                f"try {value - value % 8} or {value - value % 8 + 8}"
+            )
+        return value
+
+
+def _job_body(job: MediaJob) -> dict[str, Any]:
+    return job.model_dump(mode="json")
+
+
+@router.post(
+    "/generate",
+    status_code=202,
+    response_class=Response,
+    responses={
+        200: {"model": MediaJob, "description": "The job finished within ?wait."},
+        202: {"model": MediaJob, "description": "The job is queued or running."},
+        404: {"description": "No media route for the role/task."},
+        422: {"description": "The request is invalid, or the workflow needs a missing value."},
+        503: {"description": "Too many jobs wait for the provider; retry after Retry-After."},
+    },
+)
+async def generate(
+    body: GenerateImageRequest,
+    gateway: MediaGatewayDep,
+    wait: Annotated[
+        float, Query(ge=0, description="Seconds to wait for the job to finish (capped).")
+    ] = 0,
+) -> Response:
+    """Start an image job. With `?wait=N` the answer waits up to N seconds for it to finish."""
+    job = await gateway.submit(MediaRequest(**body.model_dump()))
+    if wait > 0:
+        job = await gateway.jobs.wait(job.job_id, min(wait, gateway.settings.media_max_wait))
+    return json_response(_job_body(job), status_code=200 if job.finished else 202)
+
+
+@router.get("/jobs/{job_id}", responses={200: {"model": MediaJob}})
+async def get_job(job_id: str, gateway: MediaGatewayDep) -> Response:
+    """A job's status (queued | running | succeeded | failed | cancelled), progress and files."""
+    return json_response(_job_body(gateway.jobs.get(job_id)))
+
+
+@router.delete("/jobs/{job_id}", responses={200: {"model": MediaJob}})
+async def cancel_job(job_id: str, gateway: MediaGatewayDep) -> Response:
+    """Cancel a job; the work is stopped on the provider's server too."""
+    return json_response(_job_body(await gateway.cancel(job_id)))
+
+
+@router.get("/assets/{asset_id}", response_class=FileResponse)
+async def get_asset(asset_id: str, gateway: MediaGatewayDep) -> FileResponse:
+    """A generated file, with its content type."""
+    path, mime = gateway.assets.find(asset_id)
+    return FileResponse(
+        path, media_type=mime, headers={"Cache-Control": "max-age=31536000, immutable"}
+    )
+
+
+@router.get("/routes")
+async def routes(gateway: MediaGatewayDep) -> Response:
+    """The effective image routing table for the current generator mode."""
+    router_ = gateway.router
+    return json_response(
+        {
+            "generator_mode": gateway.settings.generator_mode,
+            "routes": router_.table() if router_ else [],
+            "workflows": gateway.workflows.names(),
+        }
+    )
+
+
+@router.get("/providers")
+async def providers(gateway: MediaGatewayDep) -> Response:
+    """Each media provider routed in this mode, with a health check (checkpoints installed)."""
+    named = gateway.router.models_by_provider() if gateway.router else {}
+
+    async def check(name: str, models: list[str]) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                health = await gateway.registry.get(name).health(models)
+        except TimeoutError:
+            health = ProviderHealth(available=False, message=f"no answer in {HEALTH_TIMEOUT:g} s")
+        except SparklioError as exc:
+            health = ProviderHealth(available=False, message=str(exc))
+        return {"name": name, **health.model_dump(), "models_named": models}
+
+    results = await asyncio.gather(*(check(n, m) for n, m in named.items()))
+    return json_response({"generator_mode": gateway.settings.generator_mode, "providers": results})

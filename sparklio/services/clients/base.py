@@ -1,0 +1,131 @@
+"""What the gateway clients share: one pooled httpx client, auth, and errors turned back into
+the exceptions the gateway raised."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import httpx
+import orjson
+
+from sparklio.core.config import load_settings
+from sparklio.exceptions import (
+    GatewayConnectionError,
+    GatewayError,
+    ProviderError,
+    UpstreamTimeoutError,
+    error_class_for,
+)
+
+#: Model calls can be slow (a cold model on the desktop GPU); connecting should not be.
+DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+
+
+class GatewayHTTPClient:
+    """A client for the gateway's HTTP API. Base URL from GATEWAY_BASE_URL and key from
+    GATEWAY_API_KEY unless given; `transport=httpx.ASGITransport(app=...)` runs in-process."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if base_url is None or api_key is None:
+            settings = load_settings()
+            base_url = base_url or settings.gateway_base_url
+            api_key = api_key if api_key is not None else settings.gateway_api_key
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        """The gateway's /health answer."""
+        return await self._request("GET", "/health")
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send a request and return its JSON answer, or raise the error it stands for."""
+        response = await self._send(method, path, body, request_id, params)
+        return orjson.loads(response.content)
+
+    async def _request_bytes(self, method: str, path: str) -> bytes:
+        """Send a request and return its raw body (a file), or raise the error it stands for."""
+        return (await self._send(method, path)).content
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                content=orjson.dumps(body) if body is not None else None,
+                headers=headers,
+                params=params,
+            )
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(
+                f"The gateway at {self.base_url} did not answer in time ({type(exc).__name__}).",
+                request_id=request_id,
+            ) from None
+        except httpx.TransportError as exc:
+            raise GatewayConnectionError(
+                f"Cannot reach the Sparklio gateway at {self.base_url}: {exc}. Start it with "
+                "`make run` (or `sparklio serve`), or set GATEWAY_BASE_URL.",
+                request_id=request_id,
+            ) from None
+        if response.is_success:
+            return response
+        raise _error_from(response)
+
+
+def _error_from(response: httpx.Response) -> GatewayError:
+    """The exception an error response stands for, rebuilt from its JSON body."""
+    request_id = response.headers.get("x-request-id")
+    try:
+        body = orjson.loads(response.content)
+        error = body["error"]
+        error_type, message = error.get("type"), str(error["message"])
+        details = error.get("details")
+        request_id = body.get("request_id") or request_id
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        error_type, details = None, None
+        message = f"HTTP {response.status_code}: {response.text[:500] or response.reason_phrase}"
+    cls = error_class_for(error_type, response.status_code)
+    kwargs: dict[str, Any] = {}
+    if issubclass(cls, ProviderError) and isinstance(details, dict):
+        kwargs = {k: details[k] for k in ("provider", "model", "outcome") if k in details}
+    return cls(
+        message, details=details, request_id=request_id, status=response.status_code, **kwargs
+    )

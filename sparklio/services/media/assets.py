@@ -1,0 +1,82 @@
+"""Generated files, stored once under SPARKLIO_HOME/assets and named by their sha256."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import re
+from pathlib import Path
+
+from PIL import Image
+from pydantic import BaseModel
+
+from sparklio.exceptions import InvalidRequestError, NotFoundError
+
+ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+MIME_TYPES = {ext: mime for mime, ext in EXTENSIONS.items()}
+DOWNLOAD_PATH = "/api/v1/media/assets/{id}"
+
+
+class MediaAsset(BaseModel):
+    """One generated file: what it is and where to download it."""
+
+    id: str
+    mime_type: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+    url: str
+
+
+class AssetStore:
+    """Content-addressed files: the same bytes are stored once, whoever made them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def save(self, data: bytes) -> MediaAsset:
+        """Store an image (PNG, JPEG, WebP or GIF) and describe it; off the event loop."""
+        return await asyncio.to_thread(self._save, data)
+
+    def _save(self, data: bytes) -> MediaAsset:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                mime = Image.MIME.get(image.format or "", "")
+        except OSError as exc:
+            raise ValueError(f"not an image: {exc}") from None
+        if mime not in EXTENSIONS:
+            raise ValueError(f"unsupported image type {mime or 'unknown'}")
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.root / f"{digest}.{EXTENSIONS[mime]}"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.part")
+            partial.write_bytes(data)
+            partial.replace(path)  # atomic: a reader never sees half a file
+        return MediaAsset(
+            id=digest,
+            mime_type=mime,
+            width=width,
+            height=height,
+            size_bytes=len(data),
+            sha256=digest,
+            url=DOWNLOAD_PATH.format(id=digest),
+        )
+
+    def find(self, asset_id: str) -> tuple[Path, str]:
+        """The file and mime type of an asset; 422 for a malformed id, 404 for a missing one."""
+        if not ASSET_ID.match(asset_id):
+            raise InvalidRequestError(
+                f"asset id {asset_id!r} is not a sha256 (64 lowercase hex characters); use the "
+                "id from a job's assets."
+            )
+        for path in self.root.glob(f"{asset_id}.*"):
+            mime = MIME_TYPES.get(path.suffix.lstrip("."))
+            if mime is not None:
+                return path, mime
+        raise NotFoundError(f"No asset {asset_id}: it was never stored here, or was removed.")

@@ -1,0 +1,312 @@
+"""The Media Gateway: every image request goes through it, as a job.
+
+`submit()` routes (role, task) through the routing file's media section, fills the route's
+workflow template (a missing placeholder is a 422 before anything is queued), stores the job
+and starts it; the job waits for a slot on its provider endpoint, runs with the provider's
+timeout, falls back to the route's next candidate when one fails, and records every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from sparklio.core.config import Settings
+from sparklio.exceptions import (
+    ConfigError,
+    GatewayError,
+    InvalidRequestError,
+    ProviderError,
+    RouteNotFoundError,
+    ServiceUnavailableError,
+)
+from sparklio.services.llm.resilience import Limiter, QueueFullError
+from sparklio.services.llm.router import Route, Router
+from sparklio.services.llm.routing import MediaCandidate, RoutingFile
+from sparklio.services.media.assets import AssetStore
+from sparklio.services.media.jobs import JobStore, MediaJob, MediaRequest, new_job_id
+from sparklio.services.media.providers.base import MediaProvider
+from sparklio.services.media.providers.registry import MediaRegistry
+from sparklio.services.media.workflows import WorkflowLibrary
+from sparklio.services.providers import ProviderUnavailableError
+
+log = logging.getLogger("sparklio.media")
+
+#: Request options that would bypass the routing file.
+RESERVED_OPTIONS = frozenset({"checkpoint", "workflow", "graph", "model", "job_id"})
+DEFAULT_SIZE = 1024
+
+
+class MediaGateway:
+    """Routes image requests, runs them as jobs, keeps their state and files."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: MediaRegistry,
+        router: Router[MediaCandidate] | None,
+        workflows: WorkflowLibrary,
+        jobs: JobStore,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.router = router
+        self.workflows = workflows
+        self.jobs = jobs
+        self.assets = AssetStore(settings.home / "assets")
+        self._limiters: dict[str, Limiter] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @classmethod
+    def build(
+        cls, settings: Settings, routing: RoutingFile, path: Path, registry: MediaRegistry
+    ) -> MediaGateway:
+        """The gateway for the routing file's media section; ConfigError for a bad one."""
+        registry.configure(routing.providers)
+        workflows = WorkflowLibrary(settings.workflows_dir)
+        router = None
+        if routing.media is not None:
+            router = Router(
+                routing.media.modes, settings.generator_mode, path=path, section="media.modes"
+            )
+            problems = []
+            for _, candidate in _candidates(router):
+                if candidate.workflow is not None:
+                    try:
+                        workflows.get(candidate.workflow)
+                    except ConfigError as exc:
+                        problems.append(f"media route {candidate.label}: {exc}")
+            if problems:
+                raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
+        return cls(settings, registry, router, workflows, JobStore(settings.home / "jobs"))
+
+    def _router(self) -> Router[MediaCandidate]:
+        if self.router is None:
+            raise RouteNotFoundError(
+                "The routing file has no 'media' section, so no image routes: add one "
+                "(see the shipped routing.yaml)."
+            )
+        return self.router
+
+    async def submit(self, request: MediaRequest) -> MediaJob:
+        """Check, store and start a job; it runs in the background."""
+        route = self._router().route(request.role, request.task)
+        reserved = RESERVED_OPTIONS.intersection(request.options)
+        if reserved:
+            raise InvalidRequestError(
+                f"options may not set {', '.join(sorted(reserved))}: the routing file picks "
+                "the workflow and checkpoint."
+            )
+        job = MediaJob(job_id=new_job_id(), request=request, rule=route.rule)
+        if request.seed is None:
+            # a fresh seed per job: ComfyUI hands back the old image for an identical graph
+            request.seed = secrets.randbelow(2**48)
+        self.options_for(job, route.candidates[0])  # a missing placeholder is a 422 now
+        primary = route.candidates[0].provider
+        limiter = self._limiters.get(primary)
+        if limiter is not None and limiter.waiting >= limiter.max_queue:
+            raise ServiceUnavailableError(
+                f"{limiter.waiting} image jobs already wait for {primary}; try again later."
+            )
+        self.jobs.add(job)
+        await self.jobs.save(job)
+        task = asyncio.create_task(self._run(job, route), name=f"media-job-{job.job_id}")
+        self._tasks[job.job_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.job_id, None))
+        log.info(
+            "→ media %s.%s job %s via %s",
+            request.role,
+            request.task,
+            job.job_id,
+            route.candidates[0].label,
+        )
+        return job
+
+    def options_for(self, job: MediaJob, candidate: MediaCandidate) -> dict[str, Any]:
+        """What the provider gets: the route's params, the request, and the filled graph."""
+        request = job.request
+        width = request.width or int(candidate.params.get("width", DEFAULT_SIZE))
+        height = request.height or int(candidate.params.get("height", DEFAULT_SIZE))
+        options: dict[str, Any] = {
+            **candidate.params,
+            **request.options,
+            "model": candidate.model,
+            "workflow": candidate.workflow,
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "width": width,
+            "height": height,
+            "count": request.count,
+            "seed": request.seed,
+            "job_id": job.job_id,
+            # a new file name per job too, so no job is ever handed another's file
+            "filename_prefix": f"sparklio/{job.job_id}",
+        }
+        if candidate.workflow is not None:
+            options["graph"] = self.workflows.get(candidate.workflow).fill(options)
+        return options
+
+    async def _run(self, job: MediaJob, route: Route[MediaCandidate]) -> None:
+        failures: list[ProviderError] = []
+        try:
+            for candidate in route.candidates:
+                try:
+                    await self._attempt(job, candidate)
+                    return
+                except ProviderError as exc:
+                    failures.append(exc)
+            await self._finish(job, "failed", error=_summary(job, failures))
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self._finish(
+                    job,
+                    "cancelled",
+                    error={"type": "cancelled", "message": "cancelled before it finished"},
+                )
+            )
+            raise
+        except Exception as exc:  # a bug must still leave the job in a final state
+            log.exception("media job %s failed", job.job_id)
+            await self._finish(
+                job,
+                "failed",
+                error={"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"},
+            )
+
+    async def _attempt(self, job: MediaJob, candidate: MediaCandidate) -> None:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            provider = self._provider(candidate)
+            limiter = self._limiter(candidate.provider, provider)
+            async with limiter.slot() as waited:
+                job.meta["queue_ms"] = round(job.meta.get("queue_ms", 0) + waited, 1)
+                job.status, job.started_at = "running", job.started_at or time.time()
+                job.provider, job.model = candidate.provider, candidate.model
+                await self.jobs.save(job)
+                options = self.options_for(job, candidate)
+                async with asyncio.timeout(provider.timeout):
+                    response = await provider.generate(
+                        job.request.prompt,
+                        job.request.role,
+                        job.request.task,
+                        options,
+                        lambda f, m: _progress(job, f, m),
+                    )
+        except QueueFullError:
+            outcome = "queue_full"
+            raise ProviderError(
+                f"{candidate.label} is busy: too many jobs wait for it.",
+                provider=candidate.provider,
+                model=candidate.model,
+                outcome=outcome,
+            ) from None
+        except TimeoutError:
+            outcome = "timeout"
+            raise ProviderError(
+                f"{candidate.label} did not finish within {provider.timeout:g} s; the work was "
+                "stopped on the server.",
+                provider=candidate.provider,
+                model=candidate.model,
+                outcome=outcome,
+            ) from None
+        except ProviderError as exc:
+            outcome = exc.outcome
+            raise
+        except GatewayError as exc:  # e.g. a fallback's workflow needs a value it lacks
+            outcome = "rejected"
+            raise ProviderError(
+                exc.message, provider=candidate.provider, model=candidate.model, outcome=outcome
+            ) from None
+        finally:
+            job.attempts.append(
+                {
+                    "provider": candidate.provider,
+                    "model": candidate.model,
+                    "workflow": candidate.workflow,
+                    "outcome": outcome,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                }
+            )
+        job.assets = response.outputs
+        job.meta.update(response.meta, usage=response.usage)
+        await self._finish(job, "succeeded")
+
+    def _provider(self, candidate: MediaCandidate) -> MediaProvider:
+        try:
+            provider = self.registry.get(candidate.provider)
+            reason = provider.unavailable_reason()
+        except ProviderUnavailableError as exc:
+            reason = str(exc)
+        if reason:
+            raise ProviderError(
+                f"{candidate.label} is unavailable: {reason}",
+                provider=candidate.provider,
+                model=candidate.model,
+                outcome="unavailable",
+            )
+        return provider
+
+    def _limiter(self, name: str, provider: MediaProvider) -> Limiter:
+        limiter = self._limiters.get(name)
+        if limiter is None:
+            limiter = Limiter(provider.max_concurrency, self.settings.media_max_queue)
+            self._limiters[name] = limiter
+        return limiter
+
+    async def _finish(
+        self, job: MediaJob, status: str, error: dict[str, Any] | None = None
+    ) -> None:
+        job.status = status  # type: ignore[assignment]  # one of the JobStatus literals
+        job.finished_at = time.time()
+        job.error = error
+        if status == "succeeded":
+            job.progress, job.message = 1.0, "done"
+        await self.jobs.save(job)
+        took = job.finished_at - job.created_at
+        log.info(
+            "← media job %s %s in %.1fs (%d images)", job.job_id, status, took, len(job.assets)
+        )
+
+    async def cancel(self, job_id: str) -> MediaJob:
+        """Cancel a job that has not finished; a finished one is returned as it is."""
+        job = self.jobs.get(job_id)
+        task = self._tasks.get(job_id)
+        if task is not None and not job.finished:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return job
+
+    async def aclose(self) -> None:
+        """Cancel running jobs and close the providers."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.registry.aclose()
+
+
+def _progress(job: MediaJob, fraction: float, message: str) -> None:
+    job.progress = round(min(max(fraction, job.progress), 1.0), 3)
+    job.message = message
+
+
+def _summary(job: MediaJob, failures: list[ProviderError]) -> dict[str, Any]:
+    if len(failures) == 1:
+        return {"type": failures[0].outcome, "message": failures[0].message}
+    parts = " ".join(f"{i}) {f.message}" for i, f in enumerate(failures, 1))
+    return {
+        "type": failures[-1].outcome,
+        "message": f"Every candidate for {job.request.role}/{job.request.task} failed. {parts}",
+    }
+
+
+def _candidates(router: Router[MediaCandidate]) -> list[tuple[str, MediaCandidate]]:
+    rows = router.table()
+    return [
+        (row["rule"], MediaCandidate.model_validate(c)) for row in rows for c in row["candidates"]
+    ]
