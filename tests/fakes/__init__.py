@@ -11,18 +11,25 @@ from tests.fakes.base import (
     StreamError,
     refused_url,
 )
+from tests.fakes.comfyui import Delay, DropSocket, Fail, FakeComfyUI, Run, Stall
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai import FakeOpenAI
 
 __all__ = [
     "Behaviour",
     "Cut",
+    "Delay",
+    "DropSocket",
+    "Fail",
     "FakeAnthropic",
+    "FakeComfyUI",
     "FakeOllama",
     "FakeOpenAI",
     "FakeServer",
     "Recorded",
     "Reply",
+    "Run",
+    "Stall",
     "Status",
     "StreamError",
     "refused_url",
