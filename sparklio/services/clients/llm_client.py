@@ -107,11 +107,17 @@ class LLMGatewayClient(GatewayHTTPClient):
         schema: type[M],
         options: dict[str, Any] | None = None,
         request_id: str | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> GatewayResult[M]:
-        """A typed call that also returns the response, for callers that report its meta."""
-        json_schema = self._schemas.get(schema)
+        """A typed call that also returns the response, for callers that report its meta.
+
+        `json_schema` sends a stricter schema than the model's own (e.g. a channel's length
+        limits); the answer is still validated into `schema`.
+        """
         if json_schema is None:
-            json_schema = self._schemas[schema] = schema.model_json_schema()
+            json_schema = self._schemas.get(schema)
+            if json_schema is None:
+                json_schema = self._schemas[schema] = schema.model_json_schema()
         response = await self._generate(
             role, task, payload, json_schema, "json", options, request_id
         )

@@ -1,0 +1,171 @@
+"""The campaign pipeline: brief -> brand -> strategy -> copy -> concepts -> images and review
+(in parallel) -> one bounded revision round when the reviewer asks for one.
+
+Every step's output is validated into its model; a failure names the step and the gateway's
+error (AgentError). The Campaign keeps every output, the image assets, and per step the
+provider, model, latency and tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from sparklio.agents import (
+    brand_agent,
+    brief_agent,
+    copywriter_agent,
+    reviewer_agent,
+    strategist_agent,
+    vision_generator_agent,
+)
+from sparklio.agents.base import StepRecord
+from sparklio.agents.brand_agent import BrandProfile
+from sparklio.agents.brief_agent import Brief
+from sparklio.agents.copywriter_agent import ChannelCopy
+from sparklio.agents.reviewer_agent import Review
+from sparklio.agents.strategist_agent import Strategy
+from sparklio.agents.vision_generator_agent import CampaignImage, VisualConcept
+from sparklio.services.clients.llm_client import LLMGatewayClient
+from sparklio.services.clients.media_client import MediaGatewayClient
+
+#: Called as each step starts ("running") and ends ("done"), for a progress display.
+StepCallback = Callable[[str, str], None]
+
+
+class Campaign(BaseModel):
+    """Everything the pipeline made, and what each step took."""
+
+    brief_text: str
+    brief: Brief
+    brand: BrandProfile
+    strategy: Strategy
+    copies: list[ChannelCopy]
+    concepts: list[VisualConcept]
+    images: list[CampaignImage]
+    review: Review
+    first_review: Review | None = None  # the review that asked for the revision round
+    revised_channels: list[str] = Field(default_factory=list)
+    status: Literal["approved", "needs_changes"]
+    steps: list[StepRecord]
+    pipeline_ms: float
+
+
+async def run_campaign(
+    llm: LLMGatewayClient,
+    media: MediaGatewayClient,
+    brief_text: str,
+    *,
+    product_facts: dict[str, Any] | None = None,
+    brand_guide: str | None = None,
+    on_step: StepCallback | None = None,
+) -> Campaign:
+    """Run every step; AgentError names the step that failed."""
+    started = time.perf_counter()
+    steps: list[StepRecord] = []
+    note = on_step or (lambda step, status: None)
+
+    note("brief", "running")
+    brief, record = await brief_agent.analyze(
+        llm, brief_agent.BriefInput(brief=brief_text, product_facts=product_facts or {})
+    )
+    steps.append(record)
+    note("brand", "running")
+    brand, record = await brand_agent.profile(
+        llm, brand_agent.BrandInput(brief=brief, brand_guide=brand_guide)
+    )
+    steps.append(record)
+    note("strategist", "running")
+    strategy, record = await strategist_agent.plan(
+        llm, strategist_agent.StrategyInput(brief=brief, brand=brand)
+    )
+    steps.append(record)
+    note("copywriter", "running")
+    copies, records = await copywriter_agent.channel_copy(
+        llm, copywriter_agent.CopyInput(brief=brief, brand=brand, strategy=strategy)
+    )
+    steps.extend(records)
+    note("concepts", "running")
+    concepts, record = await vision_generator_agent.concepts(
+        llm,
+        vision_generator_agent.ConceptInput(
+            product=brief.product, strategy=strategy, copies=copies, brand=brand
+        ),
+    )
+    steps.append(record)
+
+    # the images need only the concepts, the review only the text: they run side by side
+    note("images + review", "running")
+    rendering = asyncio.create_task(vision_generator_agent.render(media, concepts, brand.palette))
+    try:
+        review, record = await reviewer_agent.review(
+            llm,
+            reviewer_agent.ReviewInput(brief=brief, brand=brand, copies=copies, concepts=concepts),
+        )
+    except BaseException:
+        rendering.cancel()
+        await asyncio.gather(rendering, return_exceptions=True)
+        raise
+    steps.append(record)
+
+    first_review: Review | None = None
+    revised: list[str] = []
+    if not review.approved and review.revision_requests:
+        note("revision", "running")
+        first_review = review
+        copies, revised, records = await _revise(llm, copies, review, brand)
+        steps.extend(records)
+        review, record = await reviewer_agent.review(
+            llm,
+            reviewer_agent.ReviewInput(brief=brief, brand=brand, copies=copies, concepts=concepts),
+            record_step="review:2",
+        )
+        steps.append(record)
+
+    images, records = await rendering
+    steps.extend(records)
+    note("done", "done")
+    return Campaign(
+        brief_text=brief_text,
+        brief=brief,
+        brand=brand,
+        strategy=strategy,
+        copies=copies,
+        concepts=concepts,
+        images=images,
+        review=review,
+        first_review=first_review,
+        revised_channels=revised,
+        status="approved" if review.approved else "needs_changes",
+        steps=steps,
+        pipeline_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
+async def _revise(
+    llm: LLMGatewayClient, copies: list[ChannelCopy], review: Review, brand: BrandProfile
+) -> tuple[list[ChannelCopy], list[str], list[StepRecord]]:
+    """One revision of every channel the review asked about, in parallel."""
+    requests: dict[str, list[str]] = {}
+    for item in review.revision_requests:
+        requests.setdefault(item.channel, []).append(item.request)
+    targets = [c for c in copies if c.channel in requests]
+    results = await asyncio.gather(
+        *(
+            copywriter_agent.revise(
+                llm,
+                copywriter_agent.RevisionInput(copy=c, requests=requests[c.channel], brand=brand),
+            )
+            for c in targets
+        )
+    )
+    revised = {new.channel: new for new, _ in results}
+    return (
+        [revised.get(c.channel, c) for c in copies],
+        list(revised),
+        [record for _, record in results],
+    )

@@ -1,0 +1,40 @@
+"""strategist / plan: Brief + BrandProfile -> a Strategy."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from sparklio.agents.base import StepRecord, ask
+from sparklio.agents.brand_agent import BrandProfile
+from sparklio.agents.brief_agent import Brief, Channel
+from sparklio.services.clients.llm_client import LLMGatewayClient
+
+
+class StrategyInput(BaseModel):
+    brief: Brief
+    brand: BrandProfile
+
+
+class ChannelPlan(BaseModel):
+    channel: Channel
+    objective: str = Field(max_length=200)
+    formats: list[str] = Field(min_length=1, max_length=4)
+    kpis: list[str] = Field(min_length=1, max_length=4)
+
+
+class Milestone(BaseModel):
+    week: int = Field(ge=1, le=52)
+    milestone: str = Field(max_length=200)
+
+
+class Strategy(BaseModel):
+    positioning: str = Field(max_length=300)
+    big_idea: str = Field(max_length=200)
+    target_segments: list[str] = Field(min_length=1, max_length=4)
+    channel_plan: list[ChannelPlan] = Field(min_length=1, max_length=4)
+    timeline: list[Milestone] = Field(min_length=1, max_length=6)
+
+
+async def plan(llm: LLMGatewayClient, data: StrategyInput) -> tuple[Strategy, StepRecord]:
+    """Plan the campaign."""
+    return await ask(llm, "strategist", "strategist", "plan", data.model_dump(), Strategy)
