@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, cast
 
@@ -224,6 +225,100 @@ def generate(
     except GatewayError as exc:
         _fail(f"{exc.type} ({exc.status}): {exc.message}", 1)
     typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+@app.command()
+def campaign(
+    brief: Annotated[str, typer.Option(help="A brief file (.yaml, .json or text) or the text.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for the report.")] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="Use a running gateway at this URL, not one in-process.")
+    ] = None,
+) -> None:
+    """Run the six agents on a brief and write campaign.json, campaign.md and campaign.html."""
+    from pydantic import ValidationError
+
+    from sparklio.agents.base import AgentError
+    from sparklio.agents.pipeline import load_brief
+
+    try:
+        data = load_brief(brief)
+    except (ValidationError, OSError, ValueError) as exc:
+        _fail(f"--brief {brief}: {exc}", 2)
+    folder = out or Path("campaigns") / time.strftime("%Y%m%d-%H%M%S")
+    console = Console()
+    try:
+        result, paths = asyncio.run(_run_campaign(data, folder, gateway, console))
+    except AgentError as exc:
+        _fail(
+            f"the campaign stopped at step {exc.step}: {exc.error.type} "
+            f"({exc.error.status}): {exc.error.message}",
+            1,
+        )
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except GatewayError as exc:
+        _fail(f"{exc.type} ({exc.status}): {exc.message}", 1)
+    table = Table(title=f"Campaign: {result.brief.product} ({result.status})")
+    for column in ("step", "provider/model", "ms", "tokens", "attempts"):
+        table.add_column(column)
+    for step in result.steps:
+        table.add_row(
+            step.step,
+            f"{step.provider}/{step.model}",
+            f"{step.latency_ms:.0f}",
+            str(step.prompt_tokens + step.completion_tokens),
+            str(len(step.attempts)),
+        )
+    console.print(table)
+    console.print(
+        f"pipeline {result.pipeline_ms:.0f} ms; report: {paths.html} "
+        f"(also {paths.markdown.name} and {paths.data.name})",
+        highlight=False,
+    )
+
+
+async def _run_campaign(data: Any, folder: Path, url: str | None, console: Console) -> Any:
+    from sparklio.agents.pipeline import run_campaign
+    from sparklio.agents.report import collect_images, write_report
+    from sparklio.services.clients.llm_client import LLMGatewayClient
+    from sparklio.services.clients.media_client import MediaGatewayClient
+
+    api = None
+    if url is None:
+        from sparklio.main import create_app
+
+        api = create_app(_settings())
+    transport = httpx.ASGITransport(app=api) if api is not None else None
+    base = url or "http://sparklio.local"
+    timeout = httpx.Timeout(600.0, connect=5.0)
+    try:
+        async with (
+            LLMGatewayClient(base_url=base, transport=transport, timeout=timeout) as llm,
+            MediaGatewayClient(base_url=base, transport=transport, timeout=timeout) as media,
+        ):
+            with console.status("brief", spinner="dots") as status:
+
+                def on_step(step: str, state: str) -> None:
+                    status.update(f"{step} ({state})")
+                    console.print(f"→ {step}", highlight=False)
+
+                result = await run_campaign(
+                    llm,
+                    media,
+                    data.brief,
+                    product_facts=data.product_facts,
+                    brand_guide=data.brand_guide,
+                    on_step=on_step,
+                )
+                status.update("downloading images")
+                images = await collect_images(media, result)
+            return result, write_report(result, folder, images)
+    finally:
+        if api is not None:
+            from sparklio.main import close_app
+
+            await close_app(api)
 
 
 if __name__ == "__main__":  # pragma: no cover

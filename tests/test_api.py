@@ -86,7 +86,7 @@ async def test_generate_returns_a_schema_valid_mock_answer(http: httpx.AsyncClie
     assert meta["request_id"] == response.headers["x-request-id"]
     assert [a["outcome"] for a in meta["attempts"]] == ["ok"]
     assert meta["attempts"][0]["provider"] == "mock"
-    assert meta["template"] == "generic.j2"
+    assert meta["template"] == "copywriter/channel_copy.j2"
     assert len(meta["prompt_hash"]) == 16
     assert meta["latency_ms"] >= meta["attempts"][0]["latency_ms"]
 

@@ -17,11 +17,11 @@ SCHEMA = {"type": "object", "properties": {"headline": {"type": "string"}}}
 
 def test_generic_prompt_has_role_task_payload_and_json_instruction() -> None:
     prompt = PromptBuilder().render(
-        "copywriter", "channel_copy", {"product": "Dawon green tea"}, "json", SCHEMA
+        "copywriter", "taglines", {"product": "Dawon green tea"}, "json", SCHEMA
     )
     assert prompt.template == "generic.j2"
     assert "senior copywriter" in prompt.text  # the role's own instruction
-    assert "channel copy" in prompt.text
+    assert "Task: taglines." in prompt.text
     assert '"product": "Dawon green tea"' in prompt.text
     assert "one JSON object only" in prompt.text
     assert '"headline"' in prompt.text  # the schema is shown
@@ -52,7 +52,8 @@ def test_prompts_dir_overrides_by_file_name(tmp_path: Path) -> None:
     assert prompt.template == "copywriter/channel_copy.j2"
     assert "Write copy for Dawon." in prompt.text
     assert "senior copywriter" in prompt.text  # the shipped role file still applies
-    assert builder.render("brief", "analyze", {}, "json", None).template == "generic.j2"
+    assert builder.render("brief", "analyze", {}, "json", None).template == "brief/analyze.j2"
+    assert builder.render("brief", "summarise", {}, "json", None).template == "generic.j2"
     with pytest.raises(InvalidRequestError, match="product"):
         builder.render("copywriter", "channel_copy", {}, "json", None)
 

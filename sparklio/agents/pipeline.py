@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, Field
 
 from sparklio.agents import (
@@ -35,6 +37,30 @@ from sparklio.services.clients.media_client import MediaGatewayClient
 
 #: Called as each step starts ("running") and ends ("done"), for a progress display.
 StepCallback = Callable[[str, str], None]
+
+
+class BriefFile(BaseModel):
+    """A brief as a marketer hands it over: the text, and optionally facts and a brand guide."""
+
+    brief: str = Field(min_length=1)
+    product_facts: dict[str, Any] = Field(default_factory=dict)
+    brand_guide: str | None = None
+
+
+def load_brief(source: str) -> BriefFile:
+    """A brief from a .yaml/.json file (keys brief, product_facts, brand_guide), a text
+    file, or the text itself."""
+    path = Path(source)
+    try:
+        is_file = path.is_file()
+    except OSError:  # text too long to be a path
+        is_file = False
+    if not is_file:
+        return BriefFile(brief=source)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        return BriefFile.model_validate(yaml.safe_load(text))
+    return BriefFile(brief=text)
 
 
 class Campaign(BaseModel):

@@ -28,6 +28,18 @@ _STOP = frozenset(
 )
 # Korean particles that depend on whether the word before ends in a consonant (batchim)
 _JOSA = re.compile(r"(.)(을/를|이/가|은/는|과/와|으로/로)")
+_PARTICLE = re.compile(r"(의|을|를|은|는|이|가|과|와|에|로|으로)$")
+# a run of capitalised words after a lowercase word: a product or brand name in a sentence
+_PROPER_NAME = re.compile(r"(?<=[a-z,] )([A-Z][\w'-]+(?: [A-Z][\w'-]+)*)")
+# how briefs name the studio's channels in Korean and in passing, for enum choices
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "instagram": ("인스타그램", "insta"),
+    "naver_search": ("네이버", "naver"),
+    "youtube": ("유튜브",),
+    "kakao": ("카카오",),
+    "email": ("이메일", "뉴스레터", "newsletter", "e-mail"),
+    "blog": ("블로그",),
+}
 _SUBJECT_KEYS = ("product", "product_name", "name", "brand", "brand_name", "title", "subject")
 _MAX_DEPTH = 8
 
@@ -132,7 +144,16 @@ class MockData:
                 if key.lower() == wanted and 0 < len(text) <= 60:
                     return text.strip()
         short = [text.strip() for _, text in texts if 0 < len(text.split()) <= 5]
-        return short[0] if short else str(self.lang["fallback_subject"])
+        if short:
+            return short[0]
+        prose = " ".join(text for _, text in texts)
+        if self.korean:  # the brief's first two words, without a trailing particle
+            words = [w for w in prose.split() if _HANGUL.search(w)][:2]
+            if words:
+                words[-1] = _PARTICLE.sub("", words[-1]) or words[-1]
+                return " ".join(words)
+        names = _PROPER_NAME.findall(prose)  # "We launch Aurora Trail, ..." -> Aurora Trail
+        return names[0] if names else str(self.lang["fallback_subject"])
 
     # -- text ------------------------------------------------------------------------------
 
@@ -333,7 +354,11 @@ class MockData:
             wanted = "ko" if self.korean else "en"
             if wanted in options:
                 return wanted
-        mentioned = [o for o in options if isinstance(o, str) and o.lower() in self.text_lower]
+        mentioned = [
+            o for o in options
+            if isinstance(o, str)
+            and any(name in self.text_lower for name in (o.lower(), *_ALIASES.get(o, ())))
+        ]  # fmt: skip
         return self.rng.choice(mentioned or options)
 
     def _deref(self, schema: Any) -> dict[str, Any]:

@@ -70,7 +70,12 @@ def render(prompt: str, width: int, height: int, seed: int, options: dict[str, A
         )
     size = max(10, min(width, height) // 18)
     font = ImageFont.load_default(size=size)
-    text = "\n".join(textwrap.wrap(prompt, width=max(8, int(width / (size * 0.6))))[:6])
+    label = f"mock image - {width}x{height} - seed {seed}"
+    # Pillow's own font has Latin glyphs only: other scripts (Hangul...) would draw as boxes,
+    # so such a prompt is shown by its label alone
+    caption = prompt if all(ord(ch) < 0x250 for ch in prompt) else ""
+    lines = textwrap.wrap(caption, width=max(8, int(width / (size * 0.6))))[:5]
+    text = "\n".join([*lines, label])
     margin = max(4, size // 2)
     box = draw.multiline_textbbox((margin, margin), text, font=font)
     draw.rectangle((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4), fill=(255, 255, 255))

@@ -1,0 +1,71 @@
+"""The work order's rules, checked on the code itself."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTS = ROOT / "sparklio" / "agents"
+#: What an agent may import from Sparklio: the gateway clients, the errors they raise, and
+#: the agents' own models.
+ALLOWED = ("sparklio.agents", "sparklio.services.clients", "sparklio.exceptions")
+#: Model-server libraries and HTTP clients: agents reach models through the gateway only.
+FORBIDDEN = (
+    "httpx",
+    "aiohttp",
+    "requests",
+    "urllib3",
+    "openai",
+    "anthropic",
+    "ollama",
+    "llama_cpp",
+    "transformers",
+    "litellm",
+)
+
+
+def imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+    return found
+
+
+def test_agents_import_only_the_gateway_clients_and_their_own_models() -> None:
+    files = sorted(AGENTS.glob("*.py"))
+    assert len(files) >= 7  # the six agents and the pipeline
+    problems = []
+    for path in files:
+        for name in imports(path):
+            top = name.split(".")[0]
+            if top in FORBIDDEN:
+                problems.append(f"{path.name} imports {name}")
+            if top == "sparklio" and not name.startswith(ALLOWED):
+                problems.append(f"{path.name} imports {name}, not a gateway client")
+    assert problems == []
+
+
+def test_the_check_itself_catches_a_forbidden_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad_agent.py"
+    bad.write_text("import httpx\nfrom sparklio.services.llm.providers.ollama import X\n")
+    assert imports(bad) == ["httpx", "sparklio.services.llm.providers.ollama"]
+
+
+def test_no_model_name_in_python_code() -> None:
+    """Model names live in the routing file and catalogue, never in code (tests aside)."""
+    pattern = re.compile(
+        r"[\"'](qwen[0-9.:a-z-]*|llama[0-9.]+[:a-z0-9-]*|gpt-[0-9a-z.-]+|claude-[a-z0-9.-]+|"
+        r"smollm[0-9a-z.-]*|gemma[0-9a-z.:-]*|sd_xl[\w.-]*|v1-5[\w.-]*)[\"']",
+        re.IGNORECASE,
+    )
+    hits = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in (ROOT / "sparklio").rglob("*.py")
+        for match in pattern.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert hits == []
