@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint typecheck unit bench format clean
+.PHONY: run test lint typecheck unit bench e2e format clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Sparklio needs Python 3.11 or newer: make PYTHON=python3.11 ...")'
@@ -38,8 +38,8 @@ run: $(VENV)/.installed
 test: lint typecheck unit
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check sparklio tests bench
-	$(BIN)/ruff format --check sparklio tests bench
+	$(BIN)/ruff check sparklio tests bench scripts
+	$(BIN)/ruff format --check sparklio tests bench scripts
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -51,9 +51,14 @@ unit: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/gateway_overhead.py
 
+## The whole system in one command: a real gateway, the campaign pipeline over HTTP, every
+## step's output checked (mock mode unless GENERATOR_MODE=live).
+e2e: $(VENV)/.installed-dev
+	$(BIN)/python scripts/e2e.py
+
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format sparklio tests bench
-	$(BIN)/ruff check --fix sparklio tests bench
+	$(BIN)/ruff format sparklio tests bench scripts
+	$(BIN)/ruff check --fix sparklio tests bench scripts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -236,15 +236,13 @@ def campaign(
     ] = None,
 ) -> None:
     """Run the six agents on a brief and write campaign.json, campaign.md and campaign.html."""
-    from pydantic import ValidationError
-
     from sparklio.agents.base import AgentError
-    from sparklio.agents.pipeline import load_brief
+    from sparklio.agents.pipeline import BriefError, load_brief
 
     try:
         data = load_brief(brief)
-    except (ValidationError, OSError, ValueError) as exc:
-        _fail(f"--brief {brief}: {exc}", 2)
+    except BriefError as exc:
+        _fail(f"--brief: {exc}", 2)
     folder = out or Path("campaigns") / time.strftime("%Y%m%d-%H%M%S")
     console = Console()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from sparklio.agents.base import StepRecord, ask
-from sparklio.agents.brief_agent import Brief
+from sparklio.agents.brief_agent import Brief, Short
 from sparklio.services.clients.llm_client import LLMGatewayClient
 
 HEX = r"^#[0-9A-Fa-f]{6}$"
@@ -17,11 +17,11 @@ class BrandInput(BaseModel):
 
 
 class BrandProfile(BaseModel):
-    personality: list[str] = Field(min_length=2, max_length=5)
+    personality: list[Short] = Field(min_length=2, max_length=5)
     voice: str = Field(max_length=300)
-    values: list[str] = Field(min_length=1, max_length=5)
-    words_to_use: list[str] = Field(default_factory=list, max_length=8)
-    words_to_avoid: list[str] = Field(default_factory=list, max_length=8)
+    values: list[Short] = Field(min_length=1, max_length=5)
+    words_to_use: list[Short] = Field(default_factory=list, max_length=8)
+    words_to_avoid: list[Short] = Field(default_factory=list, max_length=8)
     palette: list[str] = Field(min_length=2, max_length=5, json_schema_extra={"items": {
         "type": "string", "pattern": HEX}})  # fmt: skip
     typography: str = Field(max_length=200)

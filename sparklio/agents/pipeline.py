@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from sparklio.agents import (
     brand_agent,
@@ -47,20 +47,39 @@ class BriefFile(BaseModel):
     brand_guide: str | None = None
 
 
+class BriefError(ValueError):
+    """A brief that cannot be read; the message says why."""
+
+
 def load_brief(source: str) -> BriefFile:
     """A brief from a .yaml/.json file (keys brief, product_facts, brand_guide), a text
-    file, or the text itself."""
-    path = Path(source)
+    file, or the text itself. A missing file that looks like a path is an error, not text."""
+    path = Path(source).expanduser()
     try:
-        is_file = path.is_file()
-    except OSError:  # text too long to be a path
+        is_file = len(source) < 4096 and "\n" not in source and path.is_file()
+    except OSError:  # a long text is not a valid path
         is_file = False
     if not is_file:
-        return BriefFile(brief=source)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        return BriefFile.model_validate(yaml.safe_load(text))
-    return BriefFile(brief=text)
+        if not source.strip():
+            raise BriefError("the brief is empty")
+        if " " not in source and path.suffix.lower() in (".yaml", ".yml", ".json", ".txt", ".md"):
+            raise BriefError(f"no such file: {source}")  # a mistyped path, not a brief
+        return BriefFile(brief=source.strip())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BriefError(f"cannot read {path}: {exc}") from None
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        return BriefFile(brief=text.strip())
+    try:
+        return BriefFile.model_validate(yaml.safe_load(text))  # YAML reads JSON too
+    except yaml.YAMLError as exc:
+        raise BriefError(f"{path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}"
+                             for e in exc.errors())  # fmt: skip
+        raise BriefError(f"{path}: {problems} (expected keys: brief, product_facts, "
+                         "brand_guide)") from None  # fmt: skip
 
 
 class Campaign(BaseModel):

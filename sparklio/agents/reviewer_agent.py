@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from sparklio.agents.base import StepRecord, ask
 from sparklio.agents.brand_agent import BrandProfile
-from sparklio.agents.brief_agent import Brief, Channel
+from sparklio.agents.brief_agent import Brief, Channel, Line
 from sparklio.agents.copywriter_agent import LIMITS, ChannelCopy
 from sparklio.agents.vision_generator_agent import VisualConcept
 from sparklio.services.clients.llm_client import LLMGatewayClient
@@ -26,9 +26,14 @@ class ReviewInput(BaseModel):
     concepts: list[VisualConcept]
 
 
+#: Scores as an enum, not a range: llama.cpp's schema grammar enforces enums but not minimum
+#: and maximum, and a small model then answers 1000.
+Score = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
 class CriterionScore(BaseModel):
     criterion: Criterion
-    score: int = Field(ge=1, le=10)
+    score: Score
     comment: str = Field(max_length=300)
 
 
@@ -41,7 +46,7 @@ class ModelReview(BaseModel):
     """What the model is asked for: its judgement, kept short."""
 
     scores: list[CriterionScore] = Field(min_length=1, max_length=4)
-    issues: list[str] = Field(default_factory=list, max_length=6)
+    issues: list[Line] = Field(default_factory=list, max_length=6)
     approved: bool
     revision_requests: list[RevisionRequest] = Field(default_factory=list, max_length=6)
 

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from sparklio.agents.base import StepRecord, ask
 from sparklio.agents.brand_agent import BrandProfile
-from sparklio.agents.brief_agent import Brief, Channel
+from sparklio.agents.brief_agent import Brief, Channel, Short
 from sparklio.services.clients.llm_client import LLMGatewayClient
 
 
@@ -18,21 +18,21 @@ class StrategyInput(BaseModel):
 class ChannelPlan(BaseModel):
     channel: Channel
     objective: str = Field(max_length=200)
-    formats: list[str] = Field(min_length=1, max_length=4)
-    kpis: list[str] = Field(min_length=1, max_length=4)
+    formats: list[Short] = Field(min_length=1, max_length=3)
+    kpis: list[Short] = Field(min_length=1, max_length=3)
 
 
 class Milestone(BaseModel):
-    week: int = Field(ge=1, le=52)
+    when: str = Field(max_length=40, description="e.g. 'week 1' or 'launch day'")
     milestone: str = Field(max_length=200)
 
 
 class Strategy(BaseModel):
     positioning: str = Field(max_length=300)
     big_idea: str = Field(max_length=200)
-    target_segments: list[str] = Field(min_length=1, max_length=4)
+    target_segments: list[Short] = Field(min_length=1, max_length=4)
     channel_plan: list[ChannelPlan] = Field(min_length=1, max_length=4)
-    timeline: list[Milestone] = Field(min_length=1, max_length=6)
+    timeline: list[Milestone] = Field(min_length=1, max_length=4)
 
 
 async def plan(llm: LLMGatewayClient, data: StrategyInput) -> tuple[Strategy, StepRecord]:
