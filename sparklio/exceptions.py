@@ -6,6 +6,9 @@ SparklioError                        anything Sparklio raises on purpose
 └── GatewayError                     a gateway call failed; has .status, .message, .request_id
     ├── InvalidRequestError          422  the request is malformed (field, JSON, schema)
     │   └── PayloadTooLargeError     413  the body is over MAX_REQUEST_BYTES
+    ├── UnauthorizedError            401  no credentials, or ones that are not valid
+    ├── ForbiddenError               403  valid credentials that may not do this (revoked, inactive)
+    ├── TooManyRequestsError         429  slow down (e.g. failed logins); has .retry_after
     ├── NotFoundError                404  no such job or asset
     │   └── RouteNotFoundError       404  no rule and no default for (role, task)
     ├── ServiceUnavailableError      503  the gateway cannot take the call now
@@ -26,6 +29,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ConfigError",
+    "ForbiddenError",
     "GatewayConnectionError",
     "GatewayError",
     "InvalidRequestError",
@@ -36,6 +40,8 @@ __all__ = [
     "RouteNotFoundError",
     "ServiceUnavailableError",
     "SparklioError",
+    "TooManyRequestsError",
+    "UnauthorizedError",
     "UpstreamTimeoutError",
     "error_class_for",
 ]
@@ -100,6 +106,31 @@ class NotFoundError(GatewayError):
 
     status = 404
     type = "not_found"
+
+
+class UnauthorizedError(GatewayError):
+    """The request has no credentials, or ones that are not valid (bad, expired)."""
+
+    status = 401
+    type = "unauthorized"
+
+
+class ForbiddenError(GatewayError):
+    """The credentials are valid but may not be used (a revoked key, an inactive user)."""
+
+    status = 403
+    type = "forbidden"
+
+
+class TooManyRequestsError(GatewayError):
+    """Too many attempts (e.g. failed logins); try again after `retry_after` seconds."""
+
+    status = 429
+    type = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float = 60.0, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
 
 
 class RouteNotFoundError(NotFoundError):
@@ -180,6 +211,9 @@ _BY_TYPE: dict[str, type[GatewayError]] = {
         PayloadTooLargeError,
         NotFoundError,
         RouteNotFoundError,
+        UnauthorizedError,
+        ForbiddenError,
+        TooManyRequestsError,
         ServiceUnavailableError,
         GatewayConnectionError,
         ProviderError,
@@ -192,6 +226,9 @@ _BY_STATUS: dict[int, type[GatewayError]] = {
     422: InvalidRequestError,
     413: PayloadTooLargeError,
     404: NotFoundError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    429: TooManyRequestsError,
     503: ServiceUnavailableError,
     502: ProviderError,
     504: UpstreamTimeoutError,

@@ -13,7 +13,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from sparklio.api.middleware import too_large_message
-from sparklio.exceptions import GatewayError, PayloadTooLargeError, ServiceUnavailableError
+from sparklio.exceptions import (
+    GatewayError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+    UnauthorizedError,
+)
 
 log = logging.getLogger("sparklio.api")
 
@@ -80,7 +86,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     exc.request_id = exc.request_id or getattr(request.state, "request_id", None)
-    headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
+    headers: dict[str, str] | None = None
+    if isinstance(exc, ServiceUnavailableError):
+        headers = {"Retry-After": "1"}
+    elif isinstance(exc, TooManyRequestsError):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    elif isinstance(exc, UnauthorizedError):
+        headers = {"WWW-Authenticate": "Bearer"}
     error = exc.to_body()["error"]
     return error_response(
         request, exc.status, error["type"], error["message"], error.get("details"), headers

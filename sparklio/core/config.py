@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     llamacpp_timeout: float = Field(default=300.0, gt=0)
     llamacpp_max_concurrency: int = Field(default=1, ge=1)
 
+    database_url: str | None = Field(
+        default=None, description="Default: SQLite at SPARKLIO_HOME/sparklio.db."
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="Default: generated once and kept in SPARKLIO_HOME."
+    )
+    jwt_expiry_minutes: int = Field(default=60 * 12, ge=1)
+    call_log_buffer: int = Field(default=10_000, ge=1)
+
     sparklio_home: Path = Path("~/.sparklio")
     log_level: str = "info"
 

@@ -15,8 +15,9 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from jsonschema_rs import Validator
@@ -52,6 +53,13 @@ from sparklio.services.llm.routing import (
 from sparklio.services.llm.schemas import SchemaCache
 
 log = logging.getLogger("sparklio.gateway")
+
+
+class CallSink(Protocol):
+    """Where call records go: the call log (sparklio.services.calllog)."""
+
+    def record(self, entry: dict[str, Any]) -> None: ...
+
 
 #: Options a caller may not set: the routing file picks the model; the gateway fills the rest.
 RESERVED_OPTIONS = frozenset({"model", "schema", "payload"})
@@ -97,6 +105,8 @@ class LLMGateway:
         self.schemas = schemas or SchemaCache()
         self.retry = RetryPolicy.from_settings(settings)
         self.guards = Guards(settings)
+        #: where every call's record goes (the call log); set by the app, None in-process
+        self.call_log: CallSink | None = None
 
     @classmethod
     def from_settings(
@@ -159,6 +169,7 @@ class LLMGateway:
         output_schema: dict[str, Any] | None = None,
         *,
         request_id: str | None = None,
+        user_id: str | None = None,
     ) -> LLMProviderResponse:
         """Answer one call. Raises a GatewayError subclass that says what went wrong."""
         started = time.perf_counter()
@@ -184,6 +195,7 @@ class LLMGateway:
             ):
                 exc.details = {**(exc.details or {}), "attempts": call.attempts}
             log.info("✗ %s.%s %s: %s [%s]", role, task, exc.type, exc.message, request_id)
+            self._log_call(role, task, request_id, user_id, started, call, None, exc)
             raise
         latency_ms = (time.perf_counter() - started) * 1000
         response.meta.update(
@@ -200,11 +212,53 @@ class LLMGateway:
             template=prompt.template,
             prompt_hash=prompt.hash,
         )
+        self._log_call(role, task, request_id, user_id, started, call, response, None)
         if log.isEnabledFor(logging.INFO):
             log.info("← %s.%s %.1fms %d tok via %s/%s [%s]", role, task, latency_ms,
                      response.usage.get("total_tokens", 0), response.provider, response.model,
                      request_id)  # fmt: skip
         return response
+
+    def _log_call(
+        self,
+        role: str,
+        task: str,
+        request_id: str,
+        user_id: str | None,
+        started: float,
+        call: _Call | None,
+        response: LLMProviderResponse | None,
+        error: GatewayError | None,
+    ) -> None:
+        """Hand the call's record to the call log; it never blocks and never raises."""
+        if self.call_log is None:
+            return
+        attempts = call.attempts if call is not None else []
+        last = attempts[-1] if attempts else {}
+        usage = response.usage if response is not None else {}
+        provider = response.provider if response is not None else last.get("provider")
+        model = response.model if response is not None else last.get("model")
+        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        cost = self.routing.cost(provider, model, prompt, completion) if self.routing else 0.0
+        self.call_log.record({
+            "id": uuid.uuid4().hex,
+            "request_id": request_id,
+            "user_id": user_id,
+            "role": role,
+            "task": task,
+            "generator_mode": self.router.mode,
+            "provider": provider,
+            "model": model,
+            "attempts": attempts,
+            "outcome": "ok" if error is None else str(getattr(error, "outcome", error.type)),
+            "fallback": bool(response is not None and response.meta.get("fallback")),
+            "status_code": 200 if error is None else error.status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cost_usd": cost,
+            "created_at": datetime.now(UTC),
+        })  # fmt: skip
 
     def _prepare(
         self,

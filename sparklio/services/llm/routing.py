@@ -105,6 +105,13 @@ class ModeRoutes(_Strict, Generic[C]):
 Mode = Literal["mock", "live"]
 
 
+class Price(_Strict):
+    """What a model costs, in USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class MediaRouting(_Strict):
     """The routing file's `media` section: image routes, per generator mode."""
 
@@ -122,6 +129,18 @@ class RoutingFile(_Strict):
     )
     modes: dict[Mode, ModeRoutes[Candidate]]
     media: MediaRouting | None = None
+    prices: dict[str, dict[str, Price]] = Field(
+        default_factory=dict,
+        description="USD per million tokens, by provider and model; unlisted models cost 0.",
+    )
+
+    def cost(self, provider: str | None, model: str | None, prompt: int, completion: int) -> float:
+        """Estimated cost of a call in USD (0 for local and unlisted models)."""
+        price = self.prices.get(provider or "", {}).get(model or "")
+        if price is None:
+            return 0.0
+        return (prompt * price.input + completion * price.output) / 1_000_000
+
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Settings for a provider, by vendor name (e.g. llamacpp's model catalogue).",
