@@ -13,10 +13,12 @@ from sparklio.api.middleware import RequestContextMiddleware
 from sparklio.api.v1 import api_router
 from sparklio.api.v1.endpoints import health
 from sparklio.core.config import Settings, load_settings
+from sparklio.db.engine import database_url, make_engine, migrate, sessions
 from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.providers.registry import ProviderRegistry
 from sparklio.services.llm.routing import load_routing_file, routing_path
 from sparklio.services.media.gateway import MediaGateway
+from sparklio.services.media.jobs import JobStore
 from sparklio.services.media.providers.registry import MediaRegistry
 
 
@@ -39,14 +41,18 @@ def create_app(
     path = routing_path(settings.llm_routing_file)
     routing = load_routing_file(path, registry.names(), media_registry.names())
     gateway = LLMGateway.build(settings, routing, path, registry)
-    media = MediaGateway.build(settings, routing, path, media_registry)
+    url = database_url(settings)
+    migrate(url)
+    engine = make_engine(url)
+    db = sessions(engine)
+    media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await media.jobs.recover()
         await gateway.start()
         yield
-        await media.aclose()
-        await gateway.aclose()
+        await close_app(app)
 
     app = FastAPI(
         title="Sparklio",
@@ -57,6 +63,8 @@ def create_app(
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.media = media
+    app.state.db_engine = engine
+    app.state.db_sessions = db
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_size=settings.max_request_bytes)
     app.include_router(health.router)
@@ -70,3 +78,4 @@ async def close_app(app: FastAPI) -> None:
     """What the lifespan does at shutdown, for an app used in-process without one."""
     await app.state.media.aclose()
     await app.state.gateway.aclose()
+    await app.state.db_engine.dispose()

@@ -122,18 +122,14 @@ async def test_unknown_jobs_and_assets(http: httpx.AsyncClient) -> None:
 async def test_a_job_cut_off_by_a_restart_reports_failed(tmp_path: Path) -> None:
     settings = make_settings(sparklio_home=tmp_path / "home")
     first = create_app(settings)
-    job = MediaJob(
-        job_id="1" * 32,
-        status="running",
-        started_at=1.0,
-        request={"role": "r", "task": "t", "prompt": "p"},
-    )
-    first.state.media.jobs._write(job)  # as the job stood when the process died
+    job = MediaJob(job_id="1" * 32, status="running", started_at=1.0,
+                   request={"role": "r", "task": "t", "prompt": "p"})  # fmt: skip
+    await first.state.media.jobs.save(job)  # as the job stood when the process died
     await close_app(first)
     second = create_app(settings)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=second), base_url="http://gw"
-    ) as http:
+    assert await second.state.media.jobs.recover() == 1  # what the server does at start
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=second),
+                                 base_url="http://gw") as http:  # fmt: skip
         body = (await http.get(f"/api/v1/media/jobs/{'1' * 32}")).json()
     await close_app(second)
     assert body["status"] == "failed"

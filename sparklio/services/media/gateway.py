@@ -63,7 +63,12 @@ class MediaGateway:
 
     @classmethod
     def build(
-        cls, settings: Settings, routing: RoutingFile, path: Path, registry: MediaRegistry
+        cls,
+        settings: Settings,
+        routing: RoutingFile,
+        path: Path,
+        registry: MediaRegistry,
+        jobs: JobStore,
     ) -> MediaGateway:
         """The gateway for the routing file's media section; ConfigError for a bad one."""
         registry.configure(routing.providers)
@@ -82,7 +87,7 @@ class MediaGateway:
                         problems.append(f"media route {candidate.label}: {exc}")
             if problems:
                 raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
-        return cls(settings, registry, router, workflows, JobStore(settings.home / "jobs"))
+        return cls(settings, registry, router, workflows, jobs)
 
     def _router(self) -> Router[MediaCandidate]:
         if self.router is None:
@@ -92,7 +97,7 @@ class MediaGateway:
             )
         return self.router
 
-    async def submit(self, request: MediaRequest) -> MediaJob:
+    async def submit(self, request: MediaRequest, user_id: str | None = None) -> MediaJob:
         """Check, store and start a job; it runs in the background."""
         route = self._router().route(request.role, request.task)
         reserved = RESERVED_OPTIONS.intersection(request.options)
@@ -113,7 +118,7 @@ class MediaGateway:
                 f"{limiter.waiting} image jobs already wait for {primary}; try again later."
             )
         self.jobs.add(job)
-        await self.jobs.save(job)
+        await self.jobs.save(job, user_id)
         task = asyncio.create_task(self._run(job, route), name=f"media-job-{job.job_id}")
         self._tasks[job.job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.job_id, None))
@@ -274,7 +279,7 @@ class MediaGateway:
 
     async def cancel(self, job_id: str) -> MediaJob:
         """Cancel a job that has not finished; a finished one is returned as it is."""
-        job = self.jobs.get(job_id)
+        job = await self.jobs.get(job_id)
         task = self._tasks.get(job_id)
         if task is not None and not job.finished:
             task.cancel()

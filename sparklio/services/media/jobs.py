@@ -1,4 +1,4 @@
-"""Image jobs and where their state lives: one JSON file per job under SPARKLIO_HOME/jobs.
+"""Image jobs and where their state lives: the media_jobs table.
 
 State is written whenever a job changes status, so after a restart a job that was queued or
 running reports failed ("interrupted by restart") instead of vanishing.
@@ -7,14 +7,16 @@ running reports failed ("interrupted by restart") instead of vanishing.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sparklio.db.models import MediaJobRow
 from sparklio.exceptions import InvalidRequestError, NotFoundError
 from sparklio.services.media.assets import MediaAsset
 
@@ -65,62 +67,76 @@ def new_job_id() -> str:
 
 
 class JobStore:
-    """Jobs in memory, each mirrored to `<root>/<job_id>.json` when its status changes."""
+    """Jobs in the database (table media_jobs), with this process's live jobs in memory.
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    A job's row is written whenever its status changes; progress stays in memory (it changes
+    many times a second and means nothing after a restart).
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
         self._jobs: dict[str, MediaJob] = {}
         self._done: dict[str, asyncio.Event] = {}
-        self._recover()
 
-    def _recover(self) -> None:
-        """Load earlier jobs; those that were queued or running were cut off by a restart."""
-        if not self.root.is_dir():
-            return
-        for path in sorted(self.root.glob("*.json")):
-            try:
-                job = MediaJob.model_validate_json(path.read_bytes())
-            except ValueError:
-                continue  # a file cut short by a crash: nothing to report from it
-            if not job.finished:
-                job.status, job.finished_at = "failed", time.time()
+    async def recover(self) -> int:
+        """Mark jobs left queued or running by a previous run as failed; how many there were.
+
+        Only the server calls this at start: an in-process app sharing the database must not
+        fail the jobs a running server is working on.
+        """
+        async with self.sessions() as session, session.begin():
+            rows = (await session.scalars(
+                select(MediaJobRow).where(MediaJobRow.status.in_(("queued", "running")))
+            )).all()  # fmt: skip
+            for row in rows:
+                job = MediaJob.model_validate(row.data)
                 was = "running" if job.started_at else "queued"
+                job.status, job.finished_at = "failed", time.time()
                 job.error = {
                     "type": "interrupted",
                     "message": f"interrupted by restart: the gateway stopped while this job "
                     f"was {was}. Submit it again.",
                 }
-                self._write(job)
-            self._jobs[job.job_id] = job
+                row.status, row.data = job.status, job.model_dump(mode="json")
+                row.updated_at = datetime.now(UTC)
+        return len(rows)
 
     def add(self, job: MediaJob) -> None:
         self._jobs[job.job_id] = job
         self._done[job.job_id] = asyncio.Event()
 
-    def get(self, job_id: str) -> MediaJob:
-        if not all(c in "0123456789abcdef" for c in job_id) or len(job_id) != 32:
+    async def get(self, job_id: str) -> MediaJob:
+        if len(job_id) != 32 or not all(c in "0123456789abcdef" for c in job_id):
             raise InvalidRequestError(f"job id {job_id!r} is not a job id (32 hex characters).")
         job = self._jobs.get(job_id)
-        if job is None:
+        if job is not None:
+            return job
+        async with self.sessions() as session:
+            row = await session.get(MediaJobRow, job_id)
+        if row is None:
             raise NotFoundError(f"No job {job_id}: it was never submitted here.")
-        return job
+        return MediaJob.model_validate(row.data)
 
-    async def save(self, job: MediaJob) -> None:
-        """Persist a status change (off the event loop); wake waiters when it finished."""
-        await asyncio.to_thread(self._write, job)
-        if job.finished and job.job_id in self._done:
-            self._done[job.job_id].set()
-
-    def _write(self, job: MediaJob) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"{job.job_id}.json"
-        partial = path.with_suffix(f".{os.getpid()}.part")
-        partial.write_bytes(job.model_dump_json().encode())
-        partial.replace(path)
+    async def save(self, job: MediaJob, user_id: str | None = None) -> None:
+        """Write a status change; wake waiters when the job finished."""
+        data = job.model_dump(mode="json")
+        async with self.sessions() as session, session.begin():
+            row = await session.get(MediaJobRow, job.job_id)
+            if row is None:
+                session.add(MediaJobRow(job_id=job.job_id, status=job.status, data=data,
+                                        user_id=user_id))  # fmt: skip
+            else:
+                row.status, row.data, row.updated_at = job.status, data, datetime.now(UTC)
+        if job.finished:
+            event = self._done.get(job.job_id)
+            if event is not None:
+                event.set()
+            self._jobs.pop(job.job_id, None)  # the row is the record from now on
+            self._done.pop(job.job_id, None)
 
     async def wait(self, job_id: str, seconds: float) -> MediaJob:
         """The job once it finished, or as it stands after `seconds`."""
-        job = self.get(job_id)
+        job = await self.get(job_id)
         event = self._done.get(job_id)
         if event is not None and not job.finished and seconds > 0:
             try:
@@ -131,4 +147,4 @@ class JobStore:
         return job
 
     def active(self) -> list[MediaJob]:
-        return [job for job in self._jobs.values() if not job.finished]
+        return list(self._jobs.values())

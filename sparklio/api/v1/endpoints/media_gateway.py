@@ -94,7 +94,7 @@ async def generate(
 @router.get("/jobs/{job_id}", responses={200: {"model": MediaJob}})
 async def get_job(job_id: str, gateway: MediaGatewayDep) -> Response:
     """A job's status (queued | running | succeeded | failed | cancelled), progress and files."""
-    return json_response(_job_body(gateway.jobs.get(job_id)))
+    return json_response(_job_body(await gateway.jobs.get(job_id)))
 
 
 @router.delete("/jobs/{job_id}", responses={200: {"model": MediaJob}})
