@@ -32,6 +32,7 @@ $(VENV)/.installed-local: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	@if [ "$$($(BIN)/sparklio config generator_mode 2>/dev/null)" = live ]; then \
 		$(MAKE) --no-print-directory $(VENV)/.installed-local; fi
+	@$(BIN)/sparklio create-test-users --quiet
 	$(BIN)/sparklio serve --host $(HOST) --port $(PORT)
 
 ## Lint, type-check and run the test suite.

@@ -85,12 +85,25 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def request_bytes(port: int, path: str, body: bytes) -> bytes:
+def request_bytes(port: int, path: str, body: bytes, key: str = "sk-bench") -> bytes:
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer sk-bench\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
+
+
+def gateway_key(env: dict[str, str]) -> str:
+    """A token for the local user of the gateway's SPARKLIO_HOME (auth is always on)."""
+    from sparklio.core.config import Settings
+    from sparklio.services.auth import local_token_for
+
+    settings = Settings(
+        _env_file=None,
+        sparklio_home=env.get("SPARKLIO_HOME", "~/.sparklio"),
+        database_url=env.get("DATABASE_URL"),
+    )
+    return asyncio.run(local_token_for(settings))
 
 
 # -- the fake upstream: a canned Chat Completions answer, as fast as asyncio allows ---------
@@ -262,7 +275,8 @@ def main() -> None:
     if args.only in (None, "mock"):
         port = free_port()
         with gateway({**base_env, "GENERATOR_MODE": "mock"}, port) as server:
-            mock = measure(port, request_bytes(port, "/api/v1/llm/generate", body),
+            key = gateway_key(base_env)
+            mock = measure(port, request_bytes(port, "/api/v1/llm/generate", body, key),
                            args.calls, args.concurrency)  # fmt: skip
             memory = rss_mb(server.pid)
         table("mock mode (targets: p50 < 1 ms at c=1, > 2,000 calls/s at c=32)", mock, None)
@@ -288,7 +302,8 @@ def main() -> None:
             )
             port = free_port()
             with gateway(env, port) as server:
-                live = measure(port, request_bytes(port, "/api/v1/llm/generate", body),
+                key = gateway_key(env)
+                live = measure(port, request_bytes(port, "/api/v1/llm/generate", body, key),
                                args.calls, args.concurrency)  # fmt: skip
                 memory = rss_mb(server.pid)
         table("fake OpenAI upstream, called directly", direct, None)

@@ -42,7 +42,9 @@ from rich.text import Text
 from sparklio.agents.base import AgentError, StepRecord
 from sparklio.agents.pipeline import BriefError, BriefFile, Campaign, load_brief, run_campaign
 from sparklio.agents.report import collect_images, write_report
+from sparklio.core.config import load_settings
 from sparklio.exceptions import GatewayError
+from sparklio.services.auth import local_token_for
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
 
@@ -216,9 +218,12 @@ async def run(
             )
 
     timeout = LIVE_TIMEOUT if mode == "live" else MOCK_TIMEOUT
+    # a key from the environment, else the local user's token: this script shares the
+    # server's SPARKLIO_HOME and database, as an in-process run would
+    key = os.environ.get("GATEWAY_API_KEY") or await local_token_for(load_settings())
     async with (
-        LLMGatewayClient(base_url=server.url, api_key="", timeout=timeout) as llm,
-        MediaGatewayClient(base_url=server.url, api_key="", timeout=timeout) as media,
+        LLMGatewayClient(base_url=server.url, api_key=key, timeout=timeout) as llm,
+        MediaGatewayClient(base_url=server.url, api_key=key, timeout=timeout) as media,
     ):
         try:
             outcome.campaign = await run_campaign(

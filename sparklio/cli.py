@@ -50,7 +50,7 @@ def configure_logging(level: str) -> None:
     )
 
 
-def curl_example(host: str, port: int) -> str:
+def curl_example(host: str, port: int, key: str | None = None) -> str:
     """A ready-to-paste curl line that asks the gateway for schema-valid JSON."""
     body = {
         "role": "copywriter",
@@ -73,6 +73,7 @@ def curl_example(host: str, port: int) -> str:
     }
     return (
         f"curl -s http://{host}:{port}/api/v1/llm/generate "
+        f"-H 'Authorization: Bearer {key or '<API key: sparklio create-test-users>'}' "
         f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"
     )
 
@@ -96,7 +97,7 @@ def serve(
     mode = api.state.gateway.router.mode
     err.print(
         f"Sparklio gateway in [bold]{mode}[/] mode on http://{host}:{port} (docs: /docs). "
-        f"Try:\n{curl_example(host, port)}",
+        f"Try:\n{curl_example(host, port, member_key(settings))}",
         highlight=False,
         soft_wrap=True,
     )
@@ -135,6 +136,84 @@ def config(
     for key, value in values.items():
         table.add_row(key.upper(), "" if value is None else str(value))
     Console().print(table)
+
+
+TEST_USERS_FILE = "test-users.json"
+
+
+@app.command("create-test-users")
+def create_test_users(
+    quiet: Annotated[bool, typer.Option(help="Say nothing when they already exist.")] = False,
+) -> None:
+    """Create an admin and a member test user with an API key each (once; idempotent).
+
+    The credentials are printed when they are created and kept, readable by you only, in
+    SPARKLIO_HOME/test-users.json, so `make run` can show a working curl line later.
+    """
+    from sparklio.db.engine import database_url, make_engine, migrate, sessions
+    from sparklio.services.auth import AuthService
+
+    settings = _settings()
+
+    async def create() -> list[Any]:
+        engine = make_engine(database_url(settings))
+        try:
+            return await AuthService(settings, sessions(engine)).ensure_test_users()
+        finally:
+            await engine.dispose()
+
+    try:
+        migrate(database_url(settings))
+        created = asyncio.run(create())
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    path = settings.home / TEST_USERS_FILE
+    if not created:
+        if not quiet:
+            err.print(f"The test users already exist; their credentials are in {path}.",
+                      highlight=False)  # fmt: skip
+        return
+    records = [
+        {"email": c.email, "password": c.password, "role": c.role, "api_key": c.api_key}
+        for c in created
+    ]
+    existing = json.loads(path.read_text()) if path.is_file() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([*existing, *records], indent=2))
+    path.chmod(0o600)
+    # plain lines, not a table: a table cuts long keys to fit the terminal
+    typer.echo(f"Created test users (shown once; also in {path}, readable by you only):")
+    for c in created:
+        typer.echo(f"  {c.role:<6}  {c.email}  password: {c.password}  API key: {c.api_key}")
+
+
+def member_key(settings: Settings) -> str | None:
+    """GATEWAY_API_KEY, else the member test user's key from `create-test-users`."""
+    if settings.gateway_api_key:
+        return settings.gateway_api_key
+    path = settings.home / TEST_USERS_FILE
+    try:
+        users = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return next((u["api_key"] for u in users if u.get("role") == "member"), None)
+
+
+db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database (DATABASE_URL, else SQLite in SPARKLIO_HOME) to the latest schema."""
+    from sparklio.db.engine import current_revision, database_url, migrate
+
+    url = database_url(_settings())
+    try:
+        migrate(url)
+        typer.echo(f"database at revision {current_revision(url)}")
+    except ConfigError as exc:
+        _fail(str(exc), 2)
 
 
 @app.command()
@@ -202,9 +281,11 @@ def generate(
 
             api = create_app(_settings())
         transport = httpx.ASGITransport(app=api) if api is not None else None
+        # in-process, this run holds SPARKLIO_HOME: it logs in as the local user
+        key = await api.state.auth.local_token() if api is not None else None
         try:
             async with LLMGatewayClient(
-                base_url=url or "http://sparklio.local", transport=transport
+                base_url=url or "http://sparklio.local", api_key=key, transport=transport
             ) as client:
                 response = await client.generate(
                     role=role,
@@ -290,10 +371,15 @@ async def _run_campaign(data: Any, folder: Path, url: str | None, console: Conso
     transport = httpx.ASGITransport(app=api) if api is not None else None
     base = url or "http://sparklio.local"
     timeout = httpx.Timeout(600.0, connect=5.0)
+    key = await api.state.auth.local_token() if api is not None else None
     try:
         async with (
-            LLMGatewayClient(base_url=base, transport=transport, timeout=timeout) as llm,
-            MediaGatewayClient(base_url=base, transport=transport, timeout=timeout) as media,
+            LLMGatewayClient(
+                base_url=base, api_key=key, transport=transport, timeout=timeout
+            ) as llm,
+            MediaGatewayClient(
+                base_url=base, api_key=key, transport=transport, timeout=timeout
+            ) as media,
         ):
             with console.status("brief", spinner="dots") as status:
 

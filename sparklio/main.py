@@ -14,6 +14,8 @@ from sparklio.api.v1 import api_router
 from sparklio.api.v1.endpoints import health
 from sparklio.core.config import Settings, load_settings
 from sparklio.db.engine import database_url, make_engine, migrate, sessions
+from sparklio.services.auth import AuthService
+from sparklio.services.calllog import CallLog
 from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.providers.registry import ProviderRegistry
 from sparklio.services.llm.routing import load_routing_file, routing_path
@@ -45,10 +47,16 @@ def create_app(
     migrate(url)
     engine = make_engine(url)
     db = sessions(engine)
+    auth = AuthService(settings, db)
+    auth.load_secret()  # a bad JWT_SECRET fails here, at start
     media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db))
+    # every call is recorded without waiting for the database (see CallLog)
+    call_log = CallLog(engine, settings.home / "calllog" / "calls.jsonl", settings.call_log_buffer)
+    gateway.call_log = call_log
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await call_log.start()
         await media.jobs.recover()
         await gateway.start()
         yield
@@ -65,6 +73,8 @@ def create_app(
     app.state.media = media
     app.state.db_engine = engine
     app.state.db_sessions = db
+    app.state.auth = auth
+    app.state.call_log = call_log
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_size=settings.max_request_bytes)
     app.include_router(health.router)
@@ -78,4 +88,5 @@ async def close_app(app: FastAPI) -> None:
     """What the lifespan does at shutdown, for an app used in-process without one."""
     await app.state.media.aclose()
     await app.state.gateway.aclose()
+    await app.state.call_log.aclose()  # writes what is buffered, or spills it to its file
     await app.state.db_engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,33 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     await close_app(app)
 
 
+async def token_for(app: FastAPI) -> str:
+    """A login token for the app's local user: what an in-process CLI run uses."""
+    token: str = await app.state.auth.local_token()
+    return token
+
+
+async def client_for(app: FastAPI, base_url: str = "http://gateway") -> httpx.AsyncClient:
+    """A raw HTTP client on the app in-process, logged in."""
+    headers = {"Authorization": f"Bearer {await token_for(app)}"}
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url,
+                             headers=headers)  # fmt: skip
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A logged-in client on the app in-process; the app is closed afterwards."""
+    try:
+        async with await client_for(app) as http:
+            yield http
+    finally:
+        await close_app(app)
+
+
 @pytest.fixture
 async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """A raw HTTP client on the in-process app, for status codes and bodies."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    async with await client_for(app) as client:
         yield client
 
 
@@ -86,7 +109,8 @@ async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def llm(app: FastAPI) -> AsyncIterator[LLMGatewayClient]:
     """The gateway client, running the app in-process."""
     transport = httpx.ASGITransport(app=app)
-    async with LLMGatewayClient(base_url="http://gateway", transport=transport) as client:
+    async with LLMGatewayClient(base_url="http://gateway", api_key=await token_for(app),
+                                transport=transport) as client:  # fmt: skip
         yield client
 
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from sparklio.main import close_app, create_app
 from sparklio.services.clients.llm_client import LLMGatewayClient
-from tests.conftest import make_settings
+from tests.conftest import client_for, make_settings, token_for
 
 #: Fast retries so a test that retries twice takes milliseconds, not seconds.
 FAST = {"llm_backoff_base": 0.01, "llm_backoff_max": 0.05}
@@ -31,17 +31,17 @@ async def live_gateway(
     app = create_app(
         make_settings(generator_mode="live", llm_routing_file=path, **{**FAST, **settings})
     )
-    transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        async with await client_for(app) as http:
             yield app, http
     finally:
         await close_app(app)
 
 
-def client_for(app: FastAPI) -> LLMGatewayClient:
-    """The gateway client on an app in-process."""
-    return LLMGatewayClient(base_url="http://gateway", transport=httpx.ASGITransport(app=app))
+async def llm_client_for(app: FastAPI) -> LLMGatewayClient:
+    """The gateway client on an app in-process, logged in."""
+    return LLMGatewayClient(base_url="http://gateway", api_key=await token_for(app),
+                            transport=httpx.ASGITransport(app=app))  # fmt: skip
 
 
 COPY_SCHEMA: dict[str, Any] = {

@@ -24,7 +24,7 @@ from sparklio.services.clients.media_client import MediaGatewayClient
 from sparklio.services.llm.providers.base import LLMProviderResponse, OutputMode
 from sparklio.services.llm.providers.mock import MockProvider
 from sparklio.services.llm.providers.registry import ProviderRegistry
-from tests.conftest import make_settings
+from tests.conftest import make_settings, token_for
 
 ROOT = Path(__file__).resolve().parent.parent
 KOREAN = load_brief(str(ROOT / "examples" / "brief_ko.yaml"))
@@ -34,9 +34,10 @@ ENGLISH = load_brief(str(ROOT / "examples" / "brief_en.yaml"))
 @pytest.fixture
 async def clients(app: FastAPI) -> AsyncIterator[tuple[LLMGatewayClient, MediaGatewayClient]]:
     transport = httpx.ASGITransport(app=app)
+    token = await token_for(app)
     async with (
-        LLMGatewayClient(base_url="http://gw", transport=transport) as llm,
-        MediaGatewayClient(base_url="http://gw", transport=transport) as media,
+        LLMGatewayClient(base_url="http://gw", api_key=token, transport=transport) as llm,
+        MediaGatewayClient(base_url="http://gw", api_key=token, transport=transport) as media,
     ):
         yield llm, media
 
@@ -195,9 +196,10 @@ async def scripted(tmp_path: Path) -> AsyncIterator[tuple[LLMGatewayClient, Medi
     registry.register("scripted", ScriptedReviewer)
     app = create_app(make_settings(llm_routing_file=routes), registry=registry)
     transport = httpx.ASGITransport(app=app)
+    token = await token_for(app)
     async with (
-        LLMGatewayClient(base_url="http://gw", transport=transport) as llm,
-        MediaGatewayClient(base_url="http://gw", transport=transport) as media,
+        LLMGatewayClient(base_url="http://gw", api_key=token, transport=transport) as llm,
+        MediaGatewayClient(base_url="http://gw", api_key=token, transport=transport) as media,
     ):
         yield llm, media
     await close_app(app)

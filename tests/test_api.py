@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from sparklio.main import close_app
 from sparklio.services.llm.providers.base import LLMProvider, LLMProviderResponse, usage
-from tests.conftest import app_with, make_settings
+from tests.conftest import app_with, client_for, make_settings
 from tests.schemas import REALISTIC
 
 COPY_SCHEMA = {
@@ -180,12 +182,13 @@ async def test_unknown_path_and_method(http: httpx.AsyncClient) -> None:
     assert error_of(wrong)["type"] == "method_not_allowed"
 
 
-def _app(
+@asynccontextmanager
+async def _app(
     settings_kwargs: dict[str, Any],
     write_routing: Callable[[str], Path],
     candidate: str,
     **providers: Any,
-) -> httpx.AsyncClient:
+) -> AsyncIterator[httpx.AsyncClient]:
     path = write_routing(f"""
         version: 1
         modes:
@@ -194,7 +197,11 @@ def _app(
               - {candidate}
         """)
     app = app_with(make_settings(llm_routing_file=path, **settings_kwargs), **providers)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+    try:
+        async with await client_for(app) as http:
+            yield http
+    finally:
+        await close_app(app)
 
 
 async def test_output_that_fails_its_schema_is_repaired_once_then_502_with_the_errors(

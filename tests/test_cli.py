@@ -111,3 +111,22 @@ def test_config_shows_effective_settings_with_secrets_masked(
     assert "sk-very-secret" not in everything.stdout
     unknown = runner.invoke(app, ["config", "generater_mode"])
     assert unknown.exit_code == 2 and "generator_mode" in unknown.output
+
+
+def test_create_test_users_is_idempotent_and_keeps_the_credentials(tmp_path: Path) -> None:
+    first = runner.invoke(app, ["create-test-users"])
+    assert first.exit_code == 0, first.output
+    assert "admin@sparklio.local" in first.stdout and "member@sparklio.local" in first.stdout
+    key = next(w for w in first.stdout.split() if w.startswith("sk-spk-"))
+    again = runner.invoke(app, ["create-test-users"])
+    assert again.exit_code == 0
+    assert "already exist" in again.output and "sk-spk-" not in again.output
+    saved = json.loads((tmp_path / "home" / "test-users.json").read_text())
+    assert key in {u["api_key"] for u in saved}
+    assert (tmp_path / "home" / "test-users.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_db_upgrade_reports_the_revision() -> None:
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "database at revision 0001" in result.stdout

@@ -13,6 +13,7 @@ from sparklio.exceptions import (
     RouteNotFoundError,
 )
 from sparklio.services.clients.llm_client import LLMGatewayClient
+from tests.conftest import token_for
 from tests.schemas import Brief, CopySet
 from tests.servers import free_port, serve_in_thread
 
@@ -104,8 +105,9 @@ async def test_base_url_and_key_from_settings(
 
 
 async def test_against_a_real_uvicorn_server(app: FastAPI) -> None:
+    token = await token_for(app)
     with serve_in_thread(app) as url:
-        async with LLMGatewayClient(base_url=url) as client:
+        async with LLMGatewayClient(base_url=url, api_key=token) as client:
             brief = await client.generate(
                 role="brief", task="analyze", payload=PAYLOAD, schema=Brief
             )

@@ -14,7 +14,7 @@ import httpx
 from PIL import Image
 
 from sparklio.main import close_app, create_app
-from tests.conftest import make_settings
+from tests.conftest import client_for, make_settings
 from tests.fakes import Delay, DropSocket, Fail, FakeComfyUI, Stall
 
 SDXL = "sd_xl_base_1.0.safetensors"
@@ -55,8 +55,7 @@ async def comfy_gateway(
     app = create_app(make_settings(generator_mode="live", llm_routing_file=path,
                                    comfyui_base_url=fake.url, **settings))  # fmt: skip
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://gw") as http:  # fmt: skip
+        async with await client_for(app, "http://gw") as http:
             yield http
     finally:
         await close_app(app)

@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from sparklio.exceptions import ConfigError
 from sparklio.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serving
 from tests.fakes import refused_url
 from tests.live import live_gateway
 
@@ -113,23 +113,18 @@ async def test_a_timed_out_generation_stops_and_frees_the_model(tmp_path: Path) 
 async def test_machine_without_ollama_falls_back_to_the_embedded_model(tmp_path: Path) -> None:
     """The shipped live routes: a refused Ollama, then real output from llamacpp."""
     app = create_app(make_settings(generator_mode="live", ollama_base_url=refused_url()))
-    import httpx
 
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://gw") as http:  # fmt: skip
-            response = await http.post(
-                "/api/v1/llm/generate",
-                json={
-                    "role": "brief",
-                    "task": "analyze",
-                    "mode": "text",
-                    "payload": {"brief": "Launch Dawon green tea"},
-                    "options": {"max_tokens": 32},
-                },
-            )
-    finally:
-        await app.state.gateway.aclose()
+    async with serving(app) as http:
+        response = await http.post(
+            "/api/v1/llm/generate",
+            json={
+                "role": "brief",
+                "task": "analyze",
+                "mode": "text",
+                "payload": {"brief": "Launch Dawon green tea"},
+                "options": {"max_tokens": 32},
+            },
+        )
     assert response.status_code == 200, response.text
     attempts = [(a["provider"], a["outcome"]) for a in response.json()["meta"]["attempts"]]
     assert attempts == [("ollama", "connection_refused"), ("llamacpp", "ok")]

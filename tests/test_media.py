@@ -24,7 +24,7 @@ from sparklio.services.media.providers.base import (
     Progress,
 )
 from sparklio.services.media.providers.registry import MediaRegistry
-from tests.conftest import make_settings
+from tests.conftest import client_for, make_settings, token_for
 
 IMAGE = {
     "role": "vision_generator",
@@ -128,8 +128,7 @@ async def test_a_job_cut_off_by_a_restart_reports_failed(tmp_path: Path) -> None
     await close_app(first)
     second = create_app(settings)
     assert await second.state.media.jobs.recover() == 1  # what the server does at start
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=second),
-                                 base_url="http://gw") as http:  # fmt: skip
+    async with await client_for(second, "http://gw") as http:
         body = (await http.get(f"/api/v1/media/jobs/{'1' * 32}")).json()
     await close_app(second)
     assert body["status"] == "failed"
@@ -176,9 +175,7 @@ async def slow_app(tmp_path: Path) -> AsyncIterator[FastAPI]:
 
 
 async def test_cancel_stops_a_running_job(slow_app: FastAPI) -> None:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=slow_app), base_url="http://gw"
-    ) as http:
+    async with await client_for(slow_app, "http://gw") as http:
         job = (await http.post("/api/v1/media/generate?wait=0.2", json=IMAGE)).json()
         assert job["status"] == "running" and 0 < job["progress"] < 1
         cancelled = await http.delete(f"/api/v1/media/jobs/{job['job_id']}")
@@ -191,7 +188,10 @@ async def test_cancel_stops_a_running_job(slow_app: FastAPI) -> None:
 async def test_client_follows_the_job_and_downloads_the_image(app: FastAPI) -> None:
     seen: list[str] = []
     transport = httpx.ASGITransport(app=app)
-    async with MediaGatewayClient(base_url="http://gw", transport=transport) as media:
+    token = await token_for(app)
+    async with MediaGatewayClient(
+        base_url="http://gw", api_key=token, transport=transport
+    ) as media:
         job = await media.generate_image(**IMAGE, progress=lambda j: seen.append(j.status))
         data = await media.download(job.assets[0].id)
     assert job.status == "succeeded"
@@ -211,8 +211,11 @@ async def test_client_raises_when_the_job_fails(tmp_path: Path) -> None:
 
     app = create_app(make_settings(llm_routing_file=routes, comfyui_base_url=refused_url()))
     transport = httpx.ASGITransport(app=app)
+    token = await token_for(app)
     try:
-        async with MediaGatewayClient(base_url="http://gw", transport=transport) as media:
+        async with MediaGatewayClient(
+            base_url="http://gw", api_key=token, transport=transport
+        ) as media:
             with pytest.raises(ProviderError) as info:
                 await media.generate_image(**IMAGE)
     finally:
@@ -250,9 +253,7 @@ async def test_a_workflow_placeholder_nobody_fills_is_a_422(tmp_path: Path) -> N
         "        - {provider: mock, workflow: badge}\n"
     )
     app = create_app(make_settings(llm_routing_file=routes, workflows_dir=workflows))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as http:
+    async with await client_for(app, "http://gw") as http:
         missing = await http.post("/api/v1/media/generate", json=IMAGE)
         given = await http.post(
             "/api/v1/media/generate?wait=5", json={**IMAGE, "options": {"brand_color": 0x2E7D32}}

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sparklio.exceptions import ConfigError, InvalidRequestError
 from sparklio.main import create_app
 from sparklio.services.llm.prompt_builder import PromptBuilder
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serving
 
 SCHEMA = {"type": "object", "properties": {"headline": {"type": "string"}}}
 
@@ -67,9 +66,7 @@ async def test_template_name_reaches_meta(tmp_path: Path) -> None:
     (tmp_path / "brief").mkdir()
     (tmp_path / "brief" / "analyze.j2").write_text('{% extends "base.j2" %}')
     app = create_app(make_settings(prompts_dir=tmp_path))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as http:
+    async with serving(app) as http:
         response = await http.post(
             "/api/v1/llm/generate",
             json={"role": "brief", "task": "analyze", "payload": {"brief": "tea"}},

@@ -7,14 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from sparklio.exceptions import ConfigError
 from sparklio.main import create_app
 from sparklio.services.llm.providers.base import LLMProvider, LLMProviderResponse, usage
 from sparklio.services.llm.providers.registry import ProviderRegistry, ProviderUnavailableError
-from tests.conftest import app_with, make_settings
+from tests.conftest import app_with, make_settings, serving
 
 
 class ShoutProvider(LLMProvider):
@@ -61,9 +60,7 @@ async def test_a_test_only_provider_gets_routed_calls(
 ) -> None:
     settings = make_settings(llm_routing_file=write_routing(ROUTES))
     app = app_with(settings, shout=ShoutProvider)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as http:
+    async with serving(app) as http:
         response = await http.post(
             "/api/v1/llm/generate",
             json={
@@ -122,9 +119,7 @@ async def test_entry_point_provider_is_found(
         "version: 1\nmodes:\n  mock:\n    default: [{provider: echo, model: e1}]\n"
     )
     app = create_app(make_settings(llm_routing_file=path))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as http:
+    async with serving(app) as http:
         response = await http.post(
             "/api/v1/llm/generate",
             json={"role": "brief", "task": "analyze", "mode": "text", "payload": {"say": "hello"}},

@@ -19,7 +19,7 @@ from sparklio.agents.report import ReportPaths, collect_images, write_report
 from sparklio.main import close_app, create_app
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
-from tests.conftest import make_settings
+from tests.conftest import make_settings, token_for
 
 BRIEFS = {
     "ko": (
@@ -61,10 +61,13 @@ async def make(language: str, tmp_path: Path) -> Made:
     if language not in _MADE:
         app = create_app(make_settings(sparklio_home=tmp_path / "home"))
         transport = httpx.ASGITransport(app=app)
+        token = await token_for(app)
         try:
             async with (
-                LLMGatewayClient(base_url="http://gw", transport=transport) as llm,
-                MediaGatewayClient(base_url="http://gw", transport=transport) as media,
+                LLMGatewayClient(base_url="http://gw", api_key=token, transport=transport) as llm,
+                MediaGatewayClient(
+                    base_url="http://gw", api_key=token, transport=transport
+                ) as media,
             ):
                 campaign = await run_campaign(llm, media, BRIEFS[language])
                 _MADE[language] = Made(campaign, await collect_images(media, campaign))

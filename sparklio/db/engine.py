@@ -44,6 +44,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("pool_pre_ping", True)
+    # a database that hangs must not hang a request for asyncpg's default minute
+    kwargs.setdefault("connect_args", {"timeout": 5})
     return create_async_engine(url, **kwargs)
 
 

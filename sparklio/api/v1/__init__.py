@@ -1,9 +1,16 @@
-"""Version 1 of the HTTP API, mounted under /api/v1."""
+"""Version 1 of the HTTP API, mounted under /api/v1.
 
-from fastapi import APIRouter
+Everything but logging in needs `Authorization: Bearer <API key or token>`.
+"""
 
-from sparklio.api.v1.endpoints import llm_gateway, media_gateway
+from fastapi import APIRouter, Depends
+
+from sparklio.api.auth import require_admin, require_principal
+from sparklio.api.v1.endpoints import auth, llm_gateway, media_gateway, usage
 
 api_router = APIRouter(prefix="/api/v1")
-api_router.include_router(llm_gateway.router)
-api_router.include_router(media_gateway.router)
+api_router.include_router(auth.router)  # /auth/login stays open; the rest check inside
+api_router.include_router(llm_gateway.router, dependencies=[Depends(require_principal)])
+api_router.include_router(media_gateway.router, dependencies=[Depends(require_principal)])
+# usage is broken down by user, so it is for admins
+api_router.include_router(usage.router, dependencies=[Depends(require_admin)])

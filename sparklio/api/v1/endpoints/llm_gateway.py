@@ -97,6 +97,7 @@ async def generate(request: Request) -> Response:
         options=body.options,
         output_schema=body.output_schema,
         request_id=request.state.request_id,
+        user_id=request.state.principal.user_id,
     )
     return json_response(response.model_dump())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import FileResponse, Response
 
@@ -79,13 +79,16 @@ def _job_body(job: MediaJob) -> dict[str, Any]:
 )
 async def generate(
     body: GenerateImageRequest,
+    request: Request,
     gateway: MediaGatewayDep,
     wait: Annotated[
         float, Query(ge=0, description="Seconds to wait for the job to finish (capped).")
     ] = 0,
 ) -> Response:
     """Start an image job. With `?wait=N` the answer waits up to N seconds for it to finish."""
-    job = await gateway.submit(MediaRequest(**body.model_dump()))
+    job = await gateway.submit(
+        MediaRequest(**body.model_dump()), user_id=request.state.principal.user_id
+    )
     if wait > 0:
         job = await gateway.jobs.wait(job.job_id, min(wait, gateway.settings.media_max_wait))
     return json_response(_job_body(job), status_code=200 if job.finished else 202)

@@ -1,0 +1,85 @@
+"""`GET /api/v1/usage`: calls, errors, fallbacks, tokens, cost and latency from the call log."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, get_args
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from sparklio.api.v1.endpoints.llm_gateway import json_response
+from sparklio.exceptions import InvalidRequestError
+from sparklio.services.usage import GroupBy, usage_report
+
+router = APIRouter(prefix="/usage", tags=["usage"])
+
+DEFAULT_WINDOW = timedelta(hours=24)
+ALLOWED_GROUPS: tuple[str, ...] = get_args(GroupBy)
+_WHEN_HELP = "ISO 8601 date or datetime (e.g. 2024-05-01 or 2024-05-01T09:00:00Z); UTC if no zone"
+
+
+def parse_when(value: str, name: str, *, end: bool = False) -> datetime:
+    """An ISO 8601 datetime (UTC when it names no zone), or a date: its start, or for the
+    end of a window, the start of the next day (so `to=2024-05-01` includes that day)."""
+    text = value.strip()
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return start + timedelta(days=1) if end else start
+    # an unescaped '+' in a query string arrives as a space: "09:00:00 02:00"
+    for candidate in (text, text.replace(" ", "+")):
+        try:
+            when = datetime.fromisoformat(candidate)
+        except ValueError:
+            continue
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    raise InvalidRequestError(
+        f"{name} must be an {_WHEN_HELP} (got {value!r}).",
+        details=[{"field": name, "problem": f"not an {_WHEN_HELP}"}],
+    )
+
+
+@router.get(
+    "",
+    response_class=Response,
+    responses={
+        200: {"description": "Per group and in total: calls, errors, fallbacks, tokens, "
+              "cost_usd, latency_ms p50/p95."},
+        422: {"description": "from, to or group_by is not valid."},
+    },
+)  # fmt: skip
+async def usage(
+    request: Request,
+    from_: Annotated[
+        str | None, Query(alias="from", description=f"Start, inclusive: {_WHEN_HELP}.")
+    ] = None,
+    to: Annotated[
+        str | None, Query(description=f"End, exclusive (a date: through that day): {_WHEN_HELP}.")
+    ] = None,
+    group_by: Annotated[
+        str,
+        Query(
+            description="role, task, provider, model or user.",
+            json_schema_extra={"enum": list(ALLOWED_GROUPS)},
+        ),
+    ] = "role",
+) -> Response:
+    """Usage of the gateway over a window (default: the last 24 hours)."""
+    if group_by not in ALLOWED_GROUPS:
+        raise InvalidRequestError(
+            f"group_by must be one of {', '.join(ALLOWED_GROUPS)} (got {group_by!r}).",
+            details=[{"field": "group_by", "allowed": list(ALLOWED_GROUPS)}],
+        )
+    end = parse_when(to, "to", end=True) if to else datetime.now(UTC)
+    start = parse_when(from_, "from") if from_ else end - DEFAULT_WINDOW
+    if start >= end:
+        raise InvalidRequestError(
+            f"from must be before to (got from={start.isoformat()}, to={end.isoformat()})."
+        )
+    report: dict[str, Any] = await usage_report(request.app.state.db_sessions, start, end,
+                                                group_by)  # fmt: skip
+    return json_response(report)

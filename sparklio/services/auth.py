@@ -1,0 +1,624 @@
+"""Who is calling, and may they: users, passwords, API keys and tokens.
+
+`AuthService` is built once per app (the lead wires it into `app.state.auth`) and keeps all of
+its state on the instance: the principal cache, the failed-login windows and the JWT secret.
+
+- Passwords are hashed with argon2id; hashing and verifying run on a worker thread.
+- API keys are `sk-spk-<random>`; only their sha256 and their first 14 characters are stored.
+- Tokens are HS256 JWTs (`sub`, `role`, `iat`, `exp`) signed with JWT_SECRET, or with a secret
+  generated once in SPARKLIO_HOME/jwt_secret (mode 0600).
+- `authenticate` runs on every model call, so a resolved principal is cached for a few seconds
+  per credential (keyed by its sha256). Revoking a key or deactivating a user drops the entries
+  at once in this process; other processes see the change within `CACHE_TTL` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sparklio.core.config import Settings
+from sparklio.db.engine import database_url, make_engine, sessions
+from sparklio.db.models import ApiKey, User, new_id, now
+from sparklio.exceptions import (
+    ConfigError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+    UnauthorizedError,
+)
+
+log = logging.getLogger("sparklio.auth")
+
+KEY_PREFIX = "sk-spk-"
+PREFIX_LENGTH = 14  # "sk-spk-" and 7 random characters: enough to tell keys apart
+ROLES = ("admin", "member")
+HOW_TO = (
+    "send Authorization: Bearer <API key or token>; get a key with "
+    "`sparklio create-test-users` or POST /api/v1/auth/api-keys"
+)
+TEST_USERS = (("admin@sparklio.local", "admin"), ("member@sparklio.local", "member"))
+LOCAL_EMAIL = "local@sparklio.local"
+LOCAL_TOKEN_MINUTES = 60
+CACHE_TTL = 10.0  # seconds a resolved credential is trusted without the database
+CACHE_SIZE = 10_000
+TOUCH_EVERY = 60.0  # seconds between two writes of a key's last_used_at
+LOGIN_FAILURES = 5  # failed logins allowed per account and per address in LOGIN_WINDOW
+LOGIN_WINDOW = 300.0
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+MIN_SECRET = 32  # bytes; HS256 wants a key at least as long as its hash
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+_UNUSABLE = "!"  # a password hash starting with this never verifies
+
+Via = Literal["key", "token"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as."""
+
+    user_id: str
+    email: str
+    role: str
+    via: Via
+    key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A signed access token, as the login endpoint returns it."""
+
+    access_token: str
+    expires_at: datetime
+    expires_in: int
+    token_type: str = "bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class TestCredentials:
+    """A test user `ensure_test_users` just created; the password and key are shown once."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    email: str
+    password: str
+    role: str
+    api_key: str
+
+
+def utc(moment: datetime) -> datetime:
+    """`moment` with its time zone (SQLite gives timestamps back without one)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _new_key() -> tuple[str, str, str]:
+    """A new API key: (plaintext, prefix, sha256 hex)."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, key[:PREFIX_LENGTH], _sha256(key)
+
+
+class _PrincipalCache:
+    """Resolved principals by credential digest, for `ttl` seconds, at most `size` of them.
+
+    `generation` changes on every invalidation, so a lookup that started before a revocation
+    does not put its (now stale) answer back in."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.generation = 0
+        self._entries: dict[str, tuple[float, Principal, float]] = {}
+
+    def get(self, digest: str, moment: float, *, stale: bool = False) -> Principal | None:
+        """The cached principal while fresh; with `stale`, also after its TTL until the
+        credential itself expires (used only while the database cannot be asked)."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        until, principal, hard = entry
+        if moment < until or (stale and moment < hard):
+            return principal
+        return None
+
+    def put(
+        self,
+        digest: str,
+        principal: Principal,
+        until: float,
+        generation: int,
+        hard: float = float("inf"),
+    ) -> None:
+        if generation != self.generation:
+            return
+        if len(self._entries) >= self.size:
+            moment = time.monotonic()
+            self._entries = {d: e for d, e in self._entries.items() if e[2] > moment}
+            while len(self._entries) >= self.size:  # all usable: drop the oldest
+                del self._entries[next(iter(self._entries))]
+        self._entries[digest] = (until, principal, hard)
+
+    def drop(self, matches: Callable[[Principal], bool]) -> None:
+        self.generation += 1
+        self._entries = {d: e for d, e in self._entries.items() if not matches(e[1])}
+
+
+class _FailureWindow:
+    """Failed attempts per key (an account, an address) in a sliding window."""
+
+    def __init__(self, limit: int, window: float, size: int) -> None:
+        self.limit = limit
+        self.window = window
+        self.size = size
+        self._events: dict[str, deque[float]] = {}
+
+    def wait(self, key: str, moment: float) -> float:
+        """Seconds until `key` may try again; 0 when it may now."""
+        events = self._events.get(key)
+        if events is None:
+            return 0.0
+        while events and events[0] <= moment - self.window:
+            events.popleft()
+        if len(events) < self.limit:
+            return 0.0
+        return events[len(events) - self.limit] + self.window - moment
+
+    def add(self, key: str, moment: float) -> None:
+        if key not in self._events and len(self._events) >= self.size:
+            cutoff = moment - self.window
+            self._events = {k: e for k, e in self._events.items() if e and e[-1] > cutoff}
+            while len(self._events) >= self.size:
+                del self._events[next(iter(self._events))]
+        self._events.setdefault(key, deque()).append(moment)
+
+    def discard(self, key: str, moment: float) -> None:
+        events = self._events.get(key)
+        if events is not None and moment in events:
+            events.remove(moment)
+
+    def clear(self, key: str) -> None:
+        self._events.pop(key, None)
+
+
+class AuthService:
+    """Users, API keys, tokens and the check every request goes through."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
+        """`sessions` must not expire objects on commit (`sparklio.db.engine.sessions` does
+        not): the records this returns are read after their session closed. `hasher` is for
+        tests that want cheaper argon2 parameters."""
+        self.settings = settings
+        self._sessions = sessions
+        self._hasher = hasher or PasswordHasher()
+        self._cache = _PrincipalCache(CACHE_TTL, CACHE_SIZE)
+        self._touched: dict[str, float] = {}  # key id -> when last_used_at was last written
+        self._accounts = _FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
+        self._addresses = _FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
+        self._secret_value: str | None = None
+        self._dummy_hash: str | None = None
+
+    # -- authentication ----------------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal behind an `Authorization: Bearer <API key or token>` header."""
+        credential = _bearer(authorization)
+        digest = _sha256(credential)
+        moment = time.monotonic()
+        principal = self._cache.get(digest, moment)
+        if principal is None:
+            generation = self._cache.generation
+            until, hard = moment + CACHE_TTL, float("inf")
+            try:
+                if credential.startswith(KEY_PREFIX):
+                    principal = await self._resolve_key(digest, credential[:PREFIX_LENGTH])
+                else:
+                    principal, expires = await self._resolve_token(credential)
+                    hard = moment + expires - time.time()
+                    until = min(until, hard)
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                # the database is down: a credential it approved a moment ago stays good
+                # (revocations in this process still apply), so model calls keep working
+                principal = self._cache.get(digest, moment, stale=True)
+                if principal is None:
+                    raise ServiceUnavailableError(
+                        "The database is unreachable, so this credential cannot be checked "
+                        "now; try again shortly."
+                    ) from exc
+                log.warning("database unreachable; using the cached credential (%s)", exc)
+                return principal
+            self._cache.put(digest, principal, until, generation, hard)
+        if principal.key_id is not None:
+            await self._touch(principal.key_id, moment)
+        return principal
+
+    async def _resolve_key(self, digest: str, prefix: str) -> Principal:
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(ApiKey, User)
+                    .join(User, User.id == ApiKey.user_id)
+                    .where(ApiKey.key_hash == digest)
+                )
+            ).first()
+        if row is None:
+            raise UnauthorizedError(
+                f"API key {prefix}... is not known (was it copied whole?); {HOW_TO}"
+            )
+        key, user = row
+        if key.revoked_at is not None:
+            raise ForbiddenError(f"API key {key.prefix} was revoked; create a new one")
+        if not user.active:
+            raise ForbiddenError(f"User {user.email} is inactive; ask an admin to reactivate it")
+        if key.last_used_at is not None and key.id not in self._touched:
+            age = (now() - utc(key.last_used_at)).total_seconds()
+            self._touched[key.id] = time.monotonic() - max(age, 0.0)
+        return Principal(user.id, user.email, user.role, "key", key.id)
+
+    async def _resolve_token(self, token: str) -> tuple[Principal, float]:
+        """The token's principal and its expiry (a Unix time)."""
+        claims = self._decode(token)
+        async with self._sessions() as session:
+            user = await session.get(User, claims["sub"])
+        if user is None:
+            raise UnauthorizedError(f"The token's user no longer exists; {HOW_TO}")
+        if not user.active:
+            raise ForbiddenError(f"User {user.email} is inactive; ask an admin to reactivate it")
+        # the token may narrow the user's role (a member token for an admin), never widen it
+        role = "admin" if claims.get("role") == "admin" and user.role == "admin" else "member"
+        return Principal(user.id, user.email, role, "token"), float(claims["exp"])
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        login = "log in again with POST /api/v1/auth/login"
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._secret(),
+                algorithms=["HS256"],
+                options={"require": ["sub", "exp", "iat"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise UnauthorizedError(f"The token has expired; {login}") from None
+        except jwt.InvalidSignatureError:
+            raise UnauthorizedError(
+                f"The token's signature is not valid (signed with another secret); {login}"
+            ) from None
+        except jwt.InvalidTokenError as exc:
+            raise UnauthorizedError(
+                f"The credential is neither an API key nor a valid token ({exc}); {HOW_TO}"
+            ) from None
+        return claims
+
+    async def _touch(self, key_id: str, moment: float) -> None:
+        """Record that a key was used, at most once every TOUCH_EVERY seconds per key."""
+        if moment - self._touched.get(key_id, float("-inf")) < TOUCH_EVERY:
+            return
+        if len(self._touched) >= CACHE_SIZE:
+            cutoff = moment - TOUCH_EVERY
+            self._touched = {k: t for k, t in self._touched.items() if t > cutoff}
+        self._touched[key_id] = moment  # before the write, so concurrent requests skip it
+        try:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now())
+                )
+        except SQLAlchemyError as exc:  # bookkeeping: never refuse a call over it
+            log.warning("could not record the use of API key %s: %s", key_id, exc)
+
+    # -- tokens and logins -------------------------------------------------------------------
+
+    def issue_token(self, user_id: str, role: str, *, expires_in: timedelta | None = None) -> Token:
+        """A signed token for `user_id`; JWT_EXPIRY_MINUTES long unless `expires_in` is given."""
+        issued = now().replace(microsecond=0)
+        lifetime = expires_in
+        if lifetime is None:
+            lifetime = timedelta(minutes=self.settings.jwt_expiry_minutes)
+        expires = issued + lifetime
+        claims = {
+            "sub": user_id,
+            "role": role,
+            "iat": int(issued.timestamp()),
+            "exp": int(expires.timestamp()),
+        }
+        token = jwt.encode(claims, self._secret(), algorithm="HS256")
+        return Token(token, expires, int(lifetime.total_seconds()))
+
+    async def login(self, email: str, password: str, client: str) -> Token:
+        """A token for the right email and password. Failed logins are limited per account
+        and per client address (LOGIN_FAILURES in LOGIN_WINDOW seconds)."""
+        email = email.strip().lower()
+        account, address = f"account:{email}", f"address:{client}"
+        moment = time.monotonic()
+        wait = max(self._accounts.wait(account, moment), self._addresses.wait(address, moment))
+        if wait > 0:
+            raise TooManyRequestsError(
+                f"Too many failed logins for this account or from this address; "
+                f"try again in {max(1, round(wait))} s",
+                retry_after=wait,
+            )
+        # counted as failures up front, so concurrent attempts cannot slip past the limit
+        self._accounts.add(account, moment)
+        self._addresses.add(address, moment)
+        try:
+            user = await self._user_if_password_right(email, password)
+        except BaseException:
+            self._accounts.discard(account, moment)
+            self._addresses.discard(address, moment)
+            raise
+        if user is None:
+            raise UnauthorizedError("email or password is wrong")
+        self._accounts.clear(account)
+        self._addresses.discard(address, moment)  # a success does not wipe the address's record
+        if not user.active:
+            raise ForbiddenError(f"User {user.email} is inactive; ask an admin to reactivate it")
+        return self.issue_token(user.id, user.role)
+
+    async def _user_if_password_right(self, email: str, password: str) -> User | None:
+        """The user when the password is right; None otherwise, in about the same time."""
+        async with self._sessions() as session:
+            user = await session.scalar(select(User).where(User.email == email))
+        if user is None or user.password_hash.startswith(_UNUSABLE):
+            if self._dummy_hash is None:
+                self._dummy_hash = await self._hash(secrets.token_urlsafe(16))
+            await asyncio.to_thread(self._verify, self._dummy_hash, password)
+            return None
+        if not await asyncio.to_thread(self._verify, user.password_hash, password):
+            return None
+        if self._hasher.check_needs_rehash(user.password_hash):
+            new_hash = await self._hash(password)
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(User).where(User.id == user.id).values(password_hash=new_hash)
+                )
+        return user
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def _hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def local_token(self, role: str = "admin") -> str:
+        """A short-lived token for the built-in local user, for in-process CLI runs (trusted
+        because they can read SPARKLIO_HOME)."""
+        _check_role(role)
+        user = await self._local_user()
+        if not user.active:
+            raise ForbiddenError(f"The local user {LOCAL_EMAIL} is inactive")
+        minutes = min(LOCAL_TOKEN_MINUTES, self.settings.jwt_expiry_minutes)
+        return self.issue_token(user.id, role, expires_in=timedelta(minutes=minutes)).access_token
+
+    async def _local_user(self) -> User:
+        """The built-in local user (an admin whose password never verifies), made on demand."""
+        query = select(User).where(User.email == LOCAL_EMAIL)
+        async with self._sessions() as session:
+            user = await session.scalar(query)
+        if user is not None:
+            return user
+        try:
+            async with self._sessions.begin() as session:
+                user = User(
+                    id=new_id(),
+                    email=LOCAL_EMAIL,
+                    password_hash=_UNUSABLE + secrets.token_urlsafe(16),
+                    role="admin",
+                )
+                session.add(user)
+            return user
+        except IntegrityError:  # another process made it first
+            async with self._sessions() as session:
+                found = await session.scalar(query)
+            assert found is not None
+            return found
+
+    def load_secret(self) -> None:
+        """Read (or make) the JWT secret now, so a bad JWT_SECRET fails at start (ConfigError)
+        rather than on the first request."""
+        self._secret()
+
+    def _secret(self) -> str:
+        """JWT_SECRET, else the secret in SPARKLIO_HOME/jwt_secret (made on first use)."""
+        if self._secret_value is None:
+            configured = self.settings.jwt_secret
+            if configured is not None:
+                value = configured.get_secret_value()
+                if len(value.encode()) < MIN_SECRET:
+                    raise ConfigError(
+                        f"JWT_SECRET is {len(value.encode())} bytes; use at least {MIN_SECRET}, "
+                        "e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                    )
+                self._secret_value = value
+            else:
+                self._secret_value = _secret_file(self.settings.home / "jwt_secret")
+        return self._secret_value
+
+    # -- users and keys ----------------------------------------------------------------------
+
+    async def create_user(self, email: str, password: str, role: str = "member") -> User:
+        """A new active user. InvalidRequestError for a bad email, password or role."""
+        email = _check_email(email)
+        _check_password(password)
+        _check_role(role)
+        password_hash = await self._hash(password)
+        try:
+            async with self._sessions.begin() as session:
+                user = User(id=new_id(), email=email, password_hash=password_hash, role=role)
+                session.add(user)
+        except IntegrityError:
+            raise InvalidRequestError(f"A user with email {email} already exists") from None
+        return user
+
+    async def set_active(self, user_id: str, active: bool) -> User:
+        """(De)activate a user; an inactive user's keys and tokens stop working at once."""
+        async with self._sessions.begin() as session:
+            user = await session.get(User, user_id)
+            if user is None:
+                raise NotFoundError(f"No user {user_id}")
+            user.active = active
+        self._cache.drop(lambda p: p.user_id == user_id)
+        return user
+
+    async def create_api_key(self, user_id: str, name: str) -> tuple[str, ApiKey]:
+        """A new key for `user_id`: (the key, shown only now, and its record)."""
+        if len(name) > 100:
+            raise InvalidRequestError("name: at most 100 characters")
+        key, prefix, key_hash = _new_key()
+        async with self._sessions.begin() as session:
+            if await session.get(User, user_id) is None:
+                raise NotFoundError(f"No user {user_id}")
+            record = ApiKey(
+                id=new_id(), user_id=user_id, name=name, prefix=prefix, key_hash=key_hash
+            )
+            session.add(record)
+        return key, record
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        """The user's keys, oldest first, revoked ones included."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at)
+            )
+            return list(rows)
+
+    async def revoke_api_key(self, user_id: str, key_id: str, *, as_admin: bool = False) -> ApiKey:
+        """Revoke a key of `user_id` (any key `as_admin`); it gets 403 from the next request."""
+        async with self._sessions.begin() as session:
+            key = await session.get(ApiKey, key_id)
+            if key is None or (key.user_id != user_id and not as_admin):
+                raise NotFoundError(f"No API key {key_id} among yours")
+            if key.revoked_at is None:
+                key.revoked_at = now()
+        self._cache.drop(lambda p: p.key_id == key_id)
+        return key
+
+    async def ensure_test_users(self) -> list[TestCredentials]:
+        """Create admin@ and member@sparklio.local, each with a random password and one key,
+        unless they exist. Returns what it created (empty when both existed)."""
+        created = []
+        for email, role in TEST_USERS:
+            async with self._sessions() as session:
+                if await session.scalar(select(User.id).where(User.email == email)):
+                    continue
+            password = secrets.token_urlsafe(12)
+            password_hash = await self._hash(password)
+            key, prefix, key_hash = _new_key()
+            try:
+                async with self._sessions.begin() as session:
+                    user = User(id=new_id(), email=email, password_hash=password_hash, role=role)
+                    session.add(user)
+                    await session.flush()
+                    session.add(
+                        ApiKey(
+                            id=new_id(),
+                            user_id=user.id,
+                            name="test",
+                            prefix=prefix,
+                            key_hash=key_hash,
+                        )
+                    )
+            except IntegrityError:  # another process made it first
+                continue
+            created.append(TestCredentials(email, password, role, key))
+        return created
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization or not authorization.strip():
+        raise UnauthorizedError(f"No credentials: {HOW_TO}")
+    scheme, _, credential = authorization.strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential or " " in credential:
+        raise UnauthorizedError(f"The Authorization header is malformed: {HOW_TO}")
+    return credential
+
+
+def _check_email(email: str) -> str:
+    email = email.strip().lower()
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise InvalidRequestError(f"email: {email!r} is not an email address like name@example.com")
+    return email
+
+
+def _check_password(password: str) -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise InvalidRequestError(
+            f"password: between {MIN_PASSWORD} and {MAX_PASSWORD} characters, please "
+            f"(got {len(password)})"
+        )
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise InvalidRequestError(f"role: one of {', '.join(ROLES)} (got {role!r})")
+
+
+def _secret_file(path: Path) -> str:
+    """The secret in `path`, written there (mode 0600) when the file does not exist yet."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        # written whole under a temporary name and linked into place, so two processes
+        # starting together never read a half-written file, and one of them wins
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(secret + "\n")
+            os.link(temporary, path)
+            log.info("generated a JWT secret in %s", path)
+        except FileExistsError:
+            secret = path.read_text(encoding="utf-8").strip()
+        finally:
+            temporary.unlink(missing_ok=True)
+    if len(secret.encode()) < MIN_SECRET:
+        raise ConfigError(f"{path} holds no usable secret; delete it to have a new one made")
+    if path.stat().st_mode & 0o077:
+        log.warning("%s is readable by other users; chmod 600 it", path)
+    return secret
+
+
+__all__ = ["AuthService", "Principal", "TestCredentials", "Token", "utc"]
+
+
+async def local_token_for(settings: Settings) -> str:
+    """A local user's token for a process that is not the server but shares its
+    SPARKLIO_HOME and database (the e2e script, a benchmark): trusted like the server."""
+    engine = make_engine(database_url(settings))
+    try:
+        return await AuthService(settings, sessions(engine)).local_token()
+    finally:
+        await engine.dispose()
