@@ -29,6 +29,7 @@ def create_app(
     *,
     registry: ProviderRegistry | None = None,
     media_registry: MediaRegistry | None = None,
+    migrate_db: bool = True,
 ) -> FastAPI:
     """The Sparklio API. Settings, registry, router and gateway are built here, once.
 
@@ -44,7 +45,8 @@ def create_app(
     routing = load_routing_file(path, registry.names(), media_registry.names())
     gateway = LLMGateway.build(settings, routing, path, registry)
     url = database_url(settings)
-    migrate(url)
+    if migrate_db:  # `sparklio serve` migrates in a child process, to keep Alembic out
+        migrate(url)
     engine = make_engine(url)
     db = sessions(engine)
     auth = AuthService(settings, db)

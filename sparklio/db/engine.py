@@ -12,8 +12,6 @@ import threading
 from importlib import resources
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -53,7 +51,10 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str) -> Any:
+    # imported here: Alembic costs the server ~10 MB it needs only while migrating
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("sparklio.db") / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -66,6 +67,8 @@ def migrate(url: str, revision: str = "head") -> None:
     errors: list[BaseException] = []
 
     def run() -> None:
+        from alembic import command
+
         try:
             command.upgrade(alembic_config(url), revision)
         except BaseException as exc:  # re-raised in the caller's thread
