@@ -21,8 +21,6 @@ import os
 import re
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +45,7 @@ from sparklio.exceptions import (
     TooManyRequestsError,
     UnauthorizedError,
 )
+from sparklio.services.auth_state import FailureWindow, PrincipalCache
 
 log = logging.getLogger("sparklio.auth")
 
@@ -122,88 +121,6 @@ def _new_key() -> tuple[str, str, str]:
     return key, key[:PREFIX_LENGTH], _sha256(key)
 
 
-class _PrincipalCache:
-    """Resolved principals by credential digest, for `ttl` seconds, at most `size` of them.
-
-    `generation` changes on every invalidation, so a lookup that started before a revocation
-    does not put its (now stale) answer back in."""
-
-    def __init__(self, ttl: float, size: int) -> None:
-        self.ttl = ttl
-        self.size = size
-        self.generation = 0
-        self._entries: dict[str, tuple[float, Principal, float]] = {}
-
-    def get(self, digest: str, moment: float, *, stale: bool = False) -> Principal | None:
-        """The cached principal while fresh; with `stale`, also after its TTL until the
-        credential itself expires (used only while the database cannot be asked)."""
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        until, principal, hard = entry
-        if moment < until or (stale and moment < hard):
-            return principal
-        return None
-
-    def put(
-        self,
-        digest: str,
-        principal: Principal,
-        until: float,
-        generation: int,
-        hard: float = float("inf"),
-    ) -> None:
-        if generation != self.generation:
-            return
-        if len(self._entries) >= self.size:
-            moment = time.monotonic()
-            self._entries = {d: e for d, e in self._entries.items() if e[2] > moment}
-            while len(self._entries) >= self.size:  # all usable: drop the oldest
-                del self._entries[next(iter(self._entries))]
-        self._entries[digest] = (until, principal, hard)
-
-    def drop(self, matches: Callable[[Principal], bool]) -> None:
-        self.generation += 1
-        self._entries = {d: e for d, e in self._entries.items() if not matches(e[1])}
-
-
-class _FailureWindow:
-    """Failed attempts per key (an account, an address) in a sliding window."""
-
-    def __init__(self, limit: int, window: float, size: int) -> None:
-        self.limit = limit
-        self.window = window
-        self.size = size
-        self._events: dict[str, deque[float]] = {}
-
-    def wait(self, key: str, moment: float) -> float:
-        """Seconds until `key` may try again; 0 when it may now."""
-        events = self._events.get(key)
-        if events is None:
-            return 0.0
-        while events and events[0] <= moment - self.window:
-            events.popleft()
-        if len(events) < self.limit:
-            return 0.0
-        return events[len(events) - self.limit] + self.window - moment
-
-    def add(self, key: str, moment: float) -> None:
-        if key not in self._events and len(self._events) >= self.size:
-            cutoff = moment - self.window
-            self._events = {k: e for k, e in self._events.items() if e and e[-1] > cutoff}
-            while len(self._events) >= self.size:
-                del self._events[next(iter(self._events))]
-        self._events.setdefault(key, deque()).append(moment)
-
-    def discard(self, key: str, moment: float) -> None:
-        events = self._events.get(key)
-        if events is not None and moment in events:
-            events.remove(moment)
-
-    def clear(self, key: str) -> None:
-        self._events.pop(key, None)
-
-
 class AuthService:
     """Users, API keys, tokens and the check every request goes through."""
 
@@ -220,10 +137,10 @@ class AuthService:
         self.settings = settings
         self._sessions = sessions
         self._hasher = hasher or PasswordHasher()
-        self._cache = _PrincipalCache(CACHE_TTL, CACHE_SIZE)
+        self._cache: PrincipalCache[Principal] = PrincipalCache(CACHE_TTL, CACHE_SIZE)
         self._touched: dict[str, float] = {}  # key id -> when last_used_at was last written
-        self._accounts = _FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
-        self._addresses = _FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
+        self._accounts = FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
+        self._addresses = FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
         self._secret_value: str | None = None
         self._dummy_hash: str | None = None
 
