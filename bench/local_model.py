@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from sparklio.core.config import Settings
-from sparklio.main import create_app
+from sparklio.main import close_app, create_app
 from sparklio.services.clients.llm_client import LLMGatewayClient
 
 MODEL = "smollm2-135m-instruct"
@@ -56,13 +56,15 @@ async def main(rounds: int, max_tokens: int) -> None:
         provider = gateway.registry.get("llamacpp")
         entry = provider.catalogue[MODEL]
         threads = settings.llamacpp_threads or os.cpu_count() or 1
+        n_ctx = entry.n_ctx or settings.llamacpp_n_ctx  # as the provider loads it
         options: dict[str, Any] = {"temperature": 0, "seed": 7, "max_tokens": max_tokens}
         prompt = gateway.prompts.render(ROLE, TASK, PAYLOAD, "text", None).text
 
-        direct = Llama(model_path=str(entry.locate()), n_ctx=settings.llamacpp_n_ctx,
+        direct = Llama(model_path=str(entry.locate()), n_ctx=n_ctx,
                        n_threads=threads, verbose=False)  # fmt: skip
         transport = httpx.ASGITransport(app=app)
-        client = LLMGatewayClient(base_url="http://gateway", transport=transport, timeout=600)
+        client = LLMGatewayClient(base_url="http://gateway", transport=transport, timeout=600,
+                                  api_key=await app.state.auth.local_token())  # fmt: skip
 
         def call_direct() -> tuple[int, float]:
             direct.reset()
@@ -90,12 +92,12 @@ async def main(rounds: int, max_tokens: int) -> None:
                 rates[side].append(count / seconds)
                 tokens[side].add(count)
         await client.aclose()
-        await gateway.aclose()
+        await close_app(app)
         direct.close()
 
     d, g = statistics.median(rates["direct"]), statistics.median(rates["gateway"])
     print(f"embedded model {MODEL}: {rounds} rounds of {max_tokens} tokens, "
-          f"n_threads={threads}, n_ctx={settings.llamacpp_n_ctx}, temperature 0")  # fmt: skip
+          f"n_threads={threads}, n_ctx={n_ctx}, temperature 0")  # fmt: skip
     print(f"load on first call: {load.meta.get('load_ms')} ms")
     print(f"{'path':>22} {'median tok/s':>13} {'min':>7} {'max':>7} {'tokens':>8}")
     for side, label in (("direct", "llama-cpp-python"), ("gateway", "through the gateway")):
