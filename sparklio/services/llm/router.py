@@ -13,7 +13,7 @@ from typing import Any, Generic
 
 from sparklio.core.config import GeneratorMode
 from sparklio.exceptions import ConfigError, RouteNotFoundError
-from sparklio.services.llm.routing import WILDCARD, C, ModeRoutes
+from sparklio.services.llm.routing import WILDCARD, C, ModeRoutes, models_by_provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,7 @@ class Router(Generic[C]):
         self.mode = mode
         self.path = path
         self.catalogue = catalogue
+        self._routes: ModeRoutes[C] = routes
         self._rules: dict[tuple[str, str], Route[C]] = {
             (rule.role, rule.task): Route(rule.name, tuple(rule.candidates))
             for rule in routes.rules
@@ -56,13 +57,7 @@ class Router(Generic[C]):
 
     def models_by_provider(self) -> dict[str, list[str]]:
         """The providers this mode routes to, with their models."""
-        found: dict[str, list[str]] = {}
-        for route in (*self._rules.values(), *([self._default] if self._default else [])):
-            for candidate in route.candidates:
-                models = found.setdefault(candidate.provider, [])
-                if candidate.model not in models:
-                    models.append(candidate.model)
-        return found
+        return models_by_provider([self._routes])
 
     def route(self, role: str, task: str) -> Route[C]:
         """The route for (role, task); RouteNotFoundError when nothing covers it."""

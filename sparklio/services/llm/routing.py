@@ -157,10 +157,11 @@ class RoutingFile(_Strict):
 
     def models_by_provider(self) -> dict[str, list[str]]:
         """Every LLM provider named anywhere in the file, with the models named for it."""
-        return _models_by_provider(self.modes.values())
+        return models_by_provider(self.modes.values())
 
 
-def _models_by_provider(sections: Iterable[ModeRoutes[Any]]) -> dict[str, list[str]]:
+def models_by_provider(sections: Iterable[ModeRoutes[Any]]) -> dict[str, list[str]]:
+    """Every provider the sections' defaults and rules name, with its models in order."""
     found: dict[str, list[str]] = {}
     for routes in sections:
         chains = [routes.default or [], *(rule.candidates for rule in routes.rules)]
