@@ -12,6 +12,7 @@ SparklioError                        anything Sparklio raises on purpose
     ├── NotFoundError                404  no such job or asset
     │   └── RouteNotFoundError       404  no rule and no default for (role, task)
     ├── ServiceUnavailableError      503  the gateway cannot take the call now
+    │   ├── DatabaseUnavailableError 503  the database cannot be reached; retry later
     │   └── GatewayConnectionError   503  (client side) the gateway could not be reached
     └── ProviderError                502  the provider failed; has .provider, .model
         ├── OutputValidationError    502  the answer does not match the output schema
@@ -29,6 +30,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ConfigError",
+    "DatabaseUnavailableError",
     "ForbiddenError",
     "GatewayConnectionError",
     "GatewayError",
@@ -146,6 +148,12 @@ class ServiceUnavailableError(GatewayError):
     type = "service_unavailable"
 
 
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The database cannot be reached (down, restarting, refusing connections)."""
+
+    type = "database_unavailable"
+
+
 class GatewayConnectionError(ServiceUnavailableError):
     """The client could not reach the gateway at all (connection refused, DNS, timeout)."""
 
@@ -215,6 +223,7 @@ _BY_TYPE: dict[str, type[GatewayError]] = {
         ForbiddenError,
         TooManyRequestsError,
         ServiceUnavailableError,
+        DatabaseUnavailableError,
         GatewayConnectionError,
         ProviderError,
         OutputValidationError,
