@@ -119,6 +119,7 @@ def serve(
         http="httptools",
         loop="uvloop",
         access_log=False,  # one log line per call comes from the gateway itself
+        proxy_headers=False,  # the app believes forwarded headers per FORWARDED_ALLOW_IPS
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
     )

@@ -1,4 +1,5 @@
-"""Authentication dependencies: who is calling, from `Authorization: Bearer <key or token>`.
+"""Authentication dependencies: who is calling, from `Authorization: Bearer <key or token>`,
+and from which address (for the login limits).
 
 `create_app` puts one `AuthService` in `app.state.auth`; these hand it and the caller's
 `Principal` to endpoints. Async on purpose (see `sparklio.api.deps`).
@@ -6,9 +7,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
 
 from sparklio.exceptions import ForbiddenError
 from sparklio.services.auth import AuthService, Principal
@@ -35,14 +39,101 @@ async def require_admin(principal: Annotated[Principal, Depends(require_principa
     return principal
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+async def client_address(request: Request) -> str:
+    """The caller's address: the TCP peer, unless the peer is a proxy listed in
+    FORWARDED_ALLOW_IPS; then the client its X-Forwarded-For (else Forwarded) header names."""
+    peer = request.client.host if request.client else ""
+    allowed = request.app.state.settings.forwarded_allow_ips
+    return forwarded_client(peer, request.headers, allowed) or "unknown"
+
+
+def forwarded_client(peer: str, headers: Headers, allowed: str) -> str:
+    """The client behind `peer` when `peer` is one of the `allowed` proxies (a comma list of
+    IPs, CIDRs or `*`), else `peer`.
+
+    A proxy appends the address it saw to X-Forwarded-For, so the header is read from the
+    right: the first hop that is not itself an allowed proxy is the client; whatever stands
+    left of it was written by that client and is ignored. A hop that is not an IP address
+    stops the walk at the last address that was believed.
+    """
+    trusted = _networks(allowed)
+    if not trusted or not _is_trusted(_ip(peer), trusted):
+        return peer
+    hops = _x_forwarded_for(headers) or _forwarded_for(headers)
+    client = peer
+    for hop in reversed(hops):
+        address = _ip(hop)
+        if address is None:
+            break
+        client = str(address)
+        if not _is_trusted(address, trusted):
+            break
+    return client
+
+
+def _networks(allowed: str) -> tuple[IPNetwork, ...] | None:
+    """The allowed proxies; None for none; every address for `*`. (Checked at start by
+    Settings, so a bad entry here cannot happen.)"""
+    entries = [part.strip() for part in allowed.split(",") if part.strip()]
+    if not entries:
+        return None
+    if "*" in entries:
+        return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _is_trusted(address: IPAddress | None, trusted: Iterable[IPNetwork]) -> bool:
+    return address is not None and any(address in network for network in trusted)
+
+
+def _ip(text: str) -> IPAddress | None:
+    """An address from a header hop: `1.2.3.4`, `1.2.3.4:5678`, `"[2001:db8::1]:4711"`."""
+    text = text.strip().strip('"').strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _x_forwarded_for(headers: Headers) -> list[str]:
+    return [hop for line in headers.getlist("x-forwarded-for") for hop in line.split(",")]
+
+
+def _forwarded_for(headers: Headers) -> list[str]:
+    """The `for=` of each element of RFC 7239 Forwarded headers, in order."""
+    hops = []
+    for line in headers.getlist("forwarded"):
+        for element in line.split(","):
+            for pair in element.split(";"):
+                name, _, value = pair.partition("=")
+                if name.strip().lower() == "for":
+                    hops.append(value)
+    return hops
+
+
 AuthServiceDep = Annotated[AuthService, Depends(get_auth)]
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
+ClientAddressDep = Annotated[str, Depends(client_address)]
 
 __all__ = [
     "AdminDep",
     "AuthServiceDep",
+    "ClientAddressDep",
     "PrincipalDep",
+    "client_address",
+    "forwarded_client",
     "get_auth",
     "require_admin",
     "require_principal",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sparklio.exceptions import ConfigError
@@ -79,6 +80,23 @@ class Settings(BaseSettings):
         default=None, description="Default: generated once and kept in SPARKLIO_HOME."
     )
     jwt_expiry_minutes: int = Field(default=60 * 12, ge=1)
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Proxies (IPs, CIDRs or *) whose X-Forwarded-For/Forwarded are believed.",
+    )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        # checked here so a typo stops the server at start, not a login at 3 am
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
+        return value
+
     call_log_buffer: int = Field(default=10_000, ge=1)
 
     sparklio_home: Path = Path("~/.sparklio")

@@ -10,21 +10,30 @@ its state on the instance: the principal cache, the failed-login windows and the
 - `authenticate` runs on every model call, so a resolved principal is cached for a few seconds
   per credential (keyed by its sha256). Revoking a key or deactivating a user drops the entries
   at once in this process; other processes see the change within `CACHE_TTL` seconds.
+- While the database is down, a credential approved before the outage keeps working (until it
+  expires), the `last_used_at` bookkeeping is skipped, and everything that needs the database
+  (log in, keys, users) raises DatabaseUnavailableError (503 with Retry-After).
+- Failed logins are counted per (account, client address) and per address, never per account
+  alone: a stranger guessing someone's password locks out only themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import ipaddress
 import logging
 import os
 import re
 import secrets
 import time
+import unicodedata
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, ParamSpec, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
@@ -35,13 +44,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sparklio.core.config import Settings
 from sparklio.db.engine import database_url, make_engine, sessions
+from sparklio.db.errors import is_outage, outage_error
 from sparklio.db.models import ApiKey, User, new_id, now
 from sparklio.exceptions import (
     ConfigError,
+    DatabaseUnavailableError,
     ForbiddenError,
+    GatewayError,
     InvalidRequestError,
     NotFoundError,
-    ServiceUnavailableError,
     TooManyRequestsError,
     UnauthorizedError,
 )
@@ -62,8 +73,11 @@ LOCAL_TOKEN_MINUTES = 60
 CACHE_TTL = 10.0  # seconds a resolved credential is trusted without the database
 CACHE_SIZE = 10_000
 TOUCH_EVERY = 60.0  # seconds between two writes of a key's last_used_at
-LOGIN_FAILURES = 5  # failed logins allowed per account and per address in LOGIN_WINDOW
+LOGIN_FAILURES = 5  # failed logins allowed per (account, address) in LOGIN_WINDOW
+ADDRESS_FAILURES = 20  # ... and per address, whatever the accounts (an office shares one)
 LOGIN_WINDOW = 300.0
+IPV6_BLOCK = 64  # an IPv6 client usually holds a whole /64: counted as one address
+MAX_NAME = 100
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MIN_SECRET = 32  # bytes; HS256 wants a key at least as long as its hash
@@ -71,6 +85,28 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _UNUSABLE = "!"  # a password hash starting with this never verifies
 
 Via = Literal["key", "token"]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _needs_database(
+    method: Callable[_P, Awaitable[_T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """`method`, raising DatabaseUnavailableError (503 with Retry-After) when the database
+    cannot be reached, rather than the driver's error (a 500)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            if is_outage(exc):
+                raise outage_error(exc) from exc
+            raise
+
+    return wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,17 +166,23 @@ class AuthService:
         sessions: async_sessionmaker[AsyncSession],
         *,
         hasher: PasswordHasher | None = None,
+        cache_ttl: float = CACHE_TTL,
+        touch_every: float = TOUCH_EVERY,
     ) -> None:
         """`sessions` must not expire objects on commit (`sparklio.db.engine.sessions` does
         not): the records this returns are read after their session closed. `hasher` is for
-        tests that want cheaper argon2 parameters."""
+        tests that want cheaper argon2 parameters; `cache_ttl` and `touch_every` for tests
+        that cannot wait for the clock (the next `last_used_at` write is a minute away)."""
         self.settings = settings
         self._sessions = sessions
         self._hasher = hasher or PasswordHasher()
-        self._cache: PrincipalCache[Principal] = PrincipalCache(CACHE_TTL, CACHE_SIZE)
+        self._cache_ttl = cache_ttl
+        self._cache: PrincipalCache[Principal] = PrincipalCache(cache_ttl, CACHE_SIZE)
+        self._touch_every = touch_every
         self._touched: dict[str, float] = {}  # key id -> when last_used_at was last written
-        self._accounts = FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
-        self._addresses = FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
+        self._touch_failing = False  # logged once per outage, not once per key and minute
+        self._pairs = FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
+        self._addresses = FailureWindow(ADDRESS_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
         self._secret_value: str | None = None
         self._dummy_hash: str | None = None
 
@@ -154,7 +196,7 @@ class AuthService:
         principal = self._cache.get(digest, moment)
         if principal is None:
             generation = self._cache.generation
-            until, hard = moment + CACHE_TTL, float("inf")
+            until, hard = moment + self._cache_ttl, float("inf")
             try:
                 if credential.startswith(KEY_PREFIX):
                     principal = await self._resolve_key(digest, credential[:PREFIX_LENGTH])
@@ -162,14 +204,20 @@ class AuthService:
                     principal, expires = await self._resolve_token(credential)
                     hard = moment + expires - time.time()
                     until = min(until, hard)
-            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            except GatewayError:
+                raise
+            except Exception as exc:
+                # no user text reaches these queries (a digest, a signed token's subject), so
+                # any database error means it cannot answer now, e.g. tables not migrated yet
+                if not (is_outage(exc) or isinstance(exc, SQLAlchemyError)):
+                    raise
                 # the database is down: a credential it approved a moment ago stays good
                 # (revocations in this process still apply), so model calls keep working
                 principal = self._cache.get(digest, moment, stale=True)
                 if principal is None:
-                    raise ServiceUnavailableError(
-                        "The database is unreachable, so this credential cannot be checked "
-                        "now; try again shortly."
+                    raise DatabaseUnavailableError(
+                        f"The database is unavailable ({type(exc).__name__}), so this "
+                        "credential cannot be checked now; retry in a few seconds."
                     ) from exc
                 log.warning("database unreachable; using the cached credential (%s)", exc)
                 return principal
@@ -236,11 +284,12 @@ class AuthService:
         return claims
 
     async def _touch(self, key_id: str, moment: float) -> None:
-        """Record that a key was used, at most once every TOUCH_EVERY seconds per key."""
-        if moment - self._touched.get(key_id, float("-inf")) < TOUCH_EVERY:
+        """Record that a key was used, at most once every `touch_every` seconds per key.
+        Best effort: a call is never refused over it."""
+        if moment - self._touched.get(key_id, float("-inf")) < self._touch_every:
             return
         if len(self._touched) >= CACHE_SIZE:
-            cutoff = moment - TOUCH_EVERY
+            cutoff = moment - self._touch_every
             self._touched = {k: t for k, t in self._touched.items() if t > cutoff}
         self._touched[key_id] = moment  # before the write, so concurrent requests skip it
         try:
@@ -248,8 +297,21 @@ class AuthService:
                 await session.execute(
                     update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now())
                 )
-        except SQLAlchemyError as exc:  # bookkeeping: never refuse a call over it
-            log.warning("could not record the use of API key %s: %s", key_id, exc)
+        except Exception as exc:
+            # asyncpg's and the socket's errors escape SQLAlchemy while connecting (issue 10)
+            if not self._touch_failing:
+                self._touch_failing = True
+                log.warning(
+                    "could not record the use of API keys (%s: %s); calls are still served, "
+                    "last_used_at is skipped until the database answers again",
+                    type(exc).__name__,
+                    exc,
+                    exc_info=not (is_outage(exc) or isinstance(exc, SQLAlchemyError)),
+                )
+            return
+        if self._touch_failing:
+            self._touch_failing = False
+            log.info("recording the use of API keys again")
 
     # -- tokens and logins -------------------------------------------------------------------
 
@@ -269,31 +331,34 @@ class AuthService:
         token = jwt.encode(claims, self._secret(), algorithm="HS256")
         return Token(token, expires, int(lifetime.total_seconds()))
 
+    @_needs_database
     async def login(self, email: str, password: str, client: str) -> Token:
-        """A token for the right email and password. Failed logins are limited per account
-        and per client address (LOGIN_FAILURES in LOGIN_WINDOW seconds)."""
-        email = email.strip().lower()
-        account, address = f"account:{email}", f"address:{client}"
+        """A token for the right email and password. Failed logins are limited per (account,
+        client address) (LOGIN_FAILURES in LOGIN_WINDOW seconds) and per client address
+        (ADDRESS_FAILURES): never per account alone, or anyone could lock its owner out."""
+        email = _check_text("email", email.strip().lower(), 320)
+        _check_text("password", password, MAX_PASSWORD, controls=True)
+        address = _address_key(client)
+        pair = (email, address)
         moment = time.monotonic()
-        wait = max(self._accounts.wait(account, moment), self._addresses.wait(address, moment))
+        wait = max(self._pairs.wait(pair, moment), self._addresses.wait(address, moment))
         if wait > 0:
             raise TooManyRequestsError(
-                f"Too many failed logins for this account or from this address; "
-                f"try again in {max(1, round(wait))} s",
+                f"Too many failed logins from this address; try again in {max(1, round(wait))} s",
                 retry_after=wait,
             )
         # counted as failures up front, so concurrent attempts cannot slip past the limit
-        self._accounts.add(account, moment)
+        self._pairs.add(pair, moment)
         self._addresses.add(address, moment)
         try:
             user = await self._user_if_password_right(email, password)
-        except BaseException:
-            self._accounts.discard(account, moment)
+        except BaseException:  # not an answer about the password (e.g. the database is down)
+            self._pairs.discard(pair, moment)
             self._addresses.discard(address, moment)
             raise
         if user is None:
             raise UnauthorizedError("email or password is wrong")
-        self._accounts.clear(account)
+        self._pairs.clear(pair)
         self._addresses.discard(address, moment)  # a success does not wipe the address's record
         if not user.active:
             raise ForbiddenError(f"User {user.email} is inactive; ask an admin to reactivate it")
@@ -327,6 +392,7 @@ class AuthService:
     async def _hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
 
+    @_needs_database
     async def local_token(self, role: str = "admin") -> str:
         """A short-lived token for the built-in local user, for in-process CLI runs (trusted
         because they can read SPARKLIO_HOME)."""
@@ -383,6 +449,7 @@ class AuthService:
 
     # -- users and keys ----------------------------------------------------------------------
 
+    @_needs_database
     async def create_user(self, email: str, password: str, role: str = "member") -> User:
         """A new active user. InvalidRequestError for a bad email, password or role."""
         email = _check_email(email)
@@ -397,6 +464,7 @@ class AuthService:
             raise InvalidRequestError(f"A user with email {email} already exists") from None
         return user
 
+    @_needs_database
     async def set_active(self, user_id: str, active: bool) -> User:
         """(De)activate a user; an inactive user's keys and tokens stop working at once."""
         async with self._sessions.begin() as session:
@@ -407,10 +475,12 @@ class AuthService:
         self._cache.drop(lambda p: p.user_id == user_id)
         return user
 
+    @_needs_database
     async def create_api_key(self, user_id: str, name: str) -> tuple[str, ApiKey]:
         """A new key for `user_id`: (the key, shown only now, and its record)."""
-        if len(name) > 100:
-            raise InvalidRequestError("name: at most 100 characters")
+        name = _check_text("name", name.strip(), MAX_NAME)
+        if not name:
+            raise InvalidRequestError("name: give the key a name, e.g. laptop or ci")
         key, prefix, key_hash = _new_key()
         async with self._sessions.begin() as session:
             if await session.get(User, user_id) is None:
@@ -421,6 +491,7 @@ class AuthService:
             session.add(record)
         return key, record
 
+    @_needs_database
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         """The user's keys, oldest first, revoked ones included."""
         async with self._sessions() as session:
@@ -429,8 +500,10 @@ class AuthService:
             )
             return list(rows)
 
+    @_needs_database
     async def revoke_api_key(self, user_id: str, key_id: str, *, as_admin: bool = False) -> ApiKey:
         """Revoke a key of `user_id` (any key `as_admin`); it gets 403 from the next request."""
+        _check_text("key_id", key_id, 32)
         async with self._sessions.begin() as session:
             key = await session.get(ApiKey, key_id)
             if key is None or (key.user_id != user_id and not as_admin):
@@ -440,6 +513,7 @@ class AuthService:
         self._cache.drop(lambda p: p.key_id == key_id)
         return key
 
+    @_needs_database
     async def ensure_test_users(self) -> list[TestCredentials]:
         """Create admin@ and member@sparklio.local, each with a random password and one key,
         unless they exist. Returns what it created (empty when both existed)."""
@@ -481,19 +555,55 @@ def _bearer(authorization: str | None) -> str:
     return credential
 
 
+def text_problem(value: str, *, controls: bool = False) -> str | None:
+    """What makes `value` unfit to store, or None: a lone surrogate (it cannot be encoded)
+    or, unless `controls`, a control character (PostgreSQL refuses NUL in text)."""
+    for position, char in enumerate(value):
+        kind = unicodedata.category(char)
+        if kind == "Cs" or (kind == "Cc" and not controls):
+            what = "a lone surrogate" if kind == "Cs" else "a control character"
+            return f"{what} (U+{ord(char):04X}) at position {position}; send plain text"
+    return None
+
+
+def _check_text(field: str, value: str, longest: int, *, controls: bool = False) -> str:
+    """`value` when it is at most `longest` characters of storable text (`text_problem`);
+    InvalidRequestError (422) naming `field` otherwise."""
+    if len(value) > longest:
+        raise InvalidRequestError(f"{field}: at most {longest} characters (got {len(value)})")
+    problem = text_problem(value, controls=controls)
+    if problem is not None:
+        raise InvalidRequestError(f"{field}: {problem}")
+    return value
+
+
 def _check_email(email: str) -> str:
-    email = email.strip().lower()
-    if len(email) > 320 or not _EMAIL.match(email):
+    email = _check_text("email", email.strip().lower(), 320)
+    if not _EMAIL.match(email):
         raise InvalidRequestError(f"email: {email!r} is not an email address like name@example.com")
     return email
 
 
 def _check_password(password: str) -> None:
+    _check_text("password", password, MAX_PASSWORD, controls=True)
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidRequestError(
             f"password: between {MIN_PASSWORD} and {MAX_PASSWORD} characters, please "
             f"(got {len(password)})"
         )
+
+
+def _address_key(client: str) -> str:
+    """What the per-address limit counts: the address, or for IPv6 its /64 block."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_BLOCK), strict=False))
+    return str(address)
 
 
 def _check_role(role: str) -> None:
@@ -528,7 +638,7 @@ def _secret_file(path: Path) -> str:
     return secret
 
 
-__all__ = ["AuthService", "Principal", "TestCredentials", "Token", "utc"]
+__all__ = ["AuthService", "Principal", "TestCredentials", "Token", "text_problem", "utc"]
 
 
 async def local_token_for(settings: Settings) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 P = TypeVar("P")
@@ -59,15 +59,15 @@ class PrincipalCache(Generic[P]):
 
 
 class FailureWindow:
-    """Failed attempts per key (an account, an address) in a sliding window."""
+    """Failed attempts per key (an address, an (account, address) pair) in a sliding window."""
 
     def __init__(self, limit: int, window: float, size: int) -> None:
         self.limit = limit
         self.window = window
         self.size = size
-        self._events: dict[str, deque[float]] = {}
+        self._events: dict[Hashable, deque[float]] = {}
 
-    def wait(self, key: str, moment: float) -> float:
+    def wait(self, key: Hashable, moment: float) -> float:
         """Seconds until `key` may try again; 0 when it may now."""
         events = self._events.get(key)
         if events is None:
@@ -78,7 +78,7 @@ class FailureWindow:
             return 0.0
         return events[len(events) - self.limit] + self.window - moment
 
-    def add(self, key: str, moment: float) -> None:
+    def add(self, key: Hashable, moment: float) -> None:
         if key not in self._events and len(self._events) >= self.size:
             cutoff = moment - self.window
             self._events = {k: e for k, e in self._events.items() if e and e[-1] > cutoff}
@@ -86,10 +86,10 @@ class FailureWindow:
                 del self._events[next(iter(self._events))]
         self._events.setdefault(key, deque()).append(moment)
 
-    def discard(self, key: str, moment: float) -> None:
+    def discard(self, key: Hashable, moment: float) -> None:
         events = self._events.get(key)
         if events is not None and moment in events:
             events.remove(moment)
 
-    def clear(self, key: str) -> None:
+    def clear(self, key: Hashable) -> None:
         self._events.pop(key, None)

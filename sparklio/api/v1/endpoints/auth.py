@@ -5,25 +5,50 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from sparklio.api.auth import AuthServiceDep, PrincipalDep
+from sparklio.api.auth import AuthServiceDep, ClientAddressDep, PrincipalDep
 from sparklio.db.models import ApiKey
-from sparklio.services.auth import utc
+from sparklio.services.auth import text_problem, utc
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
+
+def _plain_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _encodable(value: str) -> str:
+    problem = text_problem(value, controls=True)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: text that is stored or looked up: no control character (PostgreSQL refuses NUL)
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+#: a password: any character that can be encoded
+Password = Annotated[str, AfterValidator(_encodable)]
+
 KeyId = Annotated[
-    str, Path(max_length=32, description="The key's id, from GET /api/v1/auth/api-keys.")
+    str,
+    Path(
+        max_length=32,
+        pattern="^[0-9A-Za-z_-]+$",
+        description="The key's id, from GET /api/v1/auth/api-keys.",
+    ),
 ]
 
 
 class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(min_length=1, max_length=320, examples=["member@sparklio.local"])
-    password: str = Field(min_length=1, max_length=1024)
+    email: PlainText = Field(min_length=1, max_length=320, examples=["member@sparklio.local"])
+    password: Password = Field(min_length=1, max_length=1024)
 
 
 class TokenOut(BaseModel):
@@ -45,7 +70,7 @@ class MeOut(BaseModel):
 class NewKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100, examples=["campaign-runner"])
+    name: PlainText = Field(min_length=1, max_length=100, examples=["campaign-runner"])
 
 
 class ApiKeyOut(BaseModel):
@@ -86,9 +111,9 @@ class ApiKeysOut(BaseModel):
     "/login",
     responses={401: {"description": "Wrong email or password."}, 429: {"description": "Wait."}},
 )
-async def login(body: LoginRequest, request: Request, auth: AuthServiceDep) -> TokenOut:
-    """A token for an email and password; send it as `Authorization: Bearer <token>`."""
-    client = request.client.host if request.client else "unknown"
+async def login(body: LoginRequest, client: ClientAddressDep, auth: AuthServiceDep) -> TokenOut:
+    """A token for an email and password; send it as `Authorization: Bearer <token>`.
+    Failed logins are limited per account and address, and per address."""
     token = await auth.login(body.email, body.password, client)
     return TokenOut(
         access_token=token.access_token, expires_at=token.expires_at, expires_in=token.expires_in
