@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import secrets
 import stat
@@ -396,3 +397,80 @@ async def test_passwords_are_stored_as_argon2id_and_verify(
     assert "correct horse" not in user.password_hash
     token = await service.login("real.hash@example.com", "correct horse battery", "127.0.0.1")
     assert (await service.authenticate(f"Bearer {token.access_token}")).user_id == user.id
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/auth/login", {"email": "nul\x00@example.com", "password": "whatever1"}, "email"),
+        ("/api/v1/auth/login", {"email": "bell\x07@example.com", "password": "x"}, "email"),
+        ("/api/v1/auth/login", {"email": "half\ud800@example.com", "password": "x"}, "email"),
+        ("/api/v1/auth/login", {"email": "a@example.com", "password": "half\udfff"}, "password"),
+        ("/api/v1/auth/login", {"email": "a" * 321, "password": "whatever1"}, "email"),
+        ("/api/v1/auth/login", {"email": "a@example.com", "password": "p" * 1025}, "password"),
+        ("/api/v1/auth/login", {"email": 5, "password": "whatever1"}, "email"),
+        ("/api/v1/auth/login", {"email": ["a@example.com"], "password": "x"}, "email"),
+        ("/api/v1/auth/login", {"email": "", "password": "whatever1"}, "email"),
+        ("/api/v1/auth/login", {"email": "a@example.com"}, "password"),
+        ("/api/v1/auth/api-keys", {"name": "lap\x00top"}, "name"),
+        ("/api/v1/auth/api-keys", {"name": "line\nbreak"}, "name"),
+        ("/api/v1/auth/api-keys", {"name": "half\ud800"}, "name"),
+        ("/api/v1/auth/api-keys", {"name": "n" * 101}, "name"),
+        ("/api/v1/auth/api-keys", {"name": None}, "name"),
+        ("/api/v1/auth/api-keys", {"name": 2**70}, "name"),
+    ],
+)
+async def test_odd_input_to_auth_endpoints_is_a_422_naming_the_field(
+    client: httpx.AsyncClient, service: AuthService, path: str, body: Any, field: str
+) -> None:
+    """NUL in a login email or a key name was a 500 on PostgreSQL, which refuses it in text
+    (issue 10); on SQLite it was stored, or a login said the password was wrong."""
+    user, _ = await new_user(service)
+    key, _ = await service.create_api_key(user.id, "k")
+    headers = {**bearer(key), "Content-Type": "application/json"}
+    # json.dumps escapes what httpx's json= would refuse to encode (a lone surrogate)
+    response = await client.post(path, content=json.dumps(body), headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["type"] == "invalid_request"
+    assert message(response).startswith(f"Invalid request: {field}: ")
+    assert [d["field"] for d in response.json()["error"]["details"]] == [field]
+
+
+async def test_odd_bodies_paths_and_headers_on_auth_endpoints_are_4xx(
+    client: httpx.AsyncClient, service: AuthService
+) -> None:
+    user, _ = await new_user(service)
+    key, _ = await service.create_api_key(user.id, "k")
+    login = "/api/v1/auth/login"
+    for content in (b"", b"not json", b"[]", b'"a"', b"\x00", b"\xff\xfe", b'{"email": "a@b.c",'):
+        response = await client.post(
+            login, content=content, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, (content, response.text)
+    for key_id in ("%00", "a%00b", "%ED%A0%80", "x" * 33, "..%2F..%2Fetc", "%0A"):
+        response = await client.delete(f"/api/v1/auth/api-keys/{key_id}", headers=bearer(key))
+        assert response.status_code in (404, 422), (key_id, response.text)
+        assert "key_id" in message(response) or response.status_code == 404
+    for credential in ("sk-spk-" + "\xe9" * 40, "x" * 20_000, "a.b.c", "sk-spk-\x7f"):
+        response = await client.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {credential}".encode("latin-1")}
+        )
+        assert response.status_code == 401, (credential[:20], response.text)
+
+
+async def test_stored_text_with_control_characters_is_refused_naming_the_field(
+    service: AuthService,
+) -> None:
+    """The service checks too: `create_user` is also called from the CLI."""
+    with pytest.raises(InvalidRequestError, match=r"^email: a control character \(U\+0000\)"):
+        await service.create_user("nul\x00@example.com", "long-enough")
+    with pytest.raises(InvalidRequestError, match=r"^password: a lone surrogate \(U\+D800\)"):
+        await service.create_user("surrogate@example.com", "long-enough\ud800")
+    user, password = await new_user(service)
+    with pytest.raises(InvalidRequestError, match=r"^name: a control character \(U\+001B\)"):
+        await service.create_api_key(user.id, "\x1b[31mred")
+    with pytest.raises(InvalidRequestError, match=r"^email: a control character"):
+        await service.login(user.email + "\x00", password, "127.0.0.1")
+    # NUL in a password is refused by nothing: it is hashed, never stored
+    assert (await service.create_user("nul.password@example.com", "pass\x00word")).email
+    assert (await service.login("nul.password@example.com", "pass\x00word", "127.0.0.1")).expires_in

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from sparklio.api.auth import AuthServiceDep, ClientAddressDep, PrincipalDep
 from sparklio.db.models import ApiKey
@@ -18,14 +19,14 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 def _plain_text(value: str) -> str:
     problem = text_problem(value)
     if problem is not None:
-        raise ValueError(problem)
+        raise PydanticCustomError("plain_text", problem)
     return value
 
 
 def _encodable(value: str) -> str:
     problem = text_problem(value, controls=True)
     if problem is not None:
-        raise ValueError(problem)
+        raise PydanticCustomError("plain_text", problem)
     return value
 
 
