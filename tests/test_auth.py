@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -474,3 +475,51 @@ async def test_stored_text_with_control_characters_is_refused_naming_the_field(
     # NUL in a password is refused by nothing: it is hashed, never stored
     assert (await service.create_user("nul.password@example.com", "pass\x00word")).email
     assert (await service.login("nul.password@example.com", "pass\x00word", "127.0.0.1")).expires_in
+
+
+#: values a careless client or a fuzzer sends: control and odd characters, huge and wrong types
+NASTY: list[Any] = [
+    "", " ", "\x00", "\x01x", "a\tb", "\x1f", "\x7f", "\x85", "\u2028", "\ufeff", "\ud800",
+    "x\udfff", "🙂@example.com", "a" * 10_000, "' OR 1=1 --", "%00", "\\", '"', "null",
+    "a@b.c\x00", "\u202eevil@example.com", 0, -1, 2**64, 2**70, 1.5, True, None, [], {},
+    {"$ne": ""}, ["a@example.com"],
+]  # fmt: skip
+
+
+async def test_no_value_in_any_auth_field_is_a_500(
+    service: AuthService, engine: AsyncEngine
+) -> None:
+    """Every auth endpoint, every field, every NASTY value: a 4xx (a 422 names the field) or
+    a success, never a 5xx; and nothing a 422 refused was stored."""
+    user, password = await new_user(service)
+    key, _ = await service.create_api_key(user.id, "k")
+    app = make_app(service)
+    json_headers = {**bearer(key), "Content-Type": "application/json"}
+    seen: dict[int, int] = {}
+    for n, value in enumerate(NASTY):
+        # a fresh address per value: the login limit would otherwise answer for the rest
+        async with connect(app, f"10.1.{n}.1") as client:
+            login, keys = "/api/v1/auth/login", "/api/v1/auth/api-keys"
+            requests = [
+                (login, {"email": value, "password": password}, "email"),
+                (login, {"email": user.email, "password": value}, "password"),
+                (keys, {"name": value}, "name"),
+            ]
+            for path, body, field in requests:
+                content = json.dumps(body)
+                response = await client.post(path, content=content, headers=json_headers)
+                seen[response.status_code] = seen.get(response.status_code, 0) + 1
+                assert response.status_code < 500, (path, field, repr(value)[:40], response.text)
+                if response.status_code == 422:
+                    assert f"{field}: " in message(response), (field, message(response))
+            if isinstance(value, str) and len(value) < 100:
+                quoted = quote(value.encode("utf-8", "surrogatepass"), safe="")
+                response = await client.delete(
+                    f"/api/v1/auth/api-keys/{quoted}", headers=bearer(key)
+                )
+                assert response.status_code < 500, (repr(value), response.text)
+    assert seen.get(422, 0) >= len(NASTY)  # most values are refused...
+    assert seen.get(201, 0) >= 5  # ...and plain odd text is a fine key name
+    async with engine.connect() as connection:
+        names = (await connection.execute(select(ApiKey.name))).scalars().all()
+    assert not any("\x00" in name or "\x7f" in name for name in names)
