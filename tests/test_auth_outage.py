@@ -93,7 +93,10 @@ async def test_a_key_is_served_and_the_rest_is_a_503_while_the_database_is_down(
 
 
 async def test_credentials_approved_before_the_outage_outlive_the_cache(
-    postgres: PostgresCluster, engine: AsyncEngine, settings: Settings
+    postgres: PostgresCluster,
+    engine: AsyncEngine,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With the cache's freshness gone (cache_ttl=0) every call asks the database; while it
     cannot, a key or token it approved before still works and an unknown one is a 503."""
@@ -109,10 +112,13 @@ async def test_credentials_approved_before_the_outage_outlive_the_cache(
 
         await asyncio.to_thread(postgres.stop)
         try:
-            for credential, via in ((key, "key"), (token, "token")):
-                response = await client.get("/protected", headers=bearer(credential))
-                assert response.status_code == 200, response.text
-                assert response.json() == {"email": user.email, "via": via}
+            with caplog.at_level(logging.WARNING, logger="sparklio.auth"):
+                for credential, via in ((key, "key"), (token, "token"), (key, "key")):
+                    response = await client.get("/protected", headers=bearer(credential))
+                    assert response.status_code == 200, response.text
+                    assert response.json() == {"email": user.email, "via": via}
+            stale = [r for r in caplog.records if "approved before" in r.getMessage()]
+            assert len(stale) == 1  # once per outage, not once per call
             assert_database_unavailable(await client.get("/protected", headers=bearer(other)))
             assert_database_unavailable(await client.get("/api/v1/auth/me", headers=bearer(other)))
         finally:

@@ -22,13 +22,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import ipaddress
 import logging
 import os
-import re
 import secrets
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,13 +53,22 @@ from sparklio.exceptions import (
     TooManyRequestsError,
     UnauthorizedError,
 )
+from sparklio.services.auth_input import (
+    MAX_EMAIL,
+    MAX_NAME,
+    MAX_PASSWORD,
+    address_key,
+    check_email,
+    check_password,
+    check_role,
+    check_text,
+)
 from sparklio.services.auth_state import FailureWindow, PrincipalCache
 
 log = logging.getLogger("sparklio.auth")
 
 KEY_PREFIX = "sk-spk-"
 PREFIX_LENGTH = 14  # "sk-spk-" and 7 random characters: enough to tell keys apart
-ROLES = ("admin", "member")
 HOW_TO = (
     "send Authorization: Bearer <API key or token>; get a key with "
     "`sparklio create-test-users` or POST /api/v1/auth/api-keys"
@@ -76,12 +82,7 @@ TOUCH_EVERY = 60.0  # seconds between two writes of a key's last_used_at
 LOGIN_FAILURES = 5  # failed logins allowed per (account, address) in LOGIN_WINDOW
 ADDRESS_FAILURES = 20  # ... and per address, whatever the accounts (an office shares one)
 LOGIN_WINDOW = 300.0
-IPV6_BLOCK = 64  # an IPv6 client usually holds a whole /64: counted as one address
-MAX_NAME = 100
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024
 MIN_SECRET = 32  # bytes; HS256 wants a key at least as long as its hash
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _UNUSABLE = "!"  # a password hash starting with this never verifies
 
 Via = Literal["key", "token"]
@@ -93,7 +94,8 @@ def _needs_database(
     method: Callable[_P, Awaitable[_T]],
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """`method`, raising DatabaseUnavailableError (503 with Retry-After) when the database
-    cannot be reached, rather than the driver's error (a 500)."""
+    cannot be reached, rather than the driver's error (a 500). Only on methods that do
+    nothing but database work and hashing: `is_outage` takes any OSError for an outage."""
 
     @functools.wraps(method)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -180,7 +182,9 @@ class AuthService:
         self._cache: PrincipalCache[Principal] = PrincipalCache(cache_ttl, CACHE_SIZE)
         self._touch_every = touch_every
         self._touched: dict[str, float] = {}  # key id -> when last_used_at was last written
-        self._touch_failing = False  # logged once per outage, not once per key and minute
+        # outages are logged once, not once per call or per key and minute
+        self._touch_failing = False
+        self._serving_stale = False
         self._pairs = FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
         self._addresses = FailureWindow(ADDRESS_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
         self._secret_value: str | None = None
@@ -219,8 +223,17 @@ class AuthService:
                         f"The database is unavailable ({type(exc).__name__}), so this "
                         "credential cannot be checked now; retry in a few seconds."
                     ) from exc
-                log.warning("database unreachable; using the cached credential (%s)", exc)
+                if not self._serving_stale:
+                    self._serving_stale = True
+                    log.warning(
+                        "database unavailable (%s: %s); serving credentials it approved before",
+                        type(exc).__name__,
+                        exc,
+                    )
                 return principal
+            if self._serving_stale:
+                self._serving_stale = False
+                log.info("database available again; checking credentials there")
             self._cache.put(digest, principal, until, generation, hard)
         if principal.key_id is not None:
             await self._touch(principal.key_id, moment)
@@ -331,14 +344,13 @@ class AuthService:
         token = jwt.encode(claims, self._secret(), algorithm="HS256")
         return Token(token, expires, int(lifetime.total_seconds()))
 
-    @_needs_database
     async def login(self, email: str, password: str, client: str) -> Token:
         """A token for the right email and password. Failed logins are limited per (account,
         client address) (LOGIN_FAILURES in LOGIN_WINDOW seconds) and per client address
         (ADDRESS_FAILURES): never per account alone, or anyone could lock its owner out."""
-        email = _check_text("email", email.strip().lower(), 320)
-        _check_text("password", password, MAX_PASSWORD, controls=True)
-        address = _address_key(client)
+        email = check_text("email", email.strip().lower(), MAX_EMAIL)
+        check_text("password", password, MAX_PASSWORD, controls=True)
+        address = address_key(client)
         pair = (email, address)
         moment = time.monotonic()
         wait = max(self._pairs.wait(pair, moment), self._addresses.wait(address, moment))
@@ -364,6 +376,7 @@ class AuthService:
             raise ForbiddenError(f"User {user.email} is inactive; ask an admin to reactivate it")
         return self.issue_token(user.id, user.role)
 
+    @_needs_database
     async def _user_if_password_right(self, email: str, password: str) -> User | None:
         """The user when the password is right; None otherwise, in about the same time."""
         async with self._sessions() as session:
@@ -392,17 +405,17 @@ class AuthService:
     async def _hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
 
-    @_needs_database
     async def local_token(self, role: str = "admin") -> str:
         """A short-lived token for the built-in local user, for in-process CLI runs (trusted
         because they can read SPARKLIO_HOME)."""
-        _check_role(role)
+        check_role(role)
         user = await self._local_user()
         if not user.active:
             raise ForbiddenError(f"The local user {LOCAL_EMAIL} is inactive")
         minutes = min(LOCAL_TOKEN_MINUTES, self.settings.jwt_expiry_minutes)
         return self.issue_token(user.id, role, expires_in=timedelta(minutes=minutes)).access_token
 
+    @_needs_database
     async def _local_user(self) -> User:
         """The built-in local user (an admin whose password never verifies), made on demand."""
         query = select(User).where(User.email == LOCAL_EMAIL)
@@ -452,9 +465,9 @@ class AuthService:
     @_needs_database
     async def create_user(self, email: str, password: str, role: str = "member") -> User:
         """A new active user. InvalidRequestError for a bad email, password or role."""
-        email = _check_email(email)
-        _check_password(password)
-        _check_role(role)
+        email = check_email(email)
+        check_password(password)
+        check_role(role)
         password_hash = await self._hash(password)
         try:
             async with self._sessions.begin() as session:
@@ -478,7 +491,7 @@ class AuthService:
     @_needs_database
     async def create_api_key(self, user_id: str, name: str) -> tuple[str, ApiKey]:
         """A new key for `user_id`: (the key, shown only now, and its record)."""
-        name = _check_text("name", name.strip(), MAX_NAME)
+        name = check_text("name", name.strip(), MAX_NAME)
         if not name:
             raise InvalidRequestError("name: give the key a name, e.g. laptop or ci")
         key, prefix, key_hash = _new_key()
@@ -503,7 +516,7 @@ class AuthService:
     @_needs_database
     async def revoke_api_key(self, user_id: str, key_id: str, *, as_admin: bool = False) -> ApiKey:
         """Revoke a key of `user_id` (any key `as_admin`); it gets 403 from the next request."""
-        _check_text("key_id", key_id, 32)
+        check_text("key_id", key_id, 32)
         async with self._sessions.begin() as session:
             key = await session.get(ApiKey, key_id)
             if key is None or (key.user_id != user_id and not as_admin):
@@ -555,62 +568,6 @@ def _bearer(authorization: str | None) -> str:
     return credential
 
 
-def text_problem(value: str, *, controls: bool = False) -> str | None:
-    """What makes `value` unfit to store, or None: a lone surrogate (it cannot be encoded)
-    or, unless `controls`, a control character (PostgreSQL refuses NUL in text)."""
-    for position, char in enumerate(value):
-        kind = unicodedata.category(char)
-        if kind == "Cs" or (kind == "Cc" and not controls):
-            what = "a lone surrogate" if kind == "Cs" else "a control character"
-            return f"{what} (U+{ord(char):04X}) at position {position}; send plain text"
-    return None
-
-
-def _check_text(field: str, value: str, longest: int, *, controls: bool = False) -> str:
-    """`value` when it is at most `longest` characters of storable text (`text_problem`);
-    InvalidRequestError (422) naming `field` otherwise."""
-    if len(value) > longest:
-        raise InvalidRequestError(f"{field}: at most {longest} characters (got {len(value)})")
-    problem = text_problem(value, controls=controls)
-    if problem is not None:
-        raise InvalidRequestError(f"{field}: {problem}")
-    return value
-
-
-def _check_email(email: str) -> str:
-    email = _check_text("email", email.strip().lower(), 320)
-    if not _EMAIL.match(email):
-        raise InvalidRequestError(f"email: {email!r} is not an email address like name@example.com")
-    return email
-
-
-def _check_password(password: str) -> None:
-    _check_text("password", password, MAX_PASSWORD, controls=True)
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise InvalidRequestError(
-            f"password: between {MIN_PASSWORD} and {MAX_PASSWORD} characters, please "
-            f"(got {len(password)})"
-        )
-
-
-def _address_key(client: str) -> str:
-    """What the per-address limit counts: the address, or for IPv6 its /64 block."""
-    try:
-        address = ipaddress.ip_address(client)
-    except ValueError:
-        return client
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, IPV6_BLOCK), strict=False))
-    return str(address)
-
-
-def _check_role(role: str) -> None:
-    if role not in ROLES:
-        raise InvalidRequestError(f"role: one of {', '.join(ROLES)} (got {role!r})")
-
-
 def _secret_file(path: Path) -> str:
     """The secret in `path`, written there (mode 0600) when the file does not exist yet."""
     try:
@@ -638,7 +595,7 @@ def _secret_file(path: Path) -> str:
     return secret
 
 
-__all__ = ["AuthService", "Principal", "TestCredentials", "Token", "text_problem", "utc"]
+__all__ = ["AuthService", "Principal", "TestCredentials", "Token", "utc"]
 
 
 async def local_token_for(settings: Settings) -> str:

@@ -11,7 +11,8 @@ from pydantic_core import PydanticCustomError
 
 from sparklio.api.auth import AuthServiceDep, ClientAddressDep, PrincipalDep
 from sparklio.db.models import ApiKey
-from sparklio.services.auth import text_problem, utc
+from sparklio.services.auth import utc
+from sparklio.services.auth_input import text_problem
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
