@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import subprocess
@@ -85,8 +84,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the gateway's HTTP API (docs at /docs)."""
-    import uvicorn
-
+    from sparklio import serving
     from sparklio.main import create_app
 
     settings = _settings()
@@ -107,21 +105,7 @@ def serve(
         highlight=False,
         soft_wrap=True,
     )
-    # Everything built so far lives as long as the process: freeze it out of the collector's
-    # scans and collect less often. Measured in bench/gateway_overhead.py (STYLE.md).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-    uvicorn.run(
-        api,
-        host=host,
-        port=port,
-        http="httptools",
-        loop="uvloop",
-        access_log=False,  # one log line per call comes from the gateway itself
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
-    )
+    serving.serve(api, settings, host, port)
 
 
 @app.command()
