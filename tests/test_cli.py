@@ -147,6 +147,7 @@ def test_create_test_users_prints_no_password_or_key_when_not_on_a_terminal(
     assert str(path) in result.output
 
 
+@pytest.mark.timeout(120)
 def test_create_test_users_shows_them_once_on_a_terminal(tmp_path: Path) -> None:
     primary, secondary = pty.openpty()
     with os.fdopen(primary, "rb") as terminal:
@@ -183,7 +184,7 @@ def test_the_test_users_file_is_made_private_not_chmod_ed_after(
     assert changed == []
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_serve_startup_line_in_a_log_shows_where_the_key_is_not_the_key(
     tmp_path: Path,
 ) -> None:

@@ -16,6 +16,8 @@ import pytest
 
 from tests.gateway_process import MARGIN, Server, health
 
+# a server's start (the first test here) and the margins below take longer than the default
+pytestmark = pytest.mark.timeout(180)
 # seconds on top of a limit before a test calls the limit broken
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
@@ -61,7 +63,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
-@pytest.mark.timeout(120)
 def test_an_oversized_header_gets_431_and_is_not_read(server: Server) -> None:
     sock = server.connect()
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: ")
@@ -92,7 +93,6 @@ def test_a_header_under_the_cap_is_served(server: Server) -> None:
     sock.close()
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("trickle", [True, False], ids=["trickling-headers", "silent"])
 def test_a_client_slow_with_its_headers_is_dropped_while_others_are_served(
     server: Server, trickle: bool
@@ -119,7 +119,6 @@ def test_a_client_slow_with_its_headers_is_dropped_while_others_are_served(
     assert answered_meanwhile >= 1, "/health did not answer while a slow client was connected"
 
 
-@pytest.mark.timeout(120)
 def test_a_body_that_trickles_gets_408_and_the_connection_closed(server: Server) -> None:
     body = b'{"email": "someone@example.com", "password": "not-this-one"}'
     sock = server.connect()
@@ -146,7 +145,6 @@ def test_a_body_sent_at_once_is_not_timed_out(server: Server) -> None:
     assert answer.startswith(b"HTTP/1.1 401"), answer[:300]  # a wrong password, in time
 
 
-@pytest.mark.timeout(120)
 def test_connections_over_the_cap_wait_and_the_held_ones_are_dropped(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
