@@ -55,7 +55,7 @@ def freeze_heap() -> None:
 
 
 def server_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
-    """granian's options for these settings (apart, so a test can read them)."""
+    """granian's options for these settings."""
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
 
