@@ -18,7 +18,7 @@ from tests.gateway_process import MARGIN, Server, health
 
 # a server's start (the first test here) and the margins below take longer than the default
 pytestmark = pytest.mark.timeout(180)
-# seconds on top of a limit before a test calls the limit broken
+# the module's server's limits, short so that the tests are quick
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
 MAX_HEADER_BYTES = 8192
