@@ -6,8 +6,9 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 # llama-cpp-python compiles llama.cpp: only what its Python bindings load (libllama, libggml),
-# not the multimodal library, the `common` helpers, tools, tests or examples (178 objects to
-# compile become 74). A CMAKE_ARGS of your own (e.g. -DGGML_CUDA=on) is added to these.
+# not the multimodal library, the `common` helpers, tools, tests or examples: 178 objects to
+# compile become 74, 9.9 CPU-minutes 3.9 (llama-cpp-python 0.3.36). A CMAKE_ARGS of your own
+# (e.g. -DGGML_CUDA=on) is added to these.
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF \
 	-DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/scripts/llama_cpp_minimal.cmake
