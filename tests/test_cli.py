@@ -201,6 +201,19 @@ def test_serve_startup_line_in_a_log_shows_where_the_key_is_not_the_key(
     assert f"Bearer {key[:14]}...(whole key in {path})" in log
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SERVER_HEADER_TIMEOUT", "90"), ("SERVER_MAX_HEADER_BYTES", "1024")],
+)
+def test_server_limits_out_of_range_are_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)  # granian takes at most 60 s, and 8 KiB at least
+    result = runner.invoke(app, ["config", name.lower()])
+    assert result.exit_code == 2
+    assert name in result.output and "Traceback" not in result.output
+
+
 def test_db_upgrade_reports_the_revision() -> None:
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
