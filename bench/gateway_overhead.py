@@ -5,8 +5,9 @@
    the same load is also sent to the fake directly, and the difference is what the gateway
    adds (prompt, routing, resilience, schema check, two HTTP hops).
 
-The server runs as one process pinned to CPU 0; the load generator (a minimal keep-alive
-HTTP/1.1 client, so it is not what is measured) and the fake upstream share CPU 1.
+The server (`sparklio serve`: granian and its one worker process) is pinned to CPU 0; the
+load generator (a minimal keep-alive HTTP/1.1 client, so it is not what is measured) and the
+fake upstream share CPU 1.
 Prints tables; not a test.
 
     .venv/bin/python bench/gateway_overhead.py [--calls 2000] [--concurrency 1 32]
@@ -78,11 +79,29 @@ def pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (granian serves from a worker process under `serve`)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid] + [p for child in children for p in _tree(int(child))]
+
+
+def _status_mb(pid: int, field: str, name: str = "status") -> float:
+    for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def memory(pid: int) -> str:
+    """The largest process's RSS and the proportional set size of the server's processes
+    (pages a forked worker shares with its parent are counted once)."""
+    pids = _tree(pid)
+    rss = max(_status_mb(p, "VmRSS:") for p in pids)
+    pss = sum(_status_mb(p, "Pss:", "smaps_rollup") for p in pids)
+    return f"RSS {rss:.0f} MB (largest of {len(pids)} processes), PSS {pss:.0f} MB in all"
 
 
 def request_bytes(port: int, path: str, body: bytes, key: str = "sk-bench") -> bytes:
@@ -278,9 +297,9 @@ def main() -> None:
             key = gateway_key(base_env)
             mock = measure(port, request_bytes(port, "/api/v1/llm/generate", body, key),
                            args.calls, args.concurrency)  # fmt: skip
-            memory = rss_mb(server.pid)
+            used = memory(server.pid)
         table("mock mode (targets: p50 < 1 ms at c=1, > 2,000 calls/s at c=32)", mock, None)
-        print(f"gateway RSS after the run: {memory:.0f} MB")
+        print(f"gateway memory after the run: {used}")
 
     if args.only in (None, "live"):
         upstream = free_port()
@@ -305,7 +324,7 @@ def main() -> None:
                 key = gateway_key(env)
                 live = measure(port, request_bytes(port, "/api/v1/llm/generate", body, key),
                                args.calls, args.concurrency)  # fmt: skip
-                memory = rss_mb(server.pid)
+                used = memory(server.pid)
         table("fake OpenAI upstream, called directly", direct, None)
         table(
             "live mode through the gateway to that upstream (targets: added p50 <= 0.5 ms, "
@@ -313,7 +332,7 @@ def main() -> None:
             live,
             direct,
         )
-        print(f"gateway RSS after the run: {memory:.0f} MB")
+        print(f"gateway memory after the run: {used}")
 
 
 if __name__ == "__main__":

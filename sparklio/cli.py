@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import subprocess
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sparklio.core.config import Settings, load_settings
+from sparklio.core.files import write_private
 from sparklio.exceptions import ConfigError, GatewayError
 from sparklio.services.llm.providers.base import OutputMode
 
@@ -49,6 +49,16 @@ def configure_logging(level: str) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+
+
+def shown_key(key: str, where: str, on_terminal: bool) -> str:
+    """An API key as printed: whole on a terminal; anywhere else (a log file, a pipe) only its
+    prefix (key listings show it too) and where the whole key is."""
+    if on_terminal:
+        return key
+    from sparklio.services.auth import PREFIX_LENGTH
+
+    return f"{key[:PREFIX_LENGTH]}...(whole key in {where})"
 
 
 def curl_example(host: str, port: int, key: str | None = None) -> str:
@@ -85,8 +95,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the gateway's HTTP API (docs at /docs)."""
-    import uvicorn
-
+    from sparklio import serving
     from sparklio.main import create_app
 
     settings = _settings()
@@ -101,28 +110,16 @@ def serve(
     except ConfigError as exc:
         _fail(str(exc), 2)
     mode = api.state.gateway.router.mode
+    found = member_key(settings)
+    # this line goes to stderr: the server's log when not on a terminal
+    key = shown_key(*found, on_terminal=sys.stderr.isatty()) if found else None
     err.print(
         f"Sparklio gateway in [bold]{mode}[/] mode on http://{host}:{port} (docs: /docs). "
-        f"Try:\n{curl_example(host, port, member_key(settings))}",
+        f"Try:\n{curl_example(host, port, key)}",
         highlight=False,
         soft_wrap=True,
     )
-    # Everything built so far lives as long as the process: freeze it out of the collector's
-    # scans and collect less often. Measured in bench/gateway_overhead.py (STYLE.md).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-    uvicorn.run(
-        api,
-        host=host,
-        port=port,
-        http="httptools",
-        loop="uvloop",
-        access_log=False,  # one log line per call comes from the gateway itself
-        proxy_headers=False,  # the app believes forwarded headers per FORWARDED_ALLOW_IPS
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
-    )
+    serving.serve(api, settings, host, port)
 
 
 @app.command()
@@ -185,25 +182,33 @@ def create_test_users(
         for c in created
     ]
     existing = json.loads(path.read_text()) if path.is_file() else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([*existing, *records], indent=2))
-    path.chmod(0o600)
+    # made 0600 from the start (not chmod-ed after): never readable by others, not for a moment
+    write_private(path, json.dumps([*existing, *records], indent=2).encode())
     # plain lines, not a table: a table cuts long keys to fit the terminal
-    typer.echo(f"Created test users (shown once; also in {path}, readable by you only):")
+    if sys.stdout.isatty():
+        typer.echo(f"Created test users (shown once; also in {path}, readable by you only):")
+        for c in created:
+            typer.echo(f"  {c.role:<6}  {c.email}  password: {c.password}  API key: {c.api_key}")
+        return
+    # not a terminal: a log file or a pipe would keep the passwords and keys
+    typer.echo(f"Created test users; their passwords and API keys are in {path} (readable by "
+               "you only), printed only on a terminal:")  # fmt: skip
     for c in created:
-        typer.echo(f"  {c.role:<6}  {c.email}  password: {c.password}  API key: {c.api_key}")
+        typer.echo(f"  {c.role:<6}  {c.email}  API key: {shown_key(c.api_key, str(path), False)}")
 
 
-def member_key(settings: Settings) -> str | None:
-    """GATEWAY_API_KEY, else the member test user's key from `create-test-users`."""
+def member_key(settings: Settings) -> tuple[str, str] | None:
+    """GATEWAY_API_KEY, else the member test user's key from `create-test-users`, with where
+    it was found."""
     if settings.gateway_api_key:
-        return settings.gateway_api_key
+        return settings.gateway_api_key, "GATEWAY_API_KEY"
     path = settings.home / TEST_USERS_FILE
     try:
         users = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return next((u["api_key"] for u in users if u.get("role") == "member"), None)
+    key = next((u["api_key"] for u in users if u.get("role") == "member"), None)
+    return None if key is None else (key, str(path))
 
 
 db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)

@@ -78,7 +78,11 @@ def create_app(
     app.state.auth = auth
     app.state.call_log = call_log
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_size=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_size=settings.max_request_bytes,
+        body_timeout=settings.server_body_timeout,
+    )
     app.include_router(health.router)
     # Content-Length over the limit is refused by RequestContextMiddleware; this catches
     # chunked bodies while they arrive.

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 from typer.testing import CliRunner
 
 from sparklio.cli import app
+from tests.gateway_process import ROOT, Server
 
 runner = CliRunner()
 
@@ -117,13 +124,94 @@ def test_create_test_users_is_idempotent_and_keeps_the_credentials(tmp_path: Pat
     first = runner.invoke(app, ["create-test-users"])
     assert first.exit_code == 0, first.output
     assert "admin@sparklio.local" in first.stdout and "member@sparklio.local" in first.stdout
-    key = next(w for w in first.stdout.split() if w.startswith("sk-spk-"))
+    path = tmp_path / "home" / "test-users.json"
+    saved = json.loads(path.read_text())
     again = runner.invoke(app, ["create-test-users"])
     assert again.exit_code == 0
     assert "already exist" in again.output and "sk-spk-" not in again.output
-    saved = json.loads((tmp_path / "home" / "test-users.json").read_text())
-    assert key in {u["api_key"] for u in saved}
-    assert (tmp_path / "home" / "test-users.json").stat().st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text()) == saved
+    assert {u["role"] for u in saved} == {"admin", "member"}
+    assert all(u["api_key"].startswith("sk-spk-") and u["password"] for u in saved)
+
+
+def test_create_test_users_prints_no_password_or_key_when_not_on_a_terminal(
+    tmp_path: Path,
+) -> None:
+    result = runner.invoke(app, ["create-test-users"])  # CliRunner's output is not a terminal
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "home" / "test-users.json"
+    for user in json.loads(path.read_text()):
+        assert user["password"] not in result.output
+        assert user["api_key"] not in result.output
+        assert user["api_key"][:14] in result.output  # the prefix key listings show too
+    assert str(path) in result.output
+
+
+@pytest.mark.timeout(120)
+def test_create_test_users_shows_them_once_on_a_terminal(tmp_path: Path) -> None:
+    primary, secondary = pty.openpty()
+    with os.fdopen(primary, "rb") as terminal:
+        done = subprocess.run(
+            [sys.executable, "-m", "sparklio.cli", "create-test-users"],
+            cwd=ROOT, stdout=secondary, stderr=subprocess.PIPE, timeout=120, check=False,
+        )  # fmt: skip
+        os.close(secondary)
+        output = _read_all(terminal)
+    assert done.returncode == 0, done.stderr
+    for user in json.loads((tmp_path / "home" / "test-users.json").read_text()):
+        assert user["password"] in output and user["api_key"] in output
+
+
+def _read_all(terminal: IO[bytes]) -> str:
+    data = b""
+    with contextlib.suppress(OSError):  # EIO once the child's side is closed
+        while chunk := terminal.read1(65536):
+            data += chunk
+    return data.decode()
+
+
+def test_the_test_users_file_is_made_private_not_chmod_ed_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changed: list[object] = []
+    # a chmod that does nothing: what the file's mode is, it had from its creation
+    monkeypatch.setattr(os, "chmod", lambda path, *args, **kwargs: changed.append(path))
+    result = runner.invoke(app, ["create-test-users"])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "home" / "test-users.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert changed == []
+
+
+@pytest.mark.timeout(180)
+def test_serve_startup_line_in_a_log_shows_where_the_key_is_not_the_key(
+    tmp_path: Path,
+) -> None:
+    assert runner.invoke(app, ["create-test-users"]).exit_code == 0
+    path = tmp_path / "home" / "test-users.json"
+    key = next(u["api_key"] for u in json.loads(path.read_text()) if u["role"] == "member")
+    server = Server(tmp_path / "home")  # its output goes to a file: the server's log
+    try:
+        log = server.output()
+    finally:
+        server.stop()
+    assert "curl -s http://127.0.0.1:" in log
+    assert key not in log
+    assert f"Bearer {key[:14]}...(whole key in {path})" in log
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SERVER_HEADER_TIMEOUT", "90"), ("SERVER_MAX_HEADER_BYTES", "1024")],
+)
+def test_server_limits_out_of_range_are_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)  # granian takes at most 60 s, and 8 KiB at least
+    result = runner.invoke(app, ["config", name.lower()])
+    assert result.exit_code == 2
+    assert name in result.output and "Traceback" not in result.output
 
 
 def test_db_upgrade_reports_the_revision() -> None:

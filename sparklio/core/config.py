@@ -40,6 +40,18 @@ class Settings(BaseSettings):
         default=True, description="False refuses model calls to hosts other than loopback."
     )
     max_request_bytes: int = Field(default=1_048_576, gt=0)
+    server_header_timeout: float = Field(
+        default=10.0, gt=0, le=60, description="Seconds a client has to send its headers."
+    )
+    server_body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a client has to send its request body."
+    )
+    server_max_header_bytes: int = Field(
+        default=32_768, ge=8192, description="Largest request head (line and headers); 431."
+    )
+    server_max_connections: int = Field(
+        default=1000, ge=1, description="Connections served at once; more wait to be accepted."
+    )
 
     ollama_base_url: str = "http://localhost:11434"
     ollama_timeout: float = Field(default=120.0, gt=0)

@@ -16,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from sparklio.core.config import Settings
+from sparklio.core.files import private_file
 from sparklio.exceptions import ConfigError
 
 
@@ -23,8 +24,9 @@ def database_url(settings: Settings) -> str:
     """DATABASE_URL, or SQLite in SPARKLIO_HOME."""
     if settings.database_url:
         return settings.database_url
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite+aiosqlite:///{settings.home / 'sparklio.db'}"
+    # made 0600 before SQLite opens it: its -wal and -shm files then get the same mode
+    path = private_file(settings.home / "sparklio.db")
+    return f"sqlite+aiosqlite:///{path}"
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:

@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sparklio.core.config import Settings
+from sparklio.core.files import private_dir
 from sparklio.db.engine import database_url, make_engine, sessions
 from sparklio.db.errors import is_outage, outage_error
 from sparklio.db.models import ApiKey, User, new_id, now
@@ -573,7 +574,7 @@ def _secret_file(path: Path) -> str:
     try:
         secret = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         secret = secrets.token_urlsafe(48)
         # written whole under a temporary name and linked into place, so two processes
         # starting together never read a half-written file, and one of them wins

@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from sparklio.core.files import open_private
 from sparklio.db.models import LLMCall
 from sparklio.exceptions import ConfigError
 
@@ -106,16 +107,14 @@ class SpillFile:
 
     def append(self, data: bytes, count: int) -> None:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
         self.pending += count
 
     def reject(self, lines: Iterable[bytes]) -> None:
-        self.rejected.parent.mkdir(parents=True, exist_ok=True)
-        with self.rejected.open("ab") as out:
+        with os.fdopen(open_private(self.rejected, os.O_WRONLY | os.O_APPEND), "ab") as out:
             out.writelines(lines)
 
     def rotate(self) -> Path | None:

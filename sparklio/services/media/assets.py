@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import os
 import re
 from pathlib import Path
 
 from PIL import Image
 from pydantic import BaseModel
 
+from sparklio.core.files import write_private
 from sparklio.exceptions import InvalidRequestError, NotFoundError
 
 ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -54,10 +54,7 @@ class AssetStore:
         digest = hashlib.sha256(data).hexdigest()
         path = self.root / f"{digest}.{EXTENSIONS[mime]}"
         if not path.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.part")
-            partial.write_bytes(data)
-            partial.replace(path)  # atomic: a reader never sees half a file
+            write_private(path, data)  # atomic: a reader never sees half a file
         return MediaAsset(
             id=digest,
             mime_type=mime,

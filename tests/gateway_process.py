@@ -1,0 +1,72 @@
+"""`sparklio serve` in a subprocess, for tests of what only the real server does."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout whose `sparklio` is tested
+MARGIN = 20.0  # seconds on top of a limit before a test calls the limit broken
+
+
+class Server:
+    """A `sparklio serve` process in mock mode on 127.0.0.1, with a temp SPARKLIO_HOME."""
+
+    def __init__(self, home: Path, **settings: str) -> None:
+        self.port = free_port()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SERVER_", "GENERATOR_", "DATABASE_", "LLM_", "GATEWAY_"))
+        }
+        env |= {"SPARKLIO_HOME": str(home), "GENERATOR_MODE": "mock", "LOG_LEVEL": "warning"}
+        env |= settings
+        # the log goes to a file: a pipe nobody reads would stall the server
+        self.log = (home.parent / f"serve-{self.port}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sparklio.cli", "serve", "--port", str(self.port)],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90  # it took 25 s on a busy 2-core machine
+        while health(self.port) != 200:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"sparklio serve did not start: {self.output()}")
+            time.sleep(0.1)
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        return sock
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
+def health(port: int, timeout: float = 5.0) -> int | None:
+    """The status of GET /health on a fresh connection, or None if it did not answer."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            head = sock.recv(64)
+    except OSError:
+        return None
+    return int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else None
