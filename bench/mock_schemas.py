@@ -79,7 +79,7 @@ def _no_remote(uri: str) -> Any:
 
 
 def judge(schema: Any, value: Any) -> bool:
-    cls = jsonschema.validators.validator_for(schema)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     registry: Any = referencing.Registry(retrieve=_no_remote)  # type: ignore[call-arg]
     return bool(cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER).is_valid(value))
 

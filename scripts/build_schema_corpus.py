@@ -248,6 +248,9 @@ def main() -> None:
     def add(file: str, source: str, entry_id: str, schema: Any, valid: list[Any] | None) -> None:
         schema = strip(schema)
         size = len(json.dumps(schema, separators=(",", ":")))
+        if any("json-schema.org" in r for r in refs(schema)):
+            dropped.append(f"{entry_id} (refers to a metaschema by URL)")
+            return
         if size > MAX_BYTES or not usable(schema, valid):
             dropped.append(f"{entry_id} ({'too large' if size > MAX_BYTES else 'not usable'})")
             return

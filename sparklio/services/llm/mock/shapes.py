@@ -261,7 +261,11 @@ def _unique(
 ) -> Any:
     """Another value for the same item schema that is not already in `out`."""
     for attempt in range(_MAX_UNIQUE_TRIES):
-        other = walker.gen(locs, f"{hint}{attempt}", depth + 1, attempt % 2 == 1, frozenset())
+        saved, walker.emitted = walker.emitted, 0  # distinct items need their optional parts
+        try:
+            other = walker.gen(locs, f"{hint}{attempt}", depth + 1, False, frozenset())
+        finally:
+            walker.emitted = max(saved, walker.emitted)
         if not _dup(other, out):
             return other
     for k in range(1, 50):  # simple types: step away from the last value

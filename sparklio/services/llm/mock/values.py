@@ -66,6 +66,8 @@ def number(
         float(lo) <= result <= float(hi) and not low_open and not high_open
     ):
         result = float((lo + hi) / 2)
+    if result == int(result) and float(lo) < result + 0.25 < float(hi):
+        result += 0.25  # a "number" that reads as one, and is not also an "integer"
     return result
 
 
@@ -120,6 +122,24 @@ def formatted(fmt: str, slug: str, rng: random.Random) -> str | None:
     return by_format.get(fmt)
 
 
+class _Xeger(rstr.Rstr):  # type: ignore[misc]
+    """rstr's regex-to-string with bounded work: a repeat goes at most a few times past its
+    minimum (rstr allows 100, and nested repeats multiply to millions of steps)."""
+
+    _LIMIT = 20_000
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self._work = 0
+
+    def _handle_repeat(self, start_range: int, end_range: int, value: Any) -> str:
+        times = self._random.randint(start_range, min(end_range, start_range + 3))
+        self._work += times + 1
+        if self._work > self._LIMIT:
+            raise OverflowError("pattern too costly to build")
+        return "".join("".join(self._handle_state(i) for i in value) for _ in range(times))
+
+
 def from_pattern(
     pattern: str, rng: random.Random, matches: Callable[[str, str], bool | None]
 ) -> str | None:
@@ -128,7 +148,7 @@ def from_pattern(
     if huge_repeat(pattern):
         return None
     try:
-        text = str(rstr.Rstr(rng).xeger(pattern))
+        text = str(_Xeger(rng).xeger(pattern))
     except Exception:  # noqa: BLE001 - rstr raises anything on regexes it cannot parse
         return None
     return text if matches(pattern, text) is not False else None

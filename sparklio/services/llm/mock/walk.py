@@ -36,6 +36,8 @@ _RISKY = frozenset(
      "additionalProperties", "maxContains", "enum", "const"}
 )  # fmt: skip
 _MISSING: Any = object()
+_NOTES = frozenset({"title", "description", "$comment", "default", "examples", "deprecated",
+                    "readOnly", "writeOnly", "$id", "$schema", "$anchor"})  # fmt: skip
 
 
 class OverBudget(Exception):  # noqa: N818 - a signal, not an error the user sees
@@ -176,6 +178,8 @@ class Walker:
                         other = [_sub(here, "else")] if "else" in schema else []
                         flat.groups.append((f"{loc.pointer}/if", [then, other]))
                 elif key == "not":
+                    if value is True or (isinstance(value, dict) and not set(value) - _NOTES):
+                        raise unsatisfiable(loc.pointer, "`not` forbids every value")
                     flat.nots.append(_sub(here, "not"))
                 elif key not in ("then", "else"):
                     flat.kw.setdefault(key, []).append((value, here))
