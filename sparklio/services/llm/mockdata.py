@@ -188,12 +188,21 @@ class MockData:
     # -- schemas ---------------------------------------------------------------------------
 
     def from_schema(
-        self, schema: dict[str, Any] | SchemaTools, nodes: int = FULL_NODES, *, minimal: bool = False
+        self,
+        schema: dict[str, Any] | SchemaTools,
+        nodes: int = FULL_NODES,
+        *,
+        minimal: bool = False,
+        obj: bool = False,
+        seconds: float | None = None,
     ) -> Any:
         """A value for `schema` (see mock/walk.py); OverBudget past `nodes` steps of work,
-        InvalidRequestError (422) when the schema cannot be answered."""
+        InvalidRequestError (422) when the schema cannot be answered. `obj`: try an object
+        first at the root; `seconds`: a wall-clock limit (OverBudget past it)."""
         tools = schema if isinstance(schema, SchemaTools) else SchemaTools(schema)
-        return Walker(self, tools, nodes, minimal=minimal).value()
+        return Walker(
+            self, tools, nodes, minimal=minimal, root_object=obj, seconds=seconds
+        ).value()
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -55,8 +55,9 @@ def _escape(token: str) -> str:
 class SchemaTools:
     """Reference resolution and per-node validity checks for one root schema."""
 
-    def __init__(self, root: dict[str, Any]) -> None:
+    def __init__(self, root: dict[str, Any], size: int = 0) -> None:
         self.root = root
+        self.size = size  # bytes of JSON, when the caller knows
         self.draft = draft_of(root)
         self.id_key = "id" if self.draft == 4 else "$id"
         own = root.get(self.id_key)
@@ -148,6 +149,11 @@ class SchemaTools:
         return resources, self._anchors
 
     # -- checks ----------------------------------------------------------------------------
+
+    @property
+    def warm(self) -> bool:
+        """Whether the whole-schema validator is compiled already."""
+        return self._validator is not None
 
     def valid(self, value: Any) -> bool:
         """Whether `value` is valid against the whole schema, formats included."""

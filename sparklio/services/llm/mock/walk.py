@@ -13,6 +13,7 @@ A `$ref` that comes back to a node being built switches that subtree to its smal
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 
 MAX_OUTPUT_CHARS = 1_000_000  # about 1 MB of JSON: more is no mock answer anyone reads
 MAX_DEPTH = 48  # nesting of values; a required self-reference deeper than this never ends
-INLINE_NODES = 3_000  # the walk's budget on the event loop: a few ms at most
+INLINE_NODES = 3_000  # the walk's budget on the event loop...
+INLINE_SECONDS = 0.005  # ...and its time there, then it moves to a worker thread
 FULL_NODES = 400_000  # its budget in a worker thread: well under a second
 EXPAND_VALUES = 150  # realistic output fills optional parts until this many values exist
 _REPEAT_AFTER = 8  # array items past this many (and not unique) repeat the first ones
@@ -86,8 +88,21 @@ class Walker:
     """Builds one value for a schema; `text` supplies the realistic words."""
 
     def __init__(
-        self, text: MockData, tools: SchemaTools, nodes: int, *, minimal: bool = False
+        self,
+        text: MockData,
+        tools: SchemaTools,
+        nodes: int,
+        *,
+        minimal: bool = False,
+        root_object: bool = False,
+        seconds: float | None = None,
     ) -> None:
+        self.root_object = root_object
+        # wall-clock limit on top of the step budget: compiling checks for a large schema
+        # costs milliseconds the step count cannot see. Output does not depend on it: a walk
+        # that runs out is redone from scratch with the full budget.
+        self.deadline = None if seconds is None else time.perf_counter() + seconds
+        self._clock = 0
         self.text = text
         self.rng = text.rng
         self.tools = tools
@@ -107,6 +122,11 @@ class Walker:
         self.nodes -= cost
         if self.nodes < 0:
             raise OverBudget
+        self._clock -= cost
+        if self._clock < 0:
+            self._clock = 64
+            if self.deadline is not None and time.perf_counter() > self.deadline:
+                raise OverBudget
 
     def spend(self, chars: int, where: str, keyword: str, wanted: int) -> None:
         self.chars -= chars
@@ -122,6 +142,7 @@ class Walker:
         for loc in locs:
             if loc.pointer not in self.tools._probes:
                 self.tick(20)  # compiling a probe is real work: count it
+                self._clock = 0  # and may be slow: look at the clock after it
             if not self.tools.fits(loc.pointer, value):
                 return False
         return True
@@ -267,7 +288,10 @@ class Walker:
         if "enum" in flat.kw:
             return self._enum(flat, hint, where)
         first: Any = _MISSING
-        attempts = [(kind, minimal) for kind in self._types(flat, where)]
+        kinds = self._types(flat, where)
+        if self.root_object and depth == 0 and "object" in kinds:
+            kinds = ["object", *(k for k in kinds if k != "object")]
+        attempts = [(kind, minimal) for kind in kinds]
         if check and not minimal:
             attempts += [(kind, True) for kind, _ in attempts]
         for kind, small in attempts:

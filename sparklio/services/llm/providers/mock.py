@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import orjson
 
 from sparklio.exceptions import InvalidRequestError
-from sparklio.services.llm.mock import FULL_NODES, INLINE_NODES, OverBudget, SchemaTools
+from sparklio.services.llm.mock import (
+    FULL_NODES,
+    INLINE_NODES,
+    INLINE_SECONDS,
+    OverBudget,
+    SchemaTools,
+)
 from sparklio.services.llm.mockdata import MockData
 from sparklio.services.llm.providers.base import (
     LLMProvider,
@@ -25,6 +34,7 @@ _GENERIC_SCHEMA: dict[str, Any] = {
     "required": ["title", "summary"],
 }
 _TOOLS_CACHED = 64  # distinct schemas whose resolver and compiled checks are kept
+_SMALL_SCHEMA = 20_000  # bytes of JSON: a schema this small compiles in well under 1 ms
 
 
 def _seed(*parts: Any) -> int:
@@ -37,14 +47,29 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def build(payload: Any, seed: int, tools: SchemaTools, nodes: int) -> Any:
+def build(
+    payload: Any,
+    seed: int,
+    tools: SchemaTools,
+    nodes: int,
+    *,
+    obj: bool = False,
+    seconds: float | None = None,
+) -> Any:
     """A schema-valid value if the walk finds one: the realistic answer, or else the smallest
-    one; the realistic answer (which the gateway will report) when neither validates."""
-    first = MockData(payload, seed).from_schema(tools, nodes)
+    one; the realistic answer (which the gateway will report) when neither validates.
+    `obj`: an object at the root when the schema allows one (the gateway answers objects);
+    `seconds`: OverBudget past this wall-clock time, before the final check if it is cold."""
+    started = time.perf_counter()
+    first = MockData(payload, seed).from_schema(tools, nodes, obj=obj, seconds=seconds)
+    if seconds is not None and not tools.warm and time.perf_counter() - started > seconds / 2:
+        raise OverBudget  # compiling the whole schema's validator could take long: not here
     if tools.valid(first):
         return first
     try:
-        small = MockData(payload, seed).from_schema(tools, nodes, minimal=True)
+        small = MockData(payload, seed).from_schema(
+            tools, nodes, minimal=True, obj=obj, seconds=seconds
+        )
     except InvalidRequestError:
         return first
     return small if tools.valid(small) else first
@@ -61,6 +86,12 @@ class MockProvider(LLMProvider):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tools: OrderedDict[bytes, SchemaTools] = OrderedDict()
+        # one worker: heavy walks queue behind each other instead of all contending with the
+        # event loop for the GIL (ten busy threads left the loop ~10 % of the CPU)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mock-walk")
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def vendor(self) -> str:
@@ -95,26 +126,40 @@ class MockProvider(LLMProvider):
             meta={"mock": True},
         )
 
-    async def _json(self, payload: Any, seed: int, schema: dict[str, Any]) -> Any:
+    async def _json(self, payload: Any, seed: int, schema: dict[str, Any]) -> dict[str, Any]:
         tools = self._tools_for(schema)
         try:
-            return build(payload, seed, tools, INLINE_NODES)
+            if tools.warm or tools.size < _SMALL_SCHEMA:
+                return self._object(
+                    build(payload, seed, tools, INLINE_NODES, obj=True, seconds=INLINE_SECONDS)
+                )
         except OverBudget:
             pass
         try:
-            return await asyncio.to_thread(build, payload, seed, tools, FULL_NODES)
+            work = partial(build, payload, seed, tools, FULL_NODES, obj=True)
+            output = await asyncio.get_running_loop().run_in_executor(self._pool, work)
         except OverBudget:
             raise InvalidRequestError(
                 f"output_schema is too large or too tangled for the mock: no answer within "
                 f"{FULL_NODES:,} steps of work. Simplify it (fewer nested anyOf/oneOf, "
                 "smaller minItems) or test it against a real model."
             ) from None
+        return self._object(output)
+
+    @staticmethod
+    def _object(output: Any) -> dict[str, Any]:
+        if not isinstance(output, dict):
+            raise InvalidRequestError(
+                "output_schema admits no JSON object here (the mock found only "
+                f"{type(output).__name__} values); describe an object with type: object."
+            )
+        return output
 
     def _tools_for(self, schema: dict[str, Any]) -> SchemaTools:
         key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
         tools = self._tools.get(key)
         if tools is None:
-            tools = self._tools[key] = SchemaTools(schema)
+            tools = self._tools[key] = SchemaTools(schema, size=len(key))
             if len(self._tools) > _TOOLS_CACHED:
                 self._tools.popitem(last=False)
         else:
