@@ -111,7 +111,7 @@ def coverage(limit: int | None) -> list[tuple[float, str]]:
             kind = "422"
         except Alarm:
             kind = "error"
-        except Exception as exc:  # noqa: BLE001 - the bench reports every failure kind
+        except Exception as exc:
             kind = "error"
             entry_id += f" ({type(exc).__name__})"
         finally:
@@ -129,8 +129,8 @@ def coverage(limit: int | None) -> list[tuple[float, str]]:
           f"({len(outcome['valid'])}/{satisfiable}); invalid {len(outcome['invalid'])}, "
           f"422 {len(outcome['422'])}, error/timeout {len(outcome['error'])}")  # fmt: skip
     print(f"unsatisfiable answered 422: {unsat_ok}/{unsat_ok + unsat_bad}")
-    print("generation ms: p50 {:.2f}  p90 {:.2f}  p99 {:.2f}  max {:.2f}".format(
-        statistics.median(ms), ms[int(len(ms) * 0.9)], ms[int(len(ms) * 0.99)], ms[-1]))  # fmt: skip
+    p50, p90, p99 = statistics.median(ms), ms[int(len(ms) * 0.9)], ms[int(len(ms) * 0.99)]
+    print(f"generation ms: p50 {p50:.2f}  p90 {p90:.2f}  p99 {p99:.2f}  max {ms[-1]:.2f}")
     for kind in ("invalid", "422", "error"):
         for entry_id in outcome[kind][:40]:
             print(f"  {kind}: {entry_id}")
@@ -154,8 +154,15 @@ def lag(worst: list[str]) -> None:
     corpus = dict(load())
     schemas = [corpus[i] for i in worst if isinstance(corpus.get(i), dict)]
     schemas = [s for s in schemas if s.get("type") in (None, "object")][:10]
-    schemas.append({"type": "object", "properties": {"tags": {
-        "type": "array", "minItems": 40000, "items": {"type": "string"}}}, "required": ["tags"]})
+    schemas.append(
+        {
+            "type": "object",
+            "properties": {
+                "tags": {"type": "array", "minItems": 40000, "items": {"type": "string"}}
+            },
+            "required": ["tags"],
+        }
+    )
     home = tempfile.mkdtemp(prefix="mock-bench-")
     env = {**os.environ, "GENERATOR_MODE": "mock", "SPARKLIO_HOME": home, "LOG_LEVEL": "warning"}
     for name in ("LLM_ROUTING_FILE", "PROMPTS_DIR", "DATABASE_URL"):
@@ -205,11 +212,15 @@ def lag(worst: list[str]) -> None:
         finally:
             server.terminate()
             server.wait(10)
-    print(f"lag: {len(statuses)} generate calls with the slowest schemas in {total:.2f} s "
-          f"(sparklio serve, own process), statuses {sorted(set(statuses))}")
+    print(
+        f"lag: {len(statuses)} generate calls with the slowest schemas in {total:.2f} s "
+        f"(sparklio serve, own process), statuses {sorted(set(statuses))}"
+    )
     ms = sorted(health_ms)
-    print(f"/health during them: {len(ms)} polls, p50 {statistics.median(ms):.1f} ms, "
-          f"p99 {ms[int(len(ms) * 0.99)]:.1f} ms, max {ms[-1]:.1f} ms")
+    print(
+        f"/health during them: {len(ms)} polls, p50 {statistics.median(ms):.1f} ms, "
+        f"p99 {ms[int(len(ms) * 0.99)]:.1f} ms, max {ms[-1]:.1f} ms"
+    )
 
 
 def main() -> None:

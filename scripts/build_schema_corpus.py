@@ -153,7 +153,7 @@ def usable(schema: Any, valid: list[Any] | None = None) -> bool:
                 return False
         validator.is_valid({})  # touches the root's refs at least
         return True
-    except Exception:  # noqa: BLE001 - any failure means: not usable standalone
+    except Exception:
         return False
 
 
@@ -189,8 +189,9 @@ def openapi(work: Path) -> Iterator[tuple[str, Any]]:
 
 def aws(work: Path) -> Iterator[tuple[str, Any]]:
     sam = fetch("aws-sam-translator", work) / "samtranslator"
-    yield "aws-sam/policy-templates", json.loads(
-        (sam / "policy_templates_data" / "schema.json").read_text()
+    yield (
+        "aws-sam/policy-templates",
+        json.loads((sam / "policy_templates_data" / "schema.json").read_text()),
     )
     cfn = fetch("cfn-lint", work) / "cfnlint" / "data" / "schemas"
     names = json.loads((cfn / "providers" / "us-east-1.json").read_text())
@@ -261,9 +262,15 @@ def main() -> None:
 
     real = {
         "schemastore": (schemastore, f"check-jsonschema {PINS['check-jsonschema']}"),
-        "metaschemas": (metaschemas, f"jsonschema-specifications {PINS['jsonschema-specifications']}"),
+        "metaschemas": (
+            metaschemas,
+            f"jsonschema-specifications {PINS['jsonschema-specifications']}",
+        ),
         "openapi": (openapi, "openapi-spec-validator / openapi-schema-validator 0.9.0"),
-        "aws": (aws, f"aws-sam-translator {PINS['aws-sam-translator']}, cfn-lint {PINS['cfn-lint']}"),
+        "aws": (
+            aws,
+            f"aws-sam-translator {PINS['aws-sam-translator']}, cfn-lint {PINS['cfn-lint']}",
+        ),
         "kubernetes": (kubernetes, f"kubernetes-validate {PINS['kubernetes-validate']}"),
     }
     for file, (source_fn, source) in real.items():

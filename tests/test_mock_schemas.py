@@ -62,9 +62,8 @@ def answer(schema: dict[str, Any], payload: Any = PAYLOAD) -> Any:
 
 
 CORPUS_ENTRIES = _corpus()
-KNOWN_GAPS = {  # satisfiable, but the mock's answer is not yet valid: kept visible, not hidden
-    "test-suite/draft4/ref/6", "test-suite/draft6/ref/6", "test-suite/draft7/ref/6",
-}  # fmt: skip
+# satisfiable, but the mock's answer is not valid yet ($dynamicRef is resolved statically)
+KNOWN_GAPS = {"test-suite/draft2020-12/dynamicRef/12"}
 
 
 @pytest.mark.timeout(120)
@@ -81,9 +80,7 @@ def test_the_real_world_corpus_is_answered_schema_valid() -> None:
         if not valid(schema, value) and entry_id not in KNOWN_GAPS:
             failed.append(entry_id)
     assert len(CORPUS_ENTRIES) > 1000
-    coverage = 1 - (len(failed) + len(refused)) / len(CORPUS_ENTRIES)
-    assert coverage >= 0.99, (failed, refused)
-    assert len(failed) <= 12, failed
+    assert failed == [] and refused == []
 
 
 def test_a_self_reference_inside_anyof_ends_with_a_valid_value() -> None:
@@ -95,10 +92,22 @@ def test_a_self_reference_inside_anyof_ends_with_a_valid_value() -> None:
 @pytest.mark.parametrize(
     ("schema", "keyword"),
     [
-        ({"type": "object", "properties": {"tags": {"type": "array", "minItems": 10**9}},
-          "required": ["tags"]}, "minItems"),  # fmt: skip
-        ({"type": "object", "properties": {"bio": {"type": "string", "minLength": 10**9}},
-          "required": ["bio"]}, "minLength"),  # fmt: skip
+        (
+            {
+                "type": "object",
+                "properties": {"tags": {"type": "array", "minItems": 10**9}},
+                "required": ["tags"],
+            },
+            "minItems",
+        ),
+        (
+            {
+                "type": "object",
+                "properties": {"bio": {"type": "string", "minLength": 10**9}},
+                "required": ["bio"],
+            },
+            "minLength",
+        ),
     ],
 )
 def test_a_minimum_of_a_billion_is_a_422_naming_the_keyword(
@@ -123,10 +132,16 @@ def test_forty_thousand_items_are_built_valid() -> None:
     [
         {"type": "object", "properties": {"x": False}, "required": ["x"]},
         {"type": "object", "properties": {"x": {"not": {}}}, "required": ["x"]},
-        {"type": "object", "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 1}},
-         "required": ["n"]},  # fmt: skip
-        {"type": "object", "properties": {"s": {"type": "string", "minLength": 5,
-         "maxLength": 2}}, "required": ["s"]},  # fmt: skip
+        {
+            "type": "object",
+            "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 1}},
+            "required": ["n"],
+        },
+        {
+            "type": "object",
+            "properties": {"s": {"type": "string", "minLength": 5, "maxLength": 2}},
+            "required": ["s"],
+        },
         {"type": "object", "properties": {"next": {"$ref": "#"}}, "required": ["next"]},
     ],
 )
@@ -149,33 +164,107 @@ def test_a_big_walk_stops_at_the_inline_budget() -> None:
 @pytest.mark.parametrize(
     "schema",
     [
-        {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
-         "properties": {"n": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
-                              "maximum": 1, "multipleOf": 0.01}}, "required": ["n"]},
-        {"type": "object", "properties": {"p": {"type": "array", "prefixItems": [
-            {"type": "integer"}, {"const": "x"}], "items": False, "minItems": 2}},
-         "required": ["p"]},
-        {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": {
-            "t": {"type": "array", "items": [{"type": "boolean"}], "additionalItems": False}},
-         "required": ["t"]},
-        {"type": "object", "patternProperties": {"^x-[a-z]+$": {"type": "integer"}},
-         "additionalProperties": False, "minProperties": 2},
-        {"type": "object", "properties": {"a": {"type": "string"}},
-         "dependentRequired": {"a": ["b"]}, "required": ["a"]},
-        {"type": "object", "properties": {"kind": {"enum": ["x", "y"]}}, "required": ["kind"],
-         "if": {"properties": {"kind": {"const": "x"}}}, "then": {"required": ["xval"]},
-         "else": {"required": ["yval"]}},
-        {"type": "object", "properties": {"c": {"type": "array", "contains": {"const": 5},
-         "minContains": 2, "uniqueItems": False}}, "required": ["c"]},
-        {"type": "object", "properties": {"v": {"oneOf": [{"type": "integer"},
-         {"type": "number", "minimum": 0}]}}, "required": ["v"]},
-        {"type": "object", "properties": {"w": {"type": "string", "pattern": "^[가-힣]+$"}},
-         "required": ["w"]},
+        {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "type": "object",
+            "properties": {
+                "n": {
+                    "type": "number",
+                    "minimum": 0,
+                    "exclusiveMinimum": True,
+                    "maximum": 1,
+                    "multipleOf": 0.01,
+                }
+            },
+            "required": ["n"],
+        },
+        {
+            "type": "object",
+            "properties": {
+                "p": {
+                    "type": "array",
+                    "prefixItems": [{"type": "integer"}, {"const": "x"}],
+                    "items": False,
+                    "minItems": 2,
+                }
+            },
+            "required": ["p"],
+        },
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "properties": {
+                "t": {"type": "array", "items": [{"type": "boolean"}], "additionalItems": False}
+            },
+            "required": ["t"],
+        },
+        {
+            "type": "object",
+            "patternProperties": {"^x-[a-z]+$": {"type": "integer"}},
+            "additionalProperties": False,
+            "minProperties": 2,
+        },
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string"}},
+            "dependentRequired": {"a": ["b"]},
+            "required": ["a"],
+        },
+        {
+            "type": "object",
+            "properties": {"kind": {"enum": ["x", "y"]}},
+            "required": ["kind"],
+            "if": {"properties": {"kind": {"const": "x"}}},
+            "then": {"required": ["xval"]},
+            "else": {"required": ["yval"]},
+        },
+        {
+            "type": "object",
+            "properties": {
+                "c": {
+                    "type": "array",
+                    "contains": {"const": 5},
+                    "minContains": 2,
+                    "uniqueItems": False,
+                }
+            },
+            "required": ["c"],
+        },
+        {
+            "type": "object",
+            "properties": {"v": {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 0}]}},
+            "required": ["v"],
+        },
+        {
+            "type": "object",
+            "properties": {"w": {"type": "string", "pattern": "^[가-힣]+$"}},
+            "required": ["w"],
+        },
         {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"}, "minProperties": 3},
-        {"type": "object", "properties": {f: {"type": "string", "format": f} for f in (
-            "date", "date-time", "time", "email", "idn-email", "hostname", "ipv4", "ipv6",
-            "uri", "uri-reference", "iri", "uuid", "regex", "json-pointer", "duration")},
-         "required": ["date", "email", "uuid", "duration"]},
+        {
+            "type": "object",
+            "properties": {
+                f: {"type": "string", "format": f}
+                for f in (
+                    "date",
+                    "date-time",
+                    "time",
+                    "email",
+                    "idn-email",
+                    "hostname",
+                    "ipv4",
+                    "ipv6",
+                    "uri",
+                    "uri-reference",
+                    "iri",
+                    "uuid",
+                    "regex",
+                    "json-pointer",
+                    "duration",
+                )
+            },
+            "required": ["date", "email", "uuid", "duration"],
+        },
     ],
 )
 def test_schema_keywords_are_honoured(schema: dict[str, Any]) -> None:

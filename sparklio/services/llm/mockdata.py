@@ -200,9 +200,7 @@ class MockData:
         InvalidRequestError (422) when the schema cannot be answered. `obj`: try an object
         first at the root; `seconds`: a wall-clock limit (OverBudget past it)."""
         tools = schema if isinstance(schema, SchemaTools) else SchemaTools(schema)
-        return Walker(
-            self, tools, nodes, minimal=minimal, root_object=obj, seconds=seconds
-        ).value()
+        return Walker(self, tools, nodes, minimal=minimal, root_object=obj, seconds=seconds).value()
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -169,7 +169,10 @@ class SchemaTools:
     def errors(self, value: Any, limit: int = 3) -> list[str]:
         if self.valid(value):
             return []
-        return [e.message for _, e in zip(range(limit), self._validator.iter_errors(value))]
+        return [
+            e.message
+            for _, e in zip(range(limit), self._validator.iter_errors(value), strict=False)
+        ]
 
     def matches(self, pattern: str, text: str) -> bool | None:
         """Whether `text` matches the schema regex `pattern` as the gateway's validator reads
@@ -182,7 +185,7 @@ class SchemaTools:
             except (jsonschema_rs.ValidationError, ValueError):
                 check = False
             self._patterns[pattern] = check
-        return None if check is False else bool(check.is_valid(text))
+        return None if check is False else bool(check.is_valid(text))  # type: ignore[union-attr]
 
     def fits(self, pointer: str, value: Any) -> bool:
         """Whether `value` is valid against the node at `pointer`; True when that cannot be told

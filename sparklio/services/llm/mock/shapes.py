@@ -43,7 +43,7 @@ class _Shape:
         for value, owner in flat.kw.get("patternProperties", ()):
             if isinstance(value, dict):
                 self.patterns += [(p, _sub(owner, "patternProperties", p)) for p in value]
-        for value, owner in flat.kw.get("additionalProperties", ()):
+        for _, owner in flat.kw.get("additionalProperties", ()):
             names = set(owner.schema.get("properties") or ())
             own_patterns = list(owner.schema.get("patternProperties") or ())
             self.closers.append((names, own_patterns, _sub(owner, "additionalProperties")))
@@ -78,9 +78,9 @@ class _Shape:
         locs = list(self.props.get(name, ()))
         locs += [loc for p, loc in self.patterns if self.walker.tools.matches(p, name)]
         for names, patterns, extra in self.closers:
-            if extra is not None and name not in names:
-                if not any(self.walker.tools.matches(p, name) for p in patterns):
-                    locs.append(extra)
+            matched = any(self.walker.tools.matches(p, name) for p in patterns)
+            if extra is not None and name not in names and not matched:
+                locs.append(extra)
         return locs
 
 
@@ -117,9 +117,9 @@ def build_object(
             add(name)
     if len(chosen) < low:
         _more_names(walker, shape, chosen, low, hint, depth)
-    if not shape.props and not shape.patterns and not chosen and expand and low == 0:
-        if not shape.closers and high != 0:
-            _more_names(walker, shape, chosen, 2 if high is None else min(2, high), hint, depth)
+    bare = not (shape.props or shape.patterns or shape.closers or chosen)
+    if bare and expand and low == 0 and high != 0:  # a free-form object: a couple of entries
+        _more_names(walker, shape, chosen, 2 if high is None else min(2, high), hint, depth)
     extra = [loc for n in chosen for loc in shape.dep_schemas.get(n, ())]
     if extra and not isinstance(flat, _Merged):  # dependentSchemas of chosen names apply too
         merged = walker.flatten(flat.locs + extra, frozenset(g for g, _ in flat.groups))
@@ -128,8 +128,10 @@ def build_object(
     for name in chosen:
         locs = shape.locs_for(name)
         walker.spend(len(name) + 4, where, "minProperties", low)
-        out[name] = walker.gen(locs, name, depth + 1, minimal, frozenset()) if locs else (
-            walker.text._text_for(name)
+        out[name] = (
+            walker.gen(locs, name, depth + 1, minimal, frozenset())
+            if locs
+            else (walker.text._text_for(name))
         )
     return out
 
@@ -162,18 +164,18 @@ def _more_names(
     while len(chosen) < low and tries < low * 4 + 20:
         tries += 1
         walker.tick()
-        name: str | None = None
+        new: str | None = None
         if shape.patterns and tries % 2:
-            name = values.from_pattern(
+            new = values.from_pattern(
                 shape.patterns[tries % len(shape.patterns)][0], walker.rng, walker.tools.matches
             )
         elif shape.names_schema:
             made = walker.gen(shape.names_schema, f"{hint}{tries}", depth + 1, True, frozenset())
-            name = made if isinstance(made, str) else None
+            new = made if isinstance(made, str) else None
         else:
-            name = words[tries % len(words)] + ("" if tries <= len(words) else str(tries))
-        if name is not None and name not in chosen and shape.allowed(name):
-            chosen.append(name)
+            new = words[tries % len(words)] + ("" if tries <= len(words) else str(tries))
+        if new is not None and new not in chosen and shape.allowed(new):
+            chosen.append(new)
 
 
 def build_array(
@@ -203,6 +205,8 @@ def build_array(
                 closed = 0 if closed is None else min(closed, 0)
             else:
                 rest.append(_sub(owner, "items"))
+    if not rest and any(v is False for v, _ in flat.kw.get("unevaluatedItems", ())):
+        closed = len(prefix) if closed is None else min(closed, len(prefix))  # approximated
     contains = [_sub(o, "contains") for _, o in flat.kw.get("contains", ())]
     low = int(max(flat.numbers("minItems"), default=0))
     highs = flat.numbers("maxItems")
@@ -245,9 +249,7 @@ def build_array(
     return out
 
 
-def _repeat(
-    walker: Walker, out: list[Any], count: int, start: int, where: str, low: int
-) -> None:
+def _repeat(walker: Walker, out: list[Any], count: int, start: int, where: str, low: int) -> None:
     """Fill `out` to `count` items by repeating the items built after the first `start`."""
     cycle = out[start:] or out[-1:]
     missing = count - len(out)
@@ -260,6 +262,7 @@ def _unique(
     walker: Walker, locs: list[Loc], value: Any, out: list[Any], hint: str, depth: int, i: int
 ) -> Any:
     """Another value for the same item schema that is not already in `out`."""
+    other: Any
     for attempt in range(_MAX_UNIQUE_TRIES):
         saved, walker.emitted = walker.emitted, 0  # distinct items need their optional parts
         try:
@@ -270,7 +273,7 @@ def _unique(
             return other
     for k in range(1, 50):  # simple types: step away from the last value
         if isinstance(value, str):
-            other: Any = f"{value} {len(out) + k}"
+            other = f"{value} {len(out) + k}"
         elif _is_num(value):
             other = max((v for v in out if _is_num(v)), default=value) + k
         else:
@@ -289,4 +292,3 @@ def _json(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return repr(value)
-

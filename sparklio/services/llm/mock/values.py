@@ -51,7 +51,9 @@ def number(
         for k in (pick, first, last, 0):
             if first <= k <= last:
                 value = Decimal(k) * step
-                out: float | int = int(value) if value == value.to_integral_value() else float(value)
+                out: float | int = (
+                    int(value) if value == value.to_integral_value() else float(value)
+                )
                 if all(_multiple(out, s) for s in steps if s):
                     return out
         return None
@@ -60,6 +62,9 @@ def number(
         return None
     if span == 0:
         return float(lo)
+    if max(abs(lo), abs(hi)) > 2**52:  # past float precision: an exact integer inside
+        inside = math.floor(lo) + 1 if span > 1 or low_open else math.ceil(lo)
+        return inside if lo <= inside <= hi else float(lo)
     value = lo + span * Decimal(str(round(rng.uniform(0.1, 0.9), 2)))
     result = round(float(value), 2)
     if not (float(lo) < result < float(hi)) and not (
@@ -122,7 +127,7 @@ def formatted(fmt: str, slug: str, rng: random.Random) -> str | None:
     return by_format.get(fmt)
 
 
-class _Xeger(rstr.Rstr):  # type: ignore[misc]
+class _Xeger(rstr.Rstr):
     """rstr's regex-to-string with bounded work: a repeat goes at most a few times past its
     minimum (rstr allows 100, and nested repeats multiply to millions of steps)."""
 
@@ -149,7 +154,7 @@ def from_pattern(
         return None
     try:
         text = str(_Xeger(rng).xeger(pattern))
-    except Exception:  # noqa: BLE001 - rstr raises anything on regexes it cannot parse
+    except Exception:
         return None
     return text if matches(pattern, text) is not False else None
 

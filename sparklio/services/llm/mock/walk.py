@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sparklio.exceptions import InvalidRequestError
@@ -42,7 +43,7 @@ _NOTES = frozenset({"title", "description", "$comment", "default", "examples", "
                     "readOnly", "writeOnly", "$id", "$schema", "$anchor"})  # fmt: skip
 
 
-class OverBudget(Exception):  # noqa: N818 - a signal, not an error the user sees
+class OverBudget(Exception):
     """The walk used up its work budget."""
 
 
@@ -171,9 +172,12 @@ class Walker:
                 continue
             seen.add(loc.pointer)
             self.tick()
-            here = Loc(schema, self.tools.child_base(schema, loc.base), loc.pointer)
-            flat.locs.append(here)
             ref = schema.get("$ref")
+            # draft 4-7 ignore everything beside a $ref, its sibling $id included
+            own_base = draft > 7 or not isinstance(ref, str)
+            base = self.tools.child_base(schema, loc.base) if own_base else loc.base
+            here = Loc(schema, base, loc.pointer)
+            flat.locs.append(here)
             if isinstance(ref, str):
                 target = self.tools.resolve(ref, here.base, loc.pointer)
                 flat.refs.append(target.pointer)
@@ -191,11 +195,16 @@ class Walker:
                 elif key in ("anyOf", "oneOf") and isinstance(value, list):
                     if f"{loc.pointer}/{key}" not in skip:
                         flat.groups.append(
-                            (f"{loc.pointer}/{key}", [[_sub(here, key, j)] for j in range(len(value))])
+                            (
+                                f"{loc.pointer}/{key}",
+                                [[_sub(here, key, j)] for j in range(len(value))],
+                            )
                         )
                 elif key == "if":
                     if f"{loc.pointer}/if" not in skip:
-                        then = [_sub(here, "if")] + ([_sub(here, "then")] if "then" in schema else [])
+                        then = [_sub(here, "if")] + (
+                            [_sub(here, "then")] if "then" in schema else []
+                        )
                         other = [_sub(here, "else")] if "else" in schema else []
                         flat.groups.append((f"{loc.pointer}/if", [then, other]))
                 elif key == "not":
@@ -344,9 +353,11 @@ class Walker:
                 ranked.append("integer")
             return ranked
         rest = [k for k in _ORDER if k not in inferred]
-        return inferred + (["string"] if "string" not in inferred else []) + [
-            k for k in rest if k != "string"
-        ]
+        return (
+            inferred
+            + (["string"] if "string" not in inferred else [])
+            + [k for k in rest if k != "string"]
+        )
 
     def _typed(
         self, kind: str, flat: Flat, hint: str, depth: int, minimal: bool, where: str
@@ -389,11 +400,12 @@ class Walker:
         formats = [f for f, _ in flat.kw.get("format", ()) if isinstance(f, str)]
         slug = re.sub(r"[^a-z0-9]+", "-", self.text.subject.lower()).strip("-") or "brand"
         candidates: list[Callable[[], str | None]] = []
-        for fmt in formats[:1]:
-            candidates.append(lambda fmt=fmt: values.formatted(fmt, slug, self.rng))
-        for pattern in patterns[:1]:
-            candidates += [lambda p=pattern: values.from_pattern(p, self.rng, self.tools.matches)] * 3
-        candidates += [lambda: self.text._text_for(hint), lambda: slug, lambda: "a"]
+        if formats:
+            candidates.append(partial(values.formatted, formats[0], slug, self.rng))
+        if patterns:
+            made = partial(values.from_pattern, patterns[0], self.rng, self.tools.matches)
+            candidates += [made] * 3
+        candidates += [partial(self.text._text_for, hint), lambda: slug, lambda: "a"]
         fallback: str | None = None
         for make in candidates:
             self.tick()
