@@ -225,6 +225,9 @@ def build_array(
         count = min(count, high)
     hint = hint[:-1] if hint.endswith("s") else hint
     out: list[Any] = []
+    seen: set[str] = set()  # canonical JSON of the items so far: uniqueness in O(1)
+    if count > 100:
+        walker.big.append((where, low))  # running out of output space names this array
     for i in range(count):
         if i >= _REPEAT_AFTER and not unique and i >= len(prefix) + want_c:
             _repeat(walker, out, count, len(prefix) + want_c, where, low)
@@ -234,17 +237,19 @@ def build_array(
                 i < want_c and closed is not None) else []
         )  # fmt: skip
         value = walker.gen(locs, hint, depth + 1, minimal, frozenset())
-        if unique and _dup(value, out):
-            value = _unique(walker, locs, value, out, hint, depth, i)
-        elif realistic and _dup(value, out):  # repeats read as a bug to a person
-            other = walker.gen(locs, f"{hint} {i}", depth + 1, minimal, frozenset())
-            value = value if _dup(other, out) else other
+        text = _json(value)
+        if (unique or realistic) and text in seen:
+            value = _unique(walker, locs, value, seen, hint, depth, tries=6 if unique else 1)
+            text = _json(value)
         if i == 0 and count > 1000:  # refuse before building what cannot fit
-            size = (len(_json(value)) + 1) * (count - len(prefix))
+            size = (len(text) + 1) * (count - len(prefix))
             walker.spend(size, where, "minItems", low)
             walker.chars += size
-        walker.spend(len(_json(value)) + 1, where, "minItems", low)
+        walker.spend(1, where, "minItems", low)  # its contents spent as they were built
+        seen.add(text)
         out.append(value)
+    if count > 100:
+        walker.big.pop()
     # an item built for `items` may also match `contains` past maxContains: the check decides
     return out
 
@@ -259,36 +264,38 @@ def _repeat(walker: Walker, out: list[Any], count: int, start: int, where: str, 
 
 
 def _unique(
-    walker: Walker, locs: list[Loc], value: Any, out: list[Any], hint: str, depth: int, i: int
+    walker: Walker,
+    locs: list[Loc],
+    value: Any,
+    seen: set[str],
+    hint: str,
+    depth: int,
+    tries: int,
 ) -> Any:
-    """Another value for the same item schema that is not already in `out`."""
+    """Another value for the same item schema that is not already `seen`."""
     other: Any
-    for attempt in range(_MAX_UNIQUE_TRIES):
+    for attempt in range(tries):
         saved, walker.emitted = walker.emitted, 0  # distinct items need their optional parts
         try:
             other = walker.gen(locs, f"{hint}{attempt}", depth + 1, False, frozenset())
         finally:
             walker.emitted = max(saved, walker.emitted)
-        if not _dup(other, out):
+        if _json(other) not in seen:
             return other
-    for k in range(1, 50):  # simple types: step away from the last value
+    for k in range(1, 50):  # simple types: step away from this value
         if isinstance(value, str):
-            other = f"{value} {len(out) + k}"
+            other = f"{value} {len(seen) + k}"
         elif _is_num(value):
-            other = max((v for v in out if _is_num(v)), default=value) + k
+            other = value + len(seen) + k
         else:
             return value
-        if not _dup(other, out) and walker.fits(locs, other):
+        if _json(other) not in seen and walker.fits(locs, other):
             return other
     return value
 
 
-def _dup(value: Any, seen: list[Any]) -> bool:
-    return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in seen)
-
-
 def _json(value: Any) -> str:
     try:
-        return orjson.dumps(value).decode()
-    except TypeError:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # an integer past 64 bits
         return repr(value)

@@ -112,6 +112,7 @@ class Walker:
         self.emitted = 0
         self.minimal = minimal
         self.active: dict[str, int] = {}
+        self.big: list[tuple[str, int]] = []  # (where, minItems) of large arrays being built
 
     def value(self) -> Any:
         root = Loc(self.tools.root, self.tools.base, "")
@@ -132,6 +133,8 @@ class Walker:
     def spend(self, chars: int, where: str, keyword: str, wanted: int) -> None:
         self.chars -= chars
         if self.chars < 0:
+            if self.big and (keyword != "minItems" or wanted <= 100):
+                (where, wanted), keyword = self.big[-1], "minItems"  # the array that made it big
             raise InvalidRequestError(
                 f"output_schema requires at least {wanted} {_unit(keyword)} at {where or '/'} "
                 f"({keyword}); the mock answers at most {MAX_OUTPUT_CHARS:,} characters of JSON. "
