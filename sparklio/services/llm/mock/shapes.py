@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from sparklio.exceptions import InvalidRequestError
 from sparklio.services.llm.mock import values
 from sparklio.services.llm.mock.refs import Loc
 from sparklio.services.llm.mock.walk import (
@@ -125,14 +126,19 @@ def build_object(
         merged = walker.flatten(flat.locs + extra, frozenset(g for g, _ in flat.groups))
         return build_object(walker, _Merged.of(merged), hint, depth, minimal, where)
     out: dict[str, Any] = {}
+    needed = set(shape.required) | {d for n in shape.required for d in shape.depends.get(n, ())}
     for name in chosen:
         locs = shape.locs_for(name)
         walker.spend(len(name) + 4, where, "minProperties", low)
-        out[name] = (
-            walker.gen(locs, name, depth + 1, minimal, frozenset())
-            if locs
-            else (walker.text._text_for(name))
-        )
+        if not locs:
+            out[name] = walker.text._text_for(name)
+            continue
+        try:
+            out[name] = walker.gen(locs, name, depth + 1, minimal, frozenset())
+        except InvalidRequestError:
+            if name in needed or len(out) < low:
+                raise
+            # an optional property no value can fill (e.g. `false`): leave it out
     return out
 
 
