@@ -176,7 +176,7 @@ class LLMGateway:
         request_id = request_id or uuid.uuid4().hex
         call: _Call | None = None
         try:
-            if output_schema is not None and len(orjson.dumps(output_schema)) > 20_000:
+            if output_schema is not None and len(repr(output_schema)) > 20_000:
                 # compiling a large schema takes up to ~100 ms: fill the cache off the loop
                 await asyncio.to_thread(self.schemas.validator, output_schema)
             call = self._prepare(role, task, payload, mode, options, output_schema)

@@ -133,12 +133,13 @@ class _Xeger(rstr.Rstr):
 
     _LIMIT = 20_000
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, shortest: bool = False) -> None:
         super().__init__(rng)
         self._work = 0
+        self._extra = 0 if shortest else 3
 
     def _handle_repeat(self, start_range: int, end_range: int, value: Any) -> str:
-        times = self._random.randint(start_range, min(end_range, start_range + 3))
+        times = self._random.randint(start_range, min(end_range, start_range + self._extra))
         self._work += times + 1
         if self._work > self._LIMIT:
             raise OverflowError("pattern too costly to build")
@@ -146,14 +147,18 @@ class _Xeger(rstr.Rstr):
 
 
 def from_pattern(
-    pattern: str, rng: random.Random, matches: Callable[[str, str], bool | None]
+    pattern: str,
+    rng: random.Random,
+    matches: Callable[[str, str], bool | None],
+    shortest: bool = False,
 ) -> str | None:
-    """A string matching `pattern`, or None when rstr cannot build one (e.g. \\p{L}, huge
-    repeats) or what it builds does not match as the validator reads the pattern."""
+    """A string matching `pattern` (`shortest`: each repeat at its minimum), or None when
+    rstr cannot build one (e.g. \\p{L}, huge repeats) or what it builds does not match as
+    the validator reads the pattern."""
     if huge_repeat(pattern):
         return None
     try:
-        text = str(_Xeger(rng).xeger(pattern))
+        text = str(_Xeger(rng, shortest).xeger(pattern))
     except Exception:
         return None
     return text if matches(pattern, text) is not False else None

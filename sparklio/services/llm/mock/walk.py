@@ -250,6 +250,7 @@ class Walker:
     ) -> Any:  # fmt: skip
         key, branches = flat.groups[0]
         first: Any = _MISSING
+        good: Any = _MISSING
         error: InvalidRequestError | None = None
         for branch in self._order(branches, minimal, key.endswith("/if")):
             try:
@@ -258,9 +259,13 @@ class Walker:
                 error = error or exc
                 continue
             if self.fits(flat.locs, value):
-                return value
+                if not (self.root_object and depth == 0 and not isinstance(value, dict)):
+                    return value
+                good = value if good is _MISSING else good  # valid, but an object is wanted
             if first is _MISSING:
                 first = value
+        if good is not _MISSING:
+            return good
         if first is _MISSING:
             raise error or unsatisfiable(key, "no branch can be satisfied")
         return first
@@ -407,9 +412,9 @@ class Walker:
         candidates: list[Callable[[], str | None]] = []
         if formats:
             candidates.append(partial(values.formatted, formats[0], slug, self.rng))
-        if patterns:
-            made = partial(values.from_pattern, patterns[0], self.rng, self.tools.matches)
-            candidates += [made] * 3
+        for pattern in patterns[:3]:  # all must match: build from each in turn
+            made = partial(values.from_pattern, pattern, self.rng, self.tools.matches)
+            candidates += [made, made, partial(made, shortest=True)]
         candidates += [partial(self.text._text_for, hint), lambda: slug, lambda: "a"]
         fallback: str | None = None
         for make in candidates:
