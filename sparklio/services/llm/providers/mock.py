@@ -37,9 +37,13 @@ _TOOLS_CACHED = 64  # distinct schemas whose resolver and compiled checks are ke
 _SMALL_SCHEMA = 20_000  # bytes of JSON: a schema this small compiles in well under 1 ms
 
 
-def _seed(*parts: Any) -> int:
-    blob = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _seed(*parts: Any, schema_key: bytes = b"") -> int:
+    digest = hashlib.sha256(orjson.dumps(parts, option=_CANONICAL))
+    digest.update(schema_key)
+    return int.from_bytes(digest.digest()[:8], "big")
 
 
 def _tokens(text: str) -> int:
@@ -111,11 +115,13 @@ class MockProvider(LLMProvider):
     ) -> LLMProviderResponse:
         payload = options.get("payload", {})
         schema = options.get("schema") or _GENERIC_SCHEMA
-        seed = _seed(role, task, payload, schema if mode == "json" else None, options.get("seed"))
         if mode == "json":
-            output: dict[str, Any] = await self._json(payload, seed, schema)
+            key = orjson.dumps(schema, option=_CANONICAL)  # serialised once: seed and cache key
+            seed = _seed(role, task, payload, options.get("seed"), schema_key=key)
+            output: dict[str, Any] = await self._json(payload, seed, schema, key)
             completion = orjson.dumps(output).decode()
         else:
+            seed = _seed(role, task, payload, options.get("seed"))
             completion = MockData(payload, seed).paragraph(4)
             output = {"text": completion}
         return LLMProviderResponse(
@@ -126,8 +132,10 @@ class MockProvider(LLMProvider):
             meta={"mock": True},
         )
 
-    async def _json(self, payload: Any, seed: int, schema: dict[str, Any]) -> dict[str, Any]:
-        tools = self._tools_for(schema)
+    async def _json(
+        self, payload: Any, seed: int, schema: dict[str, Any], key: bytes
+    ) -> dict[str, Any]:
+        tools = self._tools_for(schema, key)
         try:
             if tools.warm or tools.size < _SMALL_SCHEMA:
                 return self._object(
@@ -155,8 +163,7 @@ class MockProvider(LLMProvider):
             )
         return output
 
-    def _tools_for(self, schema: dict[str, Any]) -> SchemaTools:
-        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    def _tools_for(self, schema: dict[str, Any], key: bytes) -> SchemaTools:
         tools = self._tools.get(key)
         if tools is None:
             tools = self._tools[key] = SchemaTools(schema, size=len(key))
