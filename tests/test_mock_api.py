@@ -77,7 +77,7 @@ async def test_health_keeps_answering_while_a_heavy_schema_is_built(
         polls += not call.done()
         await asyncio.sleep(0)
     response = await call
-    assert polls >= 10
+    assert polls >= 5
     assert response.status_code == 200, response.text[:500]
     assert len(response.json()["output"]["rows"]) == 5000
 
