@@ -129,7 +129,9 @@ class Walker:
         self._clock -= cost
         if self._clock < 0:
             self._clock = 64
-            if self.deadline is not None and time.perf_counter() > self.deadline:
+            if self.deadline is None:
+                time.sleep(0)  # in a worker thread: hand the GIL to the event loop now and then
+            elif time.perf_counter() > self.deadline:
                 raise OverBudget
 
     def spend(self, chars: int, where: str, keyword: str, wanted: int) -> None:
