@@ -3,7 +3,7 @@
 1. Coverage and latency: for every schema in tests/data/schemas/, the mock builds an answer
    (fresh per schema: nothing cached) and the independent `jsonschema` package judges it, with
    format checks. Coverage counts schemas answered schema-valid among the satisfiable ones
-   (those listed in unsatisfiable.json must get a 422 instead). Each build runs under a 10 s
+   (the UNSATISFIABLE schemas below must get a 422 instead). Each build runs under a 10 s
    alarm, so a generator that loops forever (the old one) shows as a timeout, not a hang.
 2. Event-loop lag: `sparklio serve` runs in mock mode in its own process; while the slowest
    schemas (and a minItems 40000 one) are requested through POST /api/v1/llm/generate, two
@@ -55,9 +55,27 @@ def load() -> list[tuple[str, Any]]:
     return out
 
 
-def unsatisfiable() -> set[str]:
-    path = CORPUS / "unsatisfiable.json"
-    return set(json.loads(path.read_text())) if path.exists() else set()
+def _obj(prop: Any, required: bool = True) -> dict[str, Any]:
+    return {"type": "object", "properties": {"x": prop}, "required": ["x"] if required else []}
+
+
+# no real-world schema in the corpus is unsatisfiable; these are, or ask for more than the
+# mock builds, and each must get a 422 (never a hang, a 500 or a 502)
+UNSATISFIABLE: dict[str, Any] = {
+    "false": _obj(False),
+    "not {}": _obj({"not": {}}),
+    "minimum > maximum": _obj({"type": "integer", "minimum": 5, "maximum": 1}),
+    "minLength > maxLength": _obj({"type": "string", "minLength": 5, "maxLength": 2}),
+    "no common type": _obj({"allOf": [{"type": "string"}, {"type": "integer"}]}),
+    "disjoint enums": _obj({"allOf": [{"enum": [1, 2]}, {"enum": [3]}]}),
+    "required self-reference": {"type": "object", "properties": {"next": {"$ref": "#"}},
+                                "required": ["next"]},
+    "minItems 10^9": _obj({"type": "array", "minItems": 10**9}),
+    "minLength 10^9": _obj({"type": "string", "minLength": 10**9}),
+    "minProperties 10^9": _obj({"type": "object", "minProperties": 10**9}),
+    "no multiple in range": _obj({"type": "integer", "minimum": 1, "maximum": 4,
+                                  "multipleOf": 5}),
+}  # fmt: skip
 
 
 def make_generator() -> Any:
@@ -101,7 +119,8 @@ def coverage(limit: int | None) -> list[tuple[float, str]]:
 
     generate = make_generator()
     corpus = load()[:limit]
-    known_bad = unsatisfiable()
+    known_bad = set(UNSATISFIABLE)
+    corpus += list(UNSATISFIABLE.items())
     signal.signal(signal.SIGALRM, _ring)
     times: list[tuple[float, str]] = []
     outcome: dict[str, list[str]] = {"valid": [], "invalid": [], "422": [], "error": []}
