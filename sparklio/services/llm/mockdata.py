@@ -198,7 +198,7 @@ class MockData:
     ) -> Any:
         """A value for `schema` (see mock/walk.py); OverBudget past `nodes` steps of work,
         InvalidRequestError (422) when the schema cannot be answered. `obj`: try an object
-        first at the root; `seconds`: a wall-clock limit (OverBudget past it)."""
+        first at the root; `seconds`: a CPU-time limit (OverBudget past it)."""
         tools = schema if isinstance(schema, SchemaTools) else SchemaTools(schema)
         return Walker(self, tools, nodes, minimal=minimal, root_object=obj, seconds=seconds).value()
 

@@ -66,6 +66,7 @@ class SchemaTools:
         self._resources: dict[str, Loc] | None = None
         self._anchors: dict[str, Loc] = {}
         self._probes: dict[str, Any] = {}
+        self.flats: dict[Any, Any] = {}  # the walk's folded nodes, by (pointers, skipped)
         self._patterns: dict[str, Any] = {}
         self._registry: Any = None
         self._validator: Any = None

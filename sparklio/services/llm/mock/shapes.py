@@ -151,6 +151,7 @@ class _Merged(Flat):
     def of(cls, flat: Flat) -> _Merged:
         merged = cls()
         merged.locs, merged.kw, merged.groups = flat.locs, flat.kw, flat.groups
+        merged.kinds = None
         merged.nots, merged.refs = flat.nots, flat.refs
         return merged
 

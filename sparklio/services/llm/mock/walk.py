@@ -41,6 +41,7 @@ _RISKY = frozenset(
      "unevaluatedProperties", "unevaluatedItems", "pattern", "uniqueItems"}
 )  # fmt: skip
 _MISSING: Any = object()
+_FLATS_CACHED = 20_000  # folded nodes kept per schema (a schema's structure, not its values)
 _NOTES = frozenset({"title", "description", "$comment", "default", "examples", "deprecated",
                     "readOnly", "writeOnly", "$id", "$schema", "$anchor"})  # fmt: skip
 
@@ -59,9 +60,10 @@ def unsatisfiable(where: str, why: str) -> InvalidRequestError:
 class Flat:
     """One node with its $ref/allOf parts folded in: keyword -> [(value, owning node)]."""
 
-    __slots__ = ("groups", "kw", "locs", "nots", "refs")
+    __slots__ = ("groups", "kinds", "kw", "locs", "nots", "refs")
 
     def __init__(self) -> None:
+        self.kinds: list[str] | None = None  # the types to try, worked out once
         self.locs: list[Loc] = []
         self.kw: dict[str, list[tuple[Any, Loc]]] = {}
         self.groups: list[tuple[str, list[list[Loc]]]] = []
@@ -101,11 +103,12 @@ class Walker:
         seconds: float | None = None,
     ) -> None:
         self.root_object = root_object
-        # wall-clock limit on top of the step budget: compiling checks for a large schema
+        # a CPU-time limit on top of the step budget: compiling checks for a large schema
         # costs milliseconds the step count cannot see. Output does not depend on it: a walk
         # that runs out is redone from scratch with the full budget.
-        self.deadline = None if seconds is None else time.perf_counter() + seconds
+        self.deadline = None if seconds is None else time.thread_time() + seconds
         self._clock = 0
+        self._yielded = time.thread_time()
         self.text = text
         self.rng = text.rng
         self.tools = tools
@@ -129,10 +132,15 @@ class Walker:
         self._clock -= cost
         if self._clock < 0:
             self._clock = 64
-            if self.deadline is None:
-                time.sleep(0)  # in a worker thread: hand the GIL to the event loop now and then
-            elif time.perf_counter() > self.deadline:
-                raise OverBudget
+            now = time.thread_time()  # CPU time of this thread: work done, whatever the load
+            if self.deadline is not None:
+                if now > self.deadline:
+                    raise OverBudget
+            elif now - self._yielded > 0.001:
+                # in a worker thread: hand the GIL to the event loop every 1 ms of work, rather
+                # than have it wait out the 5 ms switch interval for each hand-back
+                self._yielded = now
+                time.sleep(0)
 
     def spend(self, chars: int, where: str, keyword: str, wanted: int) -> None:
         self.chars -= chars
@@ -158,6 +166,20 @@ class Walker:
     # -- folding ---------------------------------------------------------------------------
 
     def flatten(self, locs: list[Loc], skip: frozenset[str]) -> Flat:
+        """The folded node, from the schema's cache when it was folded before (charged the
+        same steps as the first time, so a walk costs the same cold or warm)."""
+        key = (tuple(loc.pointer for loc in locs), skip)
+        cached = self.tools.flats.get(key)
+        if cached is not None:
+            self.tick(cached[1])
+            return cached[0]
+        before = self.nodes
+        flat = self._flatten(locs, skip)
+        if len(self.tools.flats) < _FLATS_CACHED:
+            self.tools.flats[key] = (flat, before - self.nodes)
+        return flat
+
+    def _flatten(self, locs: list[Loc], skip: frozenset[str]) -> Flat:
         flat = Flat()
         queue = list(locs)
         seen: set[str] = set()
@@ -299,7 +321,7 @@ class Walker:
         where = flat.locs[0].pointer if flat.locs else ""
         if not flat.locs:
             return self.text._text_for(hint)
-        check = bool(flat.nots) or any(k in _RISKY for k in flat.kw)
+        check = bool(flat.nots) or not _RISKY.isdisjoint(flat.kw)
         consts = flat.kw.get("const")
         if consts:
             value = consts[0][0]
@@ -346,6 +368,11 @@ class Walker:
         return chosen
 
     def _types(self, flat: Flat, where: str) -> list[str]:
+        if flat.kinds is None:
+            flat.kinds = self._work_out_types(flat, where)
+        return flat.kinds
+
+    def _work_out_types(self, flat: Flat, where: str) -> list[str]:
         declared: set[str] | None = None
         order: list[str] = []
         for value, _ in flat.kw.get("type", ()):
@@ -410,6 +437,12 @@ class Walker:
             self.spend(low, where, "minLength", low)
         patterns = [p for p, _ in flat.kw.get("pattern", ()) if isinstance(p, str)]
         formats = [f for f, _ in flat.kw.get("format", ()) if isinstance(f, str)]
+        if not patterns and not formats:  # the common case: the payload's words, fitted
+            self.tick()
+            filler = self.text.sentence() if low else ""
+            text = values.fit(self.text._text_for(hint), low, high, filler)
+            self.spend(len(text) + 2, where, "minLength", low)
+            return text
         slug = re.sub(r"[^a-z0-9]+", "-", self.text.subject.lower()).strip("-") or "brand"
         candidates: list[Callable[[], str | None]] = []
         if formats:
@@ -421,17 +454,17 @@ class Walker:
         fallback: str | None = None
         for make in candidates:
             self.tick()
-            text = make()
-            if text is None:
+            made = make()
+            if made is None:
                 continue
-            if not patterns or len(text) < low:
-                text = values.fit(text, low, high, self.text.sentence() if low else "")
-            if len(text) < low or (high is not None and len(text) > high):
+            if not patterns or len(made) < low:
+                made = values.fit(made, low, high, self.text.sentence() if low else "")
+            if len(made) < low or (high is not None and len(made) > high):
                 continue
-            if all(self.tools.matches(p, text) is not False for p in patterns):
-                self.spend(len(text) + 2, where, "minLength", low)
-                return text
-            fallback = fallback or text
+            if all(self.tools.matches(p, made) is not False for p in patterns):
+                self.spend(len(made) + 2, where, "minLength", low)
+                return made
+            fallback = fallback or made
         text = fallback if fallback is not None else values.fit("", low, high, "a")
         self.spend(len(text) + 2, where, "minLength", low)
         return text
@@ -463,18 +496,18 @@ def _bound(flat: Flat, inclusive: str, exclusive: str, pick: Any) -> tuple[float
     return best, any(open_ for v, open_ in found if v == best)
 
 
+_KINDS = (
+    ("object", frozenset({"properties", "required", "additionalProperties", "minProperties",
+                          "maxProperties", "patternProperties", "propertyNames",
+                          "dependentRequired", "dependentSchemas", "dependencies"})),
+    ("array", frozenset({"items", "prefixItems", "minItems", "maxItems", "contains",
+                         "uniqueItems", "additionalItems"})),
+    ("string", frozenset({"minLength", "maxLength", "pattern", "format"})),
+    ("number", frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                          "multipleOf"})),
+)  # fmt: skip
+
+
 def _infer(kw: dict[str, Any]) -> list[str]:
-    found: list[str] = []
-    if any(k in kw for k in ("properties", "required", "additionalProperties", "minProperties",
-                             "maxProperties", "patternProperties", "propertyNames",
-                             "dependentRequired", "dependentSchemas", "dependencies")):  # fmt: skip
-        found.append("object")
-    if any(k in kw for k in ("items", "prefixItems", "minItems", "maxItems", "contains",
-                             "uniqueItems", "additionalItems")):  # fmt: skip
-        found.append("array")
-    if any(k in kw for k in ("minLength", "maxLength", "pattern", "format")):
-        found.append("string")
-    if any(k in kw for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-                             "multipleOf")):  # fmt: skip
-        found.append("number")
-    return found
+    """The types a schema without `type` hints at by its keywords."""
+    return [kind for kind, keys in _KINDS if not keys.isdisjoint(kw)]
