@@ -448,8 +448,8 @@ class Walker:
         if formats:
             candidates.append(partial(values.formatted, formats[0], slug, self.rng))
         for pattern in patterns[:3]:  # all must match: build from each in turn
-            made = partial(values.from_pattern, pattern, self.rng, self.tools.matches)
-            candidates += [made, made, partial(made, shortest=True)]
+            one = partial(values.from_pattern, pattern, self.rng, self.tools.matches)
+            candidates += [one, one, partial(one, shortest=True)]
         candidates += [partial(self.text._text_for, hint), lambda: slug, lambda: "a"]
         fallback: str | None = None
         for make in candidates:
