@@ -25,6 +25,7 @@ from sparklio.services.llm.mock.walk import (
 )
 
 if TYPE_CHECKING:
+    from sparklio.services.llm.mock.refs import SchemaTools
     from sparklio.services.llm.mock.walk import Walker
 
 _MAX_UNIQUE_TRIES = 6
@@ -33,7 +34,7 @@ _MAX_UNIQUE_TRIES = 6
 class _Shape:
     """The object keywords of a flattened node, per owning schema where that matters."""
 
-    def __init__(self, walker: Walker, flat: Flat) -> None:
+    def __init__(self, tools: SchemaTools, flat: Flat) -> None:
         self.props: dict[str, list[Loc]] = {}
         self.patterns: list[tuple[str, Loc]] = []
         self.closers: list[tuple[set[str], list[str], Loc | None]] = []
@@ -65,21 +66,21 @@ class _Shape:
                     else:
                         self.dep_schemas.setdefault(name, []).append(_sub(owner, key, name))
         self.names_schema = [_sub(o, "propertyNames") for _, o in flat.kw.get("propertyNames", ())]
-        self.walker = walker
+        self.tools = tools
 
-    def allowed(self, name: str) -> bool:
+    def allowed(self, walker: Walker, name: str) -> bool:
         for names, patterns, extra in self.closers:
-            if name in names or any(self.walker.tools.matches(p, name) for p in patterns):
+            if name in names or any(self.tools.matches(p, name) for p in patterns):
                 continue
             if extra is None or extra.schema is False:
                 return False
-        return not self.names_schema or self.walker.fits(self.names_schema, name)
+        return not self.names_schema or walker.fits(self.names_schema, name)
 
     def locs_for(self, name: str) -> list[Loc]:
         locs = list(self.props.get(name, ()))
-        locs += [loc for p, loc in self.patterns if self.walker.tools.matches(p, name)]
+        locs += [loc for p, loc in self.patterns if self.tools.matches(p, name)]
         for names, patterns, extra in self.closers:
-            matched = any(self.walker.tools.matches(p, name) for p in patterns)
+            matched = any(self.tools.matches(p, name) for p in patterns)
             if extra is not None and name not in names and not matched:
                 locs.append(extra)
         return locs
@@ -88,7 +89,9 @@ class _Shape:
 def build_object(
     walker: Walker, flat: Flat, hint: str, depth: int, minimal: bool, where: str
 ) -> dict[str, Any]:
-    shape = _Shape(walker, flat)
+    shape = flat.shape
+    if shape is None:  # the same for every walk of this schema: kept with the folded node
+        shape = flat.shape = _Shape(walker.tools, flat)
     low = int(max(flat.numbers("minProperties"), default=0))
     highs = flat.numbers("maxProperties")
     high = int(min(highs)) if highs else None
@@ -114,7 +117,7 @@ def build_object(
         full = high is not None and len(chosen) >= high
         if full or not (expand or len(chosen) < low):
             break
-        if name not in shape.dep_schemas and shape.allowed(name):
+        if name not in shape.dep_schemas and shape.allowed(walker, name):
             add(name)
     if len(chosen) < low:
         _more_names(walker, shape, chosen, low, hint, depth)
@@ -151,7 +154,7 @@ class _Merged(Flat):
     def of(cls, flat: Flat) -> _Merged:
         merged = cls()
         merged.locs, merged.kw, merged.groups = flat.locs, flat.kw, flat.groups
-        merged.kinds = None
+        merged.kinds = merged.shape = None
         merged.nots, merged.refs = flat.nots, flat.refs
         return merged
 
@@ -164,7 +167,7 @@ def _more_names(
     for name in shape.props:
         if len(chosen) >= low:
             return
-        if name not in chosen and shape.allowed(name):
+        if name not in chosen and shape.allowed(walker, name):
             chosen.append(name)
     tries = 0
     words = [w.lower() for w in walker.text.words] or ["item"]
@@ -181,7 +184,7 @@ def _more_names(
             new = made if isinstance(made, str) else None
         else:
             new = words[tries % len(words)] + ("" if tries <= len(words) else str(tries))
-        if new is not None and new not in chosen and shape.allowed(new):
+        if new is not None and new not in chosen and shape.allowed(walker, new):
             chosen.append(new)
 
 

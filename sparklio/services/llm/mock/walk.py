@@ -60,10 +60,11 @@ def unsatisfiable(where: str, why: str) -> InvalidRequestError:
 class Flat:
     """One node with its $ref/allOf parts folded in: keyword -> [(value, owning node)]."""
 
-    __slots__ = ("groups", "kinds", "kw", "locs", "nots", "refs")
+    __slots__ = ("groups", "kinds", "kw", "locs", "nots", "refs", "shape")
 
     def __init__(self) -> None:
         self.kinds: list[str] | None = None  # the types to try, worked out once
+        self.shape: Any = None  # its object keywords, gathered once (shapes._Shape)
         self.locs: list[Loc] = []
         self.kw: dict[str, list[tuple[Any, Loc]]] = {}
         self.groups: list[tuple[str, list[list[Loc]]]] = []
