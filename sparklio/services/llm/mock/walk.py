@@ -102,8 +102,10 @@ class Walker:
         minimal: bool = False,
         root_object: bool = False,
         seconds: float | None = None,
+        polite: bool = False,
     ) -> None:
         self.root_object = root_object
+        self.polite = polite  # in a worker thread beside an event loop: yield the GIL often
         # a CPU-time limit on top of the step budget: compiling checks for a large schema
         # costs milliseconds the step count cannot see. Output does not depend on it: a walk
         # that runs out is redone from scratch with the full budget.
@@ -137,8 +139,8 @@ class Walker:
             if self.deadline is not None:
                 if now > self.deadline:
                     raise OverBudget
-            elif now - self._yielded > 0.001:
-                # in a worker thread: hand the GIL to the event loop every 1 ms of work, rather
+            elif self.polite and now - self._yielded > 0.0002:
+                # in a worker thread: hand the GIL to the event loop every 0.2 ms of work, rather
                 # than have it wait out the 5 ms switch interval for each hand-back
                 self._yielded = now
                 time.sleep(0)

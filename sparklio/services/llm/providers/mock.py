@@ -59,20 +59,24 @@ def build(
     *,
     obj: bool = False,
     seconds: float | None = None,
+    polite: bool = False,
 ) -> Any:
     """A schema-valid value if the walk finds one: the realistic answer, or else the smallest
     one; the realistic answer (which the gateway will report) when neither validates.
     `obj`: an object at the root when the schema allows one (the gateway answers objects);
-    `seconds`: OverBudget past this much CPU time, before the final check if it is cold."""
+    `polite`: yield the GIL often (see MockData.from_schema); `seconds`: OverBudget past this
+    much CPU time, before the final check if it is cold."""
     started = time.thread_time()
-    first = MockData(payload, seed).from_schema(tools, nodes, obj=obj, seconds=seconds)
+    first = MockData(payload, seed).from_schema(
+        tools, nodes, obj=obj, seconds=seconds, polite=polite
+    )
     if seconds is not None and not tools.warm and time.thread_time() - started > seconds / 2:
         raise OverBudget  # compiling the whole schema's validator could take long: not here
     if tools.valid(first):
         return first
     try:
         small = MockData(payload, seed).from_schema(
-            tools, nodes, minimal=True, obj=obj, seconds=seconds
+            tools, nodes, minimal=True, obj=obj, seconds=seconds, polite=polite
         )
     except InvalidRequestError:
         return first
@@ -144,7 +148,7 @@ class MockProvider(LLMProvider):
         except OverBudget:
             pass
         try:
-            work = partial(build, payload, seed, tools, FULL_NODES, obj=True)
+            work = partial(build, payload, seed, tools, FULL_NODES, obj=True, polite=True)
             output = await asyncio.get_running_loop().run_in_executor(self._pool, work)
         except OverBudget:
             raise InvalidRequestError(
