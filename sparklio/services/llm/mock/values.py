@@ -186,3 +186,20 @@ def json_size(value: Any) -> int:
     if isinstance(value, int | float):
         return len(str(value))
     return 2
+
+
+_KINDS = (
+    ("object", frozenset({"properties", "required", "additionalProperties", "minProperties",
+                          "maxProperties", "patternProperties", "propertyNames",
+                          "dependentRequired", "dependentSchemas", "dependencies"})),
+    ("array", frozenset({"items", "prefixItems", "minItems", "maxItems", "contains",
+                         "uniqueItems", "additionalItems"})),
+    ("string", frozenset({"minLength", "maxLength", "pattern", "format"})),
+    ("number", frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                          "multipleOf"})),
+)  # fmt: skip
+
+
+def infer_types(kw: dict[str, Any]) -> list[str]:
+    """The types a schema without `type` hints at by its keywords."""
+    return [kind for kind, keys in _KINDS if not keys.isdisjoint(kw)]

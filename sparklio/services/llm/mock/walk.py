@@ -71,10 +71,6 @@ class Flat:
         self.nots: list[Loc] = []
         self.refs: list[str] = []
 
-    def first(self, key: str, default: Any = None) -> Any:
-        found = self.kw.get(key)
-        return found[0][0] if found else default
-
     def numbers(self, key: str) -> list[float]:
         return [v for v, _ in self.kw.get(key, ()) if _is_num(v)]
 
@@ -384,7 +380,7 @@ class Walker:
             if "number" in kinds:
                 kinds.add("integer")
             declared = kinds if declared is None else declared & kinds
-        inferred = _infer(flat.kw)
+        inferred = values.infer_types(flat.kw)
         if declared is not None:
             if not declared:
                 raise unsatisfiable(where, "no value has every `type` asked for")
@@ -497,20 +493,3 @@ def _bound(flat: Flat, inclusive: str, exclusive: str, pick: Any) -> tuple[float
         return None, False
     best = pick(v for v, _ in found)
     return best, any(open_ for v, open_ in found if v == best)
-
-
-_KINDS = (
-    ("object", frozenset({"properties", "required", "additionalProperties", "minProperties",
-                          "maxProperties", "patternProperties", "propertyNames",
-                          "dependentRequired", "dependentSchemas", "dependencies"})),
-    ("array", frozenset({"items", "prefixItems", "minItems", "maxItems", "contains",
-                         "uniqueItems", "additionalItems"})),
-    ("string", frozenset({"minLength", "maxLength", "pattern", "format"})),
-    ("number", frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-                          "multipleOf"})),
-)  # fmt: skip
-
-
-def _infer(kw: dict[str, Any]) -> list[str]:
-    """The types a schema without `type` hints at by its keywords."""
-    return [kind for kind, keys in _KINDS if not keys.isdisjoint(kw)]
