@@ -176,6 +176,12 @@ class LLMGateway:
         request_id = request_id or uuid.uuid4().hex
         call: _Call | None = None
         try:
+            try:  # compiling a large schema takes up to ~100 ms: fill the cache off the loop
+                large = output_schema is not None and len(orjson.dumps(output_schema)) > 20_000
+            except TypeError:  # an integer past 64 bits: left to the schema check below
+                large = False
+            if large and output_schema is not None:
+                await asyncio.to_thread(self.schemas.validator, output_schema)
             call = self._prepare(role, task, payload, mode, options, output_schema)
             route = self.router.route(role, task)
             prompt = call.prompt = self.prompts.render(

@@ -1,7 +1,7 @@
 """Schema-valid, realistic fake output, built from the caller's own words.
 
-`MockData(payload, seed).from_schema(schema)` walks a JSON Schema (const -> enum -> examples ->
-$ref -> allOf/anyOf/oneOf -> type) and fills every value with text made of the payload's words,
+`MockData(payload, seed).from_schema(schema)` walks a JSON Schema (mock/walk.py: bounded, and
+checked branch by branch) and fills every value with text made of the payload's words,
 so a brief about "Dawon green tea" yields copy about Dawon green tea, and a Korean payload
 yields Korean text. The same payload and seed always give the same output.
 """
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import random
 import re
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import rstr
-
 from sparklio.exceptions import InvalidRequestError
+from sparklio.services.llm.mock.refs import SchemaTools
+from sparklio.services.llm.mock.walk import FULL_NODES, Walker
 
 _WORD = re.compile(r"[^\W\d_][\w'\u2019-]*", re.UNICODE)
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
@@ -41,7 +40,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "blog": ("블로그",),
 }
 _SUBJECT_KEYS = ("product", "product_name", "name", "brand", "brand_name", "title", "subject")
-_MAX_DEPTH = 8
 
 _EN = {
     "sentences": [
@@ -107,16 +105,8 @@ def _strings(value: Any) -> Iterator[tuple[str, str]]:
 class MockData:
     """Builds values for JSON Schemas from one payload's words, deterministically."""
 
-    def __init__(
-        self,
-        payload: Any,
-        seed: int,
-        root_schema: dict[str, Any] | None = None,
-        check: Callable[[dict[str, Any], Any], bool] | None = None,
-    ) -> None:
+    def __init__(self, payload: Any, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.root = root_schema or {}
-        self.check = check  # validates a value against a sub-schema (for oneOf)
         texts = list(_strings(payload))
         joined = " ".join(text for _, text in texts)
         letters = sum(ch.isalpha() for ch in joined)
@@ -195,155 +185,27 @@ class MockData:
         picked = self.rng.sample(self.words, min(n, len(self.words)))
         return " ".join(picked)
 
-    # -- schema walk -----------------------------------------------------------------------
+    # -- schemas ---------------------------------------------------------------------------
 
-    def from_schema(self, schema: Any, hint: str = "", depth: int = 0) -> Any:
-        """A value that validates against `schema`."""
-        if schema is True or schema == {}:
-            return self._text_for(hint)
-        if not isinstance(schema, dict):
-            raise InvalidRequestError("output_schema contains a sub-schema that is not an object.")
-        if "const" in schema:
-            return schema["const"]
-        if "enum" in schema:
-            return self._choose(schema["enum"], hint)
-        if schema.get("examples"):
-            return self.rng.choice(schema["examples"])
-        if "$ref" in schema:
-            return self.from_schema(self._resolve(schema["$ref"]), hint, depth + 1)
-        if "allOf" in schema:
-            return self.from_schema(
-                _merge(schema, [self._deref(s) for s in schema["allOf"]]), hint, depth + 1
-            )
-        if "anyOf" in schema or "oneOf" in schema:
-            return self._branch(schema, hint, depth)
-        return self._typed(schema, _type_of(schema), hint, depth)
-
-    def _branch(self, schema: dict[str, Any], hint: str, depth: int) -> Any:
-        """A value for the first usable anyOf/oneOf branch (non-null first); for oneOf, the
-        first whose value matches exactly one branch."""
-        key = "oneOf" if "oneOf" in schema else "anyOf"
-        branches = schema[key]
-        plain = {k: v for k, v in schema.items() if k != key}
-        ordered = sorted(branches, key=lambda b: self._deref(b).get("type") == "null")
-        value: Any = None
-        for branch in ordered:
-            value = self.from_schema(_merge(plain, [self._deref(branch)]), hint, depth + 1)
-            if key == "anyOf" or self.check is None or self.check(schema, value):
-                return value
-        return value
-
-    def _typed(self, schema: dict[str, Any], kind: str, hint: str, depth: int) -> Any:
-        if kind == "object":
-            return self._object(schema, depth)
-        if kind == "array":
-            return self._array(schema, hint, depth)
-        if kind == "integer":
-            return int(self._number(schema, hint, integer=True))
-        if kind == "number":
-            return self._number(schema, hint, integer=False)
-        if kind == "boolean":
-            return self.rng.random() < 0.7
-        if kind == "null":
-            return None
-        return self._string(schema, hint)
-
-    def _object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
-        properties: dict[str, Any] = schema.get("properties", {})
-        required = set(schema.get("required", ()))
-        out: dict[str, Any] = {}
-        for name, sub in properties.items():
-            if depth >= _MAX_DEPTH and name not in required:
-                continue  # keep recursive schemas finite
-            out[name] = self.from_schema(sub, name, depth + 1)
-        for name in required - out.keys():
-            out[name] = self._text_for(name)
-        extra = schema.get("additionalProperties")
-        wanted = max(schema.get("minProperties", 0), 0 if properties else 2)
-        if isinstance(extra, dict) or extra is True or extra is None:
-            sub = extra if isinstance(extra, dict) else {"type": "string"}
-            for word in self.words:
-                if len(out) >= wanted:
-                    break
-                out.setdefault(word.lower(), self.from_schema(sub, word, depth + 1))
-        return out
-
-    def _array(self, schema: dict[str, Any], hint: str, depth: int) -> list[Any]:
-        low = schema.get("minItems", 0)
-        high = schema.get("maxItems", low + 4)
-        count = low if depth >= _MAX_DEPTH else min(high, max(low, self.rng.randint(2, 4)))
-        prefix = schema.get("prefixItems", [])
-        items = schema.get("items", {} if not prefix else False)
-        item_hint = hint[:-1] if hint.endswith("s") else hint
-        out: list[Any] = []
-        attempts = 0
-        while len(out) < count and attempts < count * 10:
-            attempts += 1
-            sub = prefix[len(out)] if len(out) < len(prefix) else items
-            if sub is False:
-                break
-            value = self.from_schema(sub, item_hint, depth + 1)
-            # repeats read as a bug to a person; uniqueItems forbids them outright
-            if value in out and (schema.get("uniqueItems") or attempts < count * 5):
-                continue
-            out.append(value)
-        return out
-
-    def _number(self, schema: dict[str, Any], hint: str, *, integer: bool) -> float:
-        step = schema.get("multipleOf")
-        low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        high = schema.get("maximum", schema.get("exclusiveMaximum"))
-        if low is None and high is None and any(h in hint.lower() for h in ("score", "rating")):
-            low, high = 1, 10
-        low = 0 if low is None else low
-        high = low + 100 if high is None else high
-        if "exclusiveMinimum" in schema and "minimum" not in schema:
-            low += step or (1 if integer else 0.01)
-        if "exclusiveMaximum" in schema and "maximum" not in schema:
-            high -= step or (1 if integer else 0.01)
-        if step:
-            first, last = -(-low // step), high // step
-            return (self.rng.randint(int(first), int(last)) if last >= first else first) * step
-        if integer:
-            return self.rng.randint(int(-(-low // 1)), int(high // 1))
-        return round(self.rng.uniform(low, high), 2) if high - low >= 0.01 else low
-
-    def _string(self, schema: dict[str, Any], hint: str) -> str:
-        fmt = schema.get("format")
-        if fmt:
-            return self._formatted(fmt, hint)
-        if "pattern" in schema:
-            text = rstr.Rstr(self.rng).xeger(schema["pattern"])
-        else:
-            text = self._text_for(hint)
-        return self._fit(text, schema.get("minLength", 0), schema.get("maxLength"))
-
-    def _fit(self, text: str, low: int, high: int | None) -> str:
-        while len(text) < low:
-            text = f"{text} {self.sentence()}".strip()
-        if high is not None and len(text) > high:
-            cut = text[:high]
-            spaced = cut.rsplit(" ", 1)[0].rstrip(",.;:—-") if " " in cut else cut
-            text = spaced if len(spaced) >= low else cut
-        return text
-
-    def _formatted(self, fmt: str, hint: str) -> str:
-        slug = re.sub(r"[^a-z0-9]+", "-", self.subject.lower()).strip("-") or "brand"
-        day = self.rng.randint(1, 28)
-        month = self.rng.randint(1, 12)
-        by_format = {
-            "email": f"hello@{slug}.example.com",
-            "date": f"2026-{month:02d}-{day:02d}",
-            "date-time": f"2026-{month:02d}-{day:02d}T{self.rng.randint(8, 19):02d}:00:00Z",
-            "time": f"{self.rng.randint(8, 19):02d}:00:00Z",
-            "uri": f"https://{slug}.example.com/",
-            "url": f"https://{slug}.example.com/",
-            "hostname": f"{slug}.example.com",
-            "ipv4": f"192.0.2.{self.rng.randint(1, 254)}",
-            "ipv6": f"2001:db8::{self.rng.randint(1, 0xFFFF):x}",
-            "uuid": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
-        }
-        return by_format.get(fmt, self._text_for(hint))
+    def from_schema(
+        self,
+        schema: dict[str, Any] | SchemaTools,
+        nodes: int = FULL_NODES,
+        *,
+        minimal: bool = False,
+        obj: bool = False,
+        seconds: float | None = None,
+        polite: bool = False,
+    ) -> Any:
+        """A value for `schema` (see mock/walk.py); OverBudget past `nodes` steps of work,
+        InvalidRequestError (422) when the schema cannot be answered. `obj`: try an object
+        first at the root; `seconds`: a CPU-time limit (OverBudget past it); `polite`: hand
+        the GIL back often (for a worker thread beside an event loop)."""
+        tools = schema if isinstance(schema, SchemaTools) else SchemaTools(schema)
+        walker = Walker(
+            self, tools, nodes, minimal=minimal, root_object=obj, seconds=seconds, polite=polite
+        )
+        return walker.value()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -361,27 +223,6 @@ class MockData:
         ]  # fmt: skip
         return self.rng.choice(mentioned or options)
 
-    def _deref(self, schema: Any) -> dict[str, Any]:
-        while isinstance(schema, dict) and "$ref" in schema and len(schema) == 1:
-            schema = self._resolve(schema["$ref"])
-        return schema if isinstance(schema, dict) else {}
-
-    def _resolve(self, ref: str) -> Any:
-        if not ref.startswith("#"):
-            raise InvalidRequestError(
-                f"output_schema $ref {ref!r} points outside the schema; define it under $defs."
-            )
-        node: Any = self.root
-        for part in filter(None, ref[1:].split("/")):
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif isinstance(node, dict) and part in node:
-                node = node[part]
-            else:
-                raise InvalidRequestError(f"output_schema $ref {ref!r} cannot be resolved.")
-        return node
-
 
 def _josa(match: re.Match[str]) -> str:
     """Pick the particle form that fits the word before it: 을 after a consonant, 를 after a
@@ -392,32 +233,3 @@ def _josa(match: re.Match[str]) -> str:
     if forms[0] == "으로":  # ㄹ batchim takes 로 as well
         batchim = batchim and code % 28 != 8
     return char + (forms[0] if batchim else forms[1])
-
-
-def _type_of(schema: dict[str, Any]) -> str:
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
-    if kind:
-        return str(kind)
-    if "properties" in schema or "required" in schema or "additionalProperties" in schema:
-        return "object"
-    if "items" in schema or "prefixItems" in schema:
-        return "array"
-    if any(k in schema for k in ("minimum", "maximum", "multipleOf")):
-        return "number"
-    return "string"
-
-
-def _merge(base: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One schema that satisfies `base` and every one of `parts` (for allOf and a chosen branch)."""
-    merged = {k: v for k, v in base.items() if k != "allOf"}
-    for part in parts:
-        for key, value in part.items():
-            if key == "properties":
-                merged["properties"] = {**merged.get("properties", {}), **value}
-            elif key == "required":
-                merged["required"] = [*merged.get("required", []), *value]
-            else:
-                merged.setdefault(key, value)
-    return merged

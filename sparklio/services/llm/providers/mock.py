@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
-import jsonschema_rs
 import orjson
 
+from sparklio.exceptions import InvalidRequestError
+from sparklio.services.llm.mock import (
+    FULL_NODES,
+    INLINE_NODES,
+    INLINE_SECONDS,
+    OverBudget,
+    SchemaTools,
+)
 from sparklio.services.llm.mockdata import MockData
 from sparklio.services.llm.providers.base import (
     LLMProvider,
@@ -21,11 +33,17 @@ _GENERIC_SCHEMA: dict[str, Any] = {
     "properties": {"title": {"type": "string"}, "summary": {"type": "string"}},
     "required": ["title", "summary"],
 }
+_TOOLS_CACHED = 64  # distinct schemas whose resolver and compiled checks are kept
+_SMALL_SCHEMA = 20_000  # bytes of JSON: a schema this small compiles in well under 1 ms
 
 
-def _seed(*parts: Any) -> int:
-    blob = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _seed(*parts: Any, schema_key: bytes = b"") -> int:
+    digest = hashlib.sha256(orjson.dumps(parts, option=_CANONICAL))
+    digest.update(schema_key)
+    return int.from_bytes(digest.digest()[:8], "big")
 
 
 def _tokens(text: str) -> int:
@@ -33,11 +51,55 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def build(
+    payload: Any,
+    seed: int,
+    tools: SchemaTools,
+    nodes: int,
+    *,
+    obj: bool = False,
+    seconds: float | None = None,
+    polite: bool = False,
+) -> Any:
+    """A schema-valid value if the walk finds one: the realistic answer, or else the smallest
+    one; the realistic answer (which the gateway will report) when neither validates.
+    `obj`: an object at the root when the schema allows one (the gateway answers objects);
+    `polite`: yield the GIL often (see MockData.from_schema); `seconds`: OverBudget past this
+    much CPU time, before the final check if it is cold."""
+    started = time.thread_time()
+    first = MockData(payload, seed).from_schema(
+        tools, nodes, obj=obj, seconds=seconds, polite=polite
+    )
+    if seconds is not None and not tools.warm and time.thread_time() - started > seconds / 2:
+        raise OverBudget  # compiling the whole schema's validator could take long: not here
+    if tools.valid(first):
+        return first
+    try:
+        small = MockData(payload, seed).from_schema(
+            tools, nodes, minimal=True, obj=obj, seconds=seconds, polite=polite
+        )
+    except InvalidRequestError:
+        return first
+    return small if tools.valid(small) else first
+
+
 class MockProvider(LLMProvider):
     """Builds its answer from the requested schema and the payload's own words.
 
-    The same (role, task, payload, schema, seed) always gives the same output.
+    The same (role, task, payload, schema, seed) always gives the same output. Small schemas
+    are answered on the event loop; a walk that outgrows a few milliseconds of work is
+    started again in a worker thread with the full budget, so it never stalls other callers.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tools: OrderedDict[bytes, SchemaTools] = OrderedDict()
+        # one worker: heavy walks queue behind each other instead of all contending with the
+        # event loop for the GIL (ten busy threads left the loop ~10 % of the CPU)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mock-walk")
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def vendor(self) -> str:
@@ -57,13 +119,14 @@ class MockProvider(LLMProvider):
     ) -> LLMProviderResponse:
         payload = options.get("payload", {})
         schema = options.get("schema") or _GENERIC_SCHEMA
-        seed = _seed(role, task, payload, schema if mode == "json" else None, options.get("seed"))
-        data = MockData(payload, seed, root_schema=schema, check=_checker(schema))
         if mode == "json":
-            output: dict[str, Any] = data.from_schema(schema)
+            key = orjson.dumps(schema, option=_CANONICAL)  # serialised once: seed and cache key
+            seed = _seed(role, task, payload, options.get("seed"), schema_key=key)
+            output: dict[str, Any] = await self._json(payload, seed, schema, key)
             completion = orjson.dumps(output).decode()
         else:
-            completion = data.paragraph(4)
+            seed = _seed(role, task, payload, options.get("seed"))
+            completion = MockData(payload, seed).paragraph(4)
             output = {"text": completion}
         return LLMProviderResponse(
             provider=self.vendor,
@@ -73,19 +136,43 @@ class MockProvider(LLMProvider):
             meta={"mock": True},
         )
 
-
-def _checker(root: dict[str, Any]) -> Any:
-    """A function telling whether a value matches a sub-schema of `root`.
-
-    Only oneOf needs it, so validators are built on demand; the sub-schema carries the root's
-    `$defs` so its references resolve.
-    """
-    defs: dict[str, Any] = {k: root[k] for k in ("$defs", "definitions") if k in root}
-
-    def check(schema: dict[str, Any], value: Any) -> bool:
+    async def _json(
+        self, payload: Any, seed: int, schema: dict[str, Any], key: bytes
+    ) -> dict[str, Any]:
+        tools = self._tools_for(schema, key)
         try:
-            return bool(jsonschema_rs.validator_for({**defs, **schema}).is_valid(value))
-        except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError):
-            return True  # a reference outside $defs: let the gateway's own check decide
+            if tools.warm or tools.size < _SMALL_SCHEMA:
+                return self._object(
+                    build(payload, seed, tools, INLINE_NODES, obj=True, seconds=INLINE_SECONDS)
+                )
+        except OverBudget:
+            pass
+        try:
+            work = partial(build, payload, seed, tools, FULL_NODES, obj=True, polite=True)
+            output = await asyncio.get_running_loop().run_in_executor(self._pool, work)
+        except OverBudget:
+            raise InvalidRequestError(
+                f"output_schema is too large or too tangled for the mock: no answer within "
+                f"{FULL_NODES:,} steps of work. Simplify it (fewer nested anyOf/oneOf, "
+                "smaller minItems) or test it against a real model."
+            ) from None
+        return self._object(output)
 
-    return check
+    @staticmethod
+    def _object(output: Any) -> dict[str, Any]:
+        if not isinstance(output, dict):
+            raise InvalidRequestError(
+                "output_schema admits no JSON object here (the mock found only "
+                f"{type(output).__name__} values); describe an object with type: object."
+            )
+        return output
+
+    def _tools_for(self, schema: dict[str, Any], key: bytes) -> SchemaTools:
+        tools = self._tools.get(key)
+        if tools is None:
+            tools = self._tools[key] = SchemaTools(schema, size=len(key))
+            if len(self._tools) > _TOOLS_CACHED:
+                self._tools.popitem(last=False)
+        else:
+            self._tools.move_to_end(key)
+        return tools
