@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     )
     jwt_expiry_minutes: int = Field(default=60 * 12, ge=1)
     call_log_buffer: int = Field(default=10_000, ge=1)
+    db_probe_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between two checks that the database answers.",
+    )
 
     sparklio_home: Path = Path("~/.sparklio")
     log_level: str = "info"
