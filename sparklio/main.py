@@ -136,6 +136,7 @@ def _database_monitor(
             call_log.database_up()
         else:
             call_log.database_down(error or "the database does not answer")
+        media.jobs.database_changed(up, error)
 
     monitor.on_change(changed)
     if not migrated:

@@ -24,9 +24,12 @@ from sqlalchemy import func, select
 
 from sparklio.core.config import Settings
 from sparklio.db.engine import make_engine, migrate, sessions
-from sparklio.db.models import LLMCall
+from sparklio.db.models import LLMCall, MediaJobRow
 from sparklio.main import create_app
 from sparklio.services.auth import AuthService
+from sparklio.services.media.providers.base import MediaProviderResponse, Progress
+from sparklio.services.media.providers.mock import MockImageProvider
+from sparklio.services.media.providers.registry import MediaRegistry
 from tests.conftest import make_settings
 from tests.pg import PostgresCluster, postgres
 from tests.servers import free_port
@@ -199,6 +202,83 @@ async def test_the_gateway_starts_while_the_database_is_down_and_migrates_once_i
     finally:
         await engine.dispose()
     assert rows == ["while-down"]
+
+
+# -- media jobs ----------------------------------------------------------------------------
+
+
+class GatedImages(MockImageProvider):
+    """The mock renderer, once the test opens the gate (set per test)."""
+
+    started: asyncio.Event
+    gate: asyncio.Event
+
+    async def generate(
+        self, prompt: str, role: str, task: str, options: dict[str, Any], progress: Progress
+    ) -> MediaProviderResponse:
+        GatedImages.started.set()
+        await GatedImages.gate.wait()
+        return await super().generate(prompt, role, task, options, progress)
+
+
+async def test_a_media_job_that_rendered_during_the_outage_reports_succeeded(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    GatedImages.started, GatedImages.gate = asyncio.Event(), asyncio.Event()
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "version: 1\nmodes:\n  mock:\n    default: [{provider: mock, model: m}]\n"
+        "media:\n  modes:\n    mock:\n      default: [{provider: gated, model: g}]\n"
+    )
+    url = postgres.create_database()
+    migrate(url)
+    settings = settings_for(tmp_path, url, llm_routing_file=routes)
+    registry = MediaRegistry(settings)
+    registry.register("gated", GatedImages)
+    app = create_app(settings, media_registry=registry)
+    async with running(app) as http:
+        accepted = await http.post("/api/v1/media/generate", json=IMAGE)
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        await asyncio.wait_for(GatedImages.started.wait(), 30)
+        await stopped(postgres)
+        try:
+            await until(lambda: _database_down(http), "/health to say down")
+            GatedImages.gate.set()  # the image renders while the database is down
+
+            async def kept_in_memory() -> bool:
+                return (await health(http))["database"]["media_jobs_unsaved"] == 1
+
+            await until(kept_in_memory, "the finished job to wait for the database")
+            job = (await http.get(f"/api/v1/media/jobs/{job_id}")).json()
+            assert job["status"] == "succeeded", job
+            [asset] = job["assets"]
+            image = await http.get(asset["url"])
+            assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+            # a new job cannot be stored, and a job not in memory cannot be read: 503s
+            refused = await http.post("/api/v1/media/generate", json=IMAGE)
+            assert refused.status_code == 503 and "Retry-After" in refused.headers
+            assert refused.json()["error"]["type"] == "database_unavailable"
+            unknown = await http.get(f"/api/v1/media/jobs/{'0' * 32}")
+            assert unknown.status_code == 503
+            assert unknown.json()["error"]["type"] == "database_unavailable"
+        finally:
+            await started(postgres)
+
+        async def written() -> bool:
+            return (await health(http))["database"]["media_jobs_unsaved"] == 0
+
+        await until(written, "the job to be written")
+        again = (await http.get(f"/api/v1/media/jobs/{job_id}")).json()  # from its row now
+        assert again["status"] == "succeeded" and again["assets"] == job["assets"]
+    engine = make_engine(url)
+    try:
+        async with sessions(engine)() as session:
+            row = await session.get(MediaJobRow, job_id)
+    finally:
+        await engine.dispose()
+    assert row is not None and row.status == "succeeded"
+    assert [a["id"] for a in row.data["assets"]] == [asset["id"]]
 
 
 # -- a real server, killed -----------------------------------------------------------------

@@ -22,6 +22,7 @@ async def health(gateway: GatewayDep, request: Request) -> Response:
     monitor.start()  # in-process apps run no lifespan: the first /health starts it
     database = monitor.snapshot()
     call_log = state.call_log.stats()
+    database["media_jobs_unsaved"] = state.media.jobs.unsaved
     healthy = database["status"] != "down" and call_log["database"] == "ok"
     return json_response(
         {
