@@ -280,12 +280,14 @@ class CallLog:
         self._nudge.set()
 
     async def flush(self, within: float = 10.0) -> bool:
-        """Wait until every buffered record is written (or spilled); whether it finished in
-        `within` seconds. For tests and reports that must see every call."""
+        """Wait until every buffered record is written, and, while the database answers,
+        every spilled one too (a slow write sends records to the spill file: they are written
+        by the replay); spilled only while it is away. Whether it finished in `within`
+        seconds. For tests and reports that must see every call."""
         if self._task is None:
             self._start_writer()
         deadline = asyncio.get_running_loop().time() + within
-        while self._buffer or self._inflight:
+        while self._buffer or self._inflight or (self._database_ok and self._spill.pending):
             self._wake.set()
             if asyncio.get_running_loop().time() >= deadline:
                 return False
