@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from sparklio.api.v1.endpoints import health
 from sparklio.core.config import Settings, load_settings
 from sparklio.db.engine import (
     database_url,
+    dispose,
     make_engine,
     migrate_async,
     migrate_at_start,
@@ -106,12 +108,19 @@ def create_app(
 
 
 async def close_app(app: FastAPI) -> None:
-    """What the lifespan does at shutdown, for an app used in-process without one."""
-    await app.state.media.aclose()
-    await app.state.gateway.aclose()
-    await app.state.call_log.aclose()  # writes what is buffered, or spills it to its file
-    await app.state.db_monitor.aclose()
-    await app.state.db_engine.dispose()
+    """What the lifespan does at shutdown, for an app used in-process without one.
+
+    Every step runs even when one before it fails (the error is raised at the end): an engine
+    left undisposed keeps its pooled connections until the garbage collector finds them, and
+    aiosqlite's then warn "deleted before being closed" in whatever runs at that moment."""
+    state = app.state
+    async with contextlib.AsyncExitStack() as stack:  # runs the callbacks last-in first
+        stack.push_async_callback(dispose, state.db_engine)  # once its connections are back
+        stack.push_async_callback(state.db_monitor.aclose)
+        # writes what is buffered, or spills it to its file; before the engine goes
+        stack.push_async_callback(state.call_log.aclose)
+        stack.push_async_callback(state.gateway.aclose)
+        stack.push_async_callback(state.media.aclose)  # its jobs' last saves use the engine
 
 
 def _database_monitor(

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sparklio.db.engine import dispose
 from sparklio.db.errors import describe, is_outage
 
 log = logging.getLogger("sparklio.db")
@@ -101,7 +102,7 @@ class DatabaseMonitor:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._engine.dispose()
+        await dispose(self._engine)
 
     # -- the task ----------------------------------------------------------------------------
 
