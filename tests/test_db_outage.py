@@ -36,6 +36,9 @@ from tests.servers import free_port
 
 __all__ = ["postgres"]  # a fixture, used by name
 
+# stopping and starting PostgreSQL takes seconds on a busy machine: more than the default 30
+pytestmark = pytest.mark.timeout(180)
+
 CALL = {"role": "copywriter", "task": "channel_copy", "mode": "text",
         "payload": {"product": "Dawon green tea"}}  # fmt: skip
 IMAGE = {"role": "vision_generator", "task": "image", "prompt": "tea", "width": 64, "height": 64}
