@@ -155,7 +155,12 @@ async def migrate_async(url: str, *, in_child: bool = False) -> None:
         stderr=asyncio.subprocess.PIPE,
         env=_child_env(url),
     )
-    _, stderr = await process.communicate()
+    try:
+        _, stderr = await process.communicate()
+    except asyncio.CancelledError:  # the app is closing: no migration left running behind it
+        process.kill()
+        await process.wait()
+        raise
     if process.returncode != 0:
         message = stderr.decode(errors="replace").strip()
         raise ConfigError(f"the database could not be migrated: {message}")

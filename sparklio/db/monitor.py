@@ -60,6 +60,7 @@ class DatabaseMonitor:
         self._listeners: list[Listener] = []
         self._hooks: list[Callable[[], Awaitable[Any]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def migrated(self) -> bool:
@@ -92,11 +93,12 @@ class DatabaseMonitor:
     # -- start and stop ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start probing in the running loop (idempotent)."""
-        if self._task is None:
+        """Start probing in the running loop (idempotent; not again once closed)."""
+        if self._task is None and not self._closed:
             self._task = asyncio.create_task(self._run(), name="sparklio-db-monitor")
 
     async def aclose(self) -> None:
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
