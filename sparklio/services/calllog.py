@@ -2,17 +2,17 @@
 
 `record()` appends to a bounded in-memory buffer: O(1), it never blocks and never raises. A
 writer task inserts the buffer in batches. When the buffer is full, when a write fails or has
-taken longer than `spill_after` (1 s), or while the database is known to be away (the writer
+taken longer than `spill_after` (0.5 s), or while the database is known to be away (the writer
 found out, or the app's database monitor said so through `database_down()`), records go
-straight to an append-only JSON Lines spill file under SPARKLIO_HOME instead: a process killed
-during an outage loses at most the last second of records. They are replayed once the database
-answers again. Inserts skip an id already stored, so a record
-replayed twice (after a crash mid-replay, or an insert that timed out but committed) is
-stored once.
+straight to an append-only JSON Lines spill file under SPARKLIO_HOME instead: a record waits
+in memory at most `flush_interval` + `spill_after` (1 s), so a process killed during an outage
+loses at most the last second of records. They are replayed once the database answers again.
+Inserts skip an id already stored, so a record replayed twice (after a crash mid-replay, or an
+insert that timed out but committed) is stored once.
 
 ```
 record() ─► buffer (deque, ≤ buffer_size) ─► writer ─► INSERT … ON CONFLICT (id) DO NOTHING
-   │ full, database away, write slow > 1 s      │ fails and the database does not answer:
+   │ full, database away, write slow > 0.5 s    │ fails and the database does not answer:
    ▼                                            ▼ spill the batch, back off 0.5 s → 10 s, probe
 calls.jsonl ── renamed when replay starts ──► calls.jsonl.<n>.replaying ─► inserted, deleted
 ```
@@ -189,7 +189,7 @@ class CallLog:
         *,
         timeout: float = 5.0,
         backoff: tuple[float, float] = (0.5, 10.0),
-        spill_after: float = 1.0,
+        spill_after: float = 0.5,
     ) -> None:
         engine = db if isinstance(db, AsyncEngine) else db.kw.get("bind")
         if not isinstance(engine, AsyncEngine):
