@@ -79,7 +79,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await call_log.start()
-        monitor.start()  # migrates if the start could not, then recovers media jobs
+        # only the server recovers jobs: an in-process app (no lifespan) sharing its database
+        # must not fail the jobs it is running; the monitor does it once the database answers
+        monitor.after_migrations(partial(_recover_jobs, media))
+        monitor.start()  # and migrates first if the start could not
         await gateway.start()
         yield
         await close_app(app)
@@ -152,7 +155,6 @@ def _database_monitor(
         # inserts into tables that do not exist yet would be refused as bad records
         call_log.hold("waiting for the database to be migrated")
         monitor.after_migrations(_release(call_log))
-    monitor.after_migrations(partial(_recover_jobs, media))
     return monitor
 
 

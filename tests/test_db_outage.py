@@ -25,12 +25,13 @@ from sqlalchemy import func, select
 from sparklio.core.config import Settings
 from sparklio.db.engine import make_engine, migrate, sessions
 from sparklio.db.models import LLMCall, MediaJobRow
-from sparklio.main import create_app
+from sparklio.main import close_app, create_app
 from sparklio.services.auth import AuthService
+from sparklio.services.media.jobs import MediaJob
 from sparklio.services.media.providers.base import MediaProviderResponse, Progress
 from sparklio.services.media.providers.mock import MockImageProvider
 from sparklio.services.media.providers.registry import MediaRegistry
-from tests.conftest import make_settings
+from tests.conftest import client_for, make_settings
 from tests.pg import PostgresCluster, postgres
 from tests.servers import free_port
 
@@ -467,3 +468,40 @@ async def test_serve_starts_while_the_database_is_down_and_serves_a_token(
             await started(postgres)
     count, ids = await stored_request_ids(url)
     assert (count, ids) == (1, {"first-call"})
+
+
+# -- recovering jobs -----------------------------------------------------------------------
+
+
+async def test_only_a_served_app_marks_leftover_jobs_interrupted(tmp_path: Path) -> None:
+    """The database monitor runs in any app that serves `/health`, but only the server's
+    lifespan recovers jobs: an in-process app sharing the database (`sparklio generate`
+    while the server runs) must not fail the jobs the server is running."""
+    settings = make_settings(sparklio_home=tmp_path / "home", db_probe_interval=PROBE)
+    first = create_app(settings)
+    job = MediaJob(job_id="2" * 32, status="running", started_at=1.0,
+                   request={"role": "r", "task": "t", "prompt": "p"})  # fmt: skip
+    await first.state.media.jobs.save(job)  # as a running server has it
+    await close_app(first)
+    url = f"/api/v1/media/jobs/{job.job_id}"
+
+    in_process = create_app(settings)
+    async with await client_for(in_process) as http:
+
+        async def database_ok() -> bool:
+            return bool((await health(http))["database"]["status"] == "ok")
+
+        await until(database_ok, "the in-process app's monitor to probe")
+        await asyncio.sleep(3 * PROBE)  # a few more rounds of its monitor
+        assert (await http.get(url)).json()["status"] == "running"
+    await close_app(in_process)
+
+    served = create_app(settings)
+    async with running(served) as http:
+
+        async def recovered() -> dict[str, Any] | None:
+            body: dict[str, Any] = (await http.get(url)).json()
+            return body if body["status"] == "failed" else None
+
+        body = await until(recovered, "the server to mark the job interrupted")
+    assert "interrupted by restart" in body["error"]["message"]
