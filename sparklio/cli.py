@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,13 +99,10 @@ def serve(
 
     settings = _settings()
     configure_logging(settings.log_level)
-    # migrations run in a child process: the server then never imports Alembic (~10 MB)
-    migration = subprocess.run([sys.executable, "-m", "sparklio.cli", "db", "upgrade"],
-                               capture_output=True, text=True)  # fmt: skip
-    if migration.returncode != 0:
-        _fail(f"the database could not be migrated:\n{migration.stderr.strip()}", 2)
     try:
-        api = create_app(settings, migrate_db=False)
+        # migrations run in a child process: the server then never imports Alembic (~10 MB);
+        # a database that cannot be reached yet is migrated in the background once it answers
+        api = create_app(settings, migrate_in_child=True)
     except ConfigError as exc:
         _fail(str(exc), 2)
     mode = api.state.gateway.router.mode

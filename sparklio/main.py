@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -13,7 +16,16 @@ from sparklio.api.middleware import RequestContextMiddleware
 from sparklio.api.v1 import api_router
 from sparklio.api.v1.endpoints import health
 from sparklio.core.config import Settings, load_settings
-from sparklio.db.engine import database_url, make_engine, migrate, sessions
+from sparklio.db.engine import (
+    database_url,
+    dispose,
+    make_engine,
+    migrate_async,
+    migrate_at_start,
+    probe_engine,
+    sessions,
+)
+from sparklio.db.monitor import DatabaseMonitor
 from sparklio.services.auth import AuthService
 from sparklio.services.calllog import CallLog
 from sparklio.services.llm.gateway import LLMGateway
@@ -23,6 +35,8 @@ from sparklio.services.media.gateway import MediaGateway
 from sparklio.services.media.jobs import JobStore
 from sparklio.services.media.providers.registry import MediaRegistry
 
+log = logging.getLogger("sparklio")
+
 
 def create_app(
     settings: Settings | None = None,
@@ -30,6 +44,7 @@ def create_app(
     registry: ProviderRegistry | None = None,
     media_registry: MediaRegistry | None = None,
     migrate_db: bool = True,
+    migrate_in_child: bool = False,
 ) -> FastAPI:
     """The Sparklio API. Settings, registry, router and gateway are built here, once.
 
@@ -37,6 +52,11 @@ def create_app(
     `httpx.ASGITransport(app=create_app())`, which runs no lifespan; the lifespan lets
     providers prepare at start and closes their connections (and running image jobs) at
     shutdown: in-process, call `close_app(app)`. Raises ConfigError for bad settings or files.
+
+    A database that cannot be reached does not stop the start: calls are served (call records
+    spill to disk), and the database monitor runs the migrations once it answers.
+    `migrate_in_child` migrates in a child process (`sparklio serve`: the server never
+    imports Alembic).
     """
     settings = settings or load_settings()
     registry = registry or ProviderRegistry(settings)
@@ -45,8 +65,7 @@ def create_app(
     routing = load_routing_file(path, registry.names(), media_registry.names())
     gateway = LLMGateway.build(settings, routing, path, registry)
     url = database_url(settings)
-    if migrate_db:  # `sparklio serve` migrates in a child process, to keep Alembic out
-        migrate(url)
+    migrated = not migrate_db or migrate_at_start(url, in_child=migrate_in_child)
     engine = make_engine(url)
     db = sessions(engine)
     auth = AuthService(settings, db)
@@ -55,11 +74,15 @@ def create_app(
     # every call is recorded without waiting for the database (see CallLog)
     call_log = CallLog(engine, settings.home / "calllog" / "calls.jsonl", settings.call_log_buffer)
     gateway.call_log = call_log
+    monitor = _database_monitor(settings, url, migrated, migrate_in_child, call_log, media)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await call_log.start()
-        await media.jobs.recover()
+        # only the server recovers jobs: an in-process app (no lifespan) sharing its database
+        # must not fail the jobs it is running; the monitor does it once the database answers
+        monitor.after_migrations(partial(_recover_jobs, media))
+        monitor.start()  # and migrates first if the start could not
         await gateway.start()
         yield
         await close_app(app)
@@ -77,6 +100,7 @@ def create_app(
     app.state.db_sessions = db
     app.state.auth = auth
     app.state.call_log = call_log
+    app.state.db_monitor = monitor
     install_error_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,
@@ -91,8 +115,62 @@ def create_app(
 
 
 async def close_app(app: FastAPI) -> None:
-    """What the lifespan does at shutdown, for an app used in-process without one."""
-    await app.state.media.aclose()
-    await app.state.gateway.aclose()
-    await app.state.call_log.aclose()  # writes what is buffered, or spills it to its file
-    await app.state.db_engine.dispose()
+    """What the lifespan does at shutdown, for an app used in-process without one.
+
+    Every step runs even when one before it fails (the error is raised at the end): an engine
+    left undisposed keeps its pooled connections until the garbage collector finds them, and
+    aiosqlite's then warn "deleted before being closed" in whatever runs at that moment."""
+    state = app.state
+    async with contextlib.AsyncExitStack() as stack:  # runs the callbacks last-in first
+        stack.push_async_callback(dispose, state.db_engine)  # once its connections are back
+        stack.push_async_callback(state.db_monitor.aclose)
+        # writes what is buffered, or spills it to its file; before the engine goes
+        stack.push_async_callback(state.call_log.aclose)
+        stack.push_async_callback(state.gateway.aclose)
+        stack.push_async_callback(state.media.aclose)  # its jobs' last saves use the engine
+
+
+def _database_monitor(
+    settings: Settings,
+    url: str,
+    migrated: bool,
+    in_child: bool,
+    call_log: CallLog,
+    media: MediaGateway,
+) -> DatabaseMonitor:
+    """The monitor that tells the call log and the media jobs when the database goes away
+    and comes back, and migrates it when the start could not."""
+    monitor = DatabaseMonitor(
+        probe_engine(url),
+        interval=settings.db_probe_interval,
+        timeout=max(1.0, min(5.0, settings.db_probe_interval * 2)),
+        migrate=None if migrated else partial(migrate_async, url, in_child=in_child),
+    )
+
+    def changed(up: bool, error: str | None) -> None:
+        if up:
+            call_log.database_up()
+        else:
+            call_log.database_down(error or "the database does not answer")
+        media.jobs.database_changed(up, error)
+
+    monitor.on_change(changed)
+    if not migrated:
+        # inserts into tables that do not exist yet would be refused as bad records
+        call_log.hold("waiting for the database to be migrated")
+        monitor.after_migrations(_release(call_log))
+    return monitor
+
+
+def _release(call_log: CallLog) -> Callable[[], Awaitable[None]]:
+    async def release() -> None:
+        call_log.release()
+
+    return release
+
+
+async def _recover_jobs(media: MediaGateway) -> None:
+    """Mark jobs an earlier run left unfinished as interrupted."""
+    count = await media.jobs.recover()
+    if count:
+        log.info("%d media jobs were interrupted by the last stop", count)

@@ -319,3 +319,120 @@ async def test_closing_while_the_database_is_away_keeps_the_records_for_the_next
     _, ids, _ = await stored(engine)
     await engine.dispose()
     assert ids == {r["id"] for r in records} | {"late"}
+
+
+async def test_while_the_database_is_away_each_record_is_on_disk_when_record_returns(
+    tmp_path: Path, spill: Path
+) -> None:
+    """Once the writer knows the database is away, a record is in the spill file before
+    `record()` returns (a kill -9 then loses nothing acknowledged), not after the back-off."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'volume' / 'sparklio.db'}"
+    engine = make_engine(url)
+    log = CallLog(engine, spill, buffer_size=10_000, batch_size=100,
+                  **(FAST | {"backoff": (30.0, 30.0)}))  # fmt: skip
+    await log.start()
+    log.record(entry(0))
+    await until(lambda: log.stats()["database"] == "unreachable")
+    assert log.stats()["spilled"] == 1
+    for round_ in range(3):
+        for i in range(100):
+            log.record(entry(100 * round_ + i))
+            # no await in between: nothing but record() itself can have put it on disk
+            assert log.stats()["buffered"] == 0
+        assert len(read_lines(spill)) == 1 + 100 * (round_ + 1)
+        await asyncio.sleep(0.05)  # the writer runs meanwhile, still backing off
+    await log.aclose()
+    await engine.dispose()
+
+
+async def test_the_monitor_saying_the_database_is_down_sends_memory_to_disk_at_once(
+    engine: AsyncEngine, spill: Path
+) -> None:
+    """`database_down()` (the app's monitor found the database gone) spills what waits in
+    memory and every record after it; `database_up()` brings them all into the database."""
+    log = CallLog(engine, spill, buffer_size=10_000, batch_size=1000,
+                  **(FAST | {"flush_interval": 30.0}))  # fmt: skip
+    await log.start()
+    records = [entry(i) for i in range(40)]
+    for record in records[:30]:
+        log.record(record)
+    assert log.stats()["buffered"] == 30  # a long flush interval: still in memory
+    log.database_down("the monitor's probe failed")
+    assert len(read_lines(spill)) == 30
+    for record in records[30:]:
+        log.record(record)
+    assert len(read_lines(spill)) == 40
+    assert log.stats() | {"last_error": None} == {
+        "buffered": 0, "spilled": 40, "written": 0, "dropped": 0, "database": "unreachable",
+        "last_error": None,
+    }  # fmt: skip
+
+    log.database_up()
+    await until(lambda: log.stats()["written"] == 40 and log.stats()["spilled"] == 0)
+    await log.aclose()
+    rows, ids, requests = await stored(engine)
+    assert (rows, requests) == (40, 40)
+    assert ids == {r["id"] for r in records}
+
+
+async def test_held_until_migrated_nothing_is_refused_as_a_bad_record(
+    tmp_path: Path, spill: Path
+) -> None:
+    """A gateway that started before its database was migrated holds the log: records wait
+    on disk instead of being inserted into missing tables (and set aside as rejected)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sparklio.db'}"
+    engine = make_engine(url)
+    async with engine.begin() as connection:  # the database answers, but has no tables
+        await connection.execute(text("SELECT 1"))
+    log = CallLog(engine, spill, buffer_size=10_000, **FAST)
+    log.hold("waiting for migrations")
+    await log.start()
+    records = [entry(i) for i in range(25)]
+    for record in records:
+        log.record(record)
+    await asyncio.sleep(0.3)  # several back-off rounds: a writer that is not held would try
+    assert log.stats()["spilled"] == 25
+    assert log.stats()["dropped"] == 0
+
+    await asyncio.to_thread(migrate, url)
+    log.release()
+    await until(lambda: log.stats()["written"] == 25 and log.stats()["spilled"] == 0)
+    await log.aclose()
+    rows, ids, _ = await stored(engine)
+    await engine.dispose()
+    assert rows == 25 and ids == {r["id"] for r in records}
+    assert log.stats()["dropped"] == 0
+
+
+async def test_a_write_slower_than_a_second_puts_its_batch_on_disk_meanwhile(
+    postgres: PostgresCluster, spill: Path
+) -> None:
+    """A database that takes the insert but does not finish it (a lock) within `spill_after`:
+    the batch in flight and every record after it are on disk while the write still waits,
+    so a kill then loses nothing; once it finishes, each record is stored once."""
+    url = postgres.create_database()
+    migrate(url)
+    engine, locker = make_engine(url), make_engine(url)
+    log = CallLog(engine, spill, buffer_size=10_000, batch_size=100,
+                  **(FAST | {"timeout": 60.0, "spill_after": 0.2}))  # fmt: skip
+    await log.start()
+    first, later = [entry(i) for i in range(50)], [entry(100 + i) for i in range(20)]
+    async with locker.begin() as connection:
+        await connection.execute(text("LOCK TABLE llm_calls IN ACCESS EXCLUSIVE MODE"))
+        for record in first:
+            log.record(record)
+        await until(lambda: log.stats()["spilled"] == 50)  # the write waits for the lock
+        for record in later:
+            log.record(record)
+        assert len(read_lines(spill)) == 70
+        assert log.stats()["buffered"] == 0 and log.stats()["written"] == 0
+    # a report that flushes first sees every call, spilled ones too, once the lock is gone
+    assert await log.flush(within=60)
+    assert (log.stats()["spilled"], log.stats()["written"]) == (0, 70)
+    await log.aclose()
+    rows, ids, requests = await stored(engine)
+    await engine.dispose()
+    await locker.dispose()
+    assert (rows, requests) == (70, 70)
+    assert ids == {r["id"] for r in first + later}
+    assert log.stats()["dropped"] == 0

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         return value
 
     call_log_buffer: int = Field(default=10_000, ge=1)
+    db_probe_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between two checks that the database answers.",
+    )
 
     sparklio_home: Path = Path("~/.sparklio")
     log_level: str = "info"

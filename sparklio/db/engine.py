@@ -2,22 +2,32 @@
 
 `DATABASE_URL` defaults to SQLite in SPARKLIO_HOME (embedded, nothing to set up); PostgreSQL
 is `postgresql+asyncpg://user@host/db`. Migrations run with Alembic at `sparklio serve` start,
-with `sparklio db upgrade`, and when an app is built in-process.
+with `sparklio db upgrade`, and when an app is built in-process. When the database cannot be
+reached at start, `migrate_at_start` says so instead of failing, and the app's database monitor
+retries with `migrate_async` until the migrations are done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import subprocess
+import sys
 import threading
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from sparklio.core.config import Settings
 from sparklio.core.files import private_file
 from sparklio.exceptions import ConfigError
+
+log = logging.getLogger("sparklio.db")
+#: The child process that migrates for `sparklio serve`, so the server never imports Alembic.
+UPGRADE_COMMAND = (sys.executable, "-m", "sparklio.cli", "db", "upgrade")
 
 
 def database_url(settings: Settings) -> str:
@@ -47,6 +57,32 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # a database that hangs must not hang a request for asyncpg's default minute
     kwargs.setdefault("connect_args", {"timeout": 5})
     return create_async_engine(url, **kwargs)
+
+
+def probe_engine(url: str) -> AsyncEngine:
+    """An engine of one connection for checking that the database answers: a pool busy with
+    requests must not make a live database look down."""
+    if url.startswith("sqlite"):
+        return make_engine(url)
+    return make_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=False,
+                       connect_args={"timeout": 2})  # fmt: skip
+
+
+async def dispose(engine: AsyncEngine, grace: float = 5.0) -> None:
+    """Close the engine's connections once every one of them is back in the pool (at most
+    `grace` seconds). A connection still checked out when the pool is disposed is returned
+    later to a pool nobody closes: aiosqlite's then warn "deleted before being closed" when
+    the garbage collector finds them, in whatever test runs at that moment."""
+    checkedout = getattr(engine.pool, "checkedout", None)
+    if checkedout is not None:
+        deadline = asyncio.get_running_loop().time() + grace
+        while checkedout() > 0:
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning("disposing of the database engine with %d connections in use",
+                            checkedout())  # fmt: skip
+                break
+            await asyncio.sleep(0.01)
+    await engine.dispose()
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:
@@ -84,6 +120,84 @@ def migrate(url: str, revision: str = "head") -> None:
         raise ConfigError(f"Database migration failed for {_safe(url)}: {error}") from error
 
 
+def migrate_at_start(url: str, *, in_child: bool = False) -> bool:
+    """Migrate now (in a child process with `in_child`); False when the database cannot be
+    reached, for the caller to retry later. ConfigError when it answers but the migration
+    fails: that is a bug or a wrong database, and retrying would not help."""
+    try:
+        if in_child:
+            done = subprocess.run(UPGRADE_COMMAND, capture_output=True, text=True,
+                                  env=_child_env(url), check=False)  # fmt: skip
+            if done.returncode != 0:
+                raise ConfigError(f"the database could not be migrated:\n{done.stderr.strip()}")
+        else:
+            migrate(url)
+    except ConfigError as exc:
+        if reachable(url):
+            raise
+        log.warning(
+            "the database %s cannot be reached (%s); starting anyway, migrations will be "
+            "retried in the background",
+            _safe(url),
+            str(exc).splitlines()[-1],
+        )
+        return False
+    return True
+
+
+async def migrate_async(url: str, *, in_child: bool = False) -> None:
+    """`migrate()` without blocking the event loop: on a worker thread, or in a child process.
+    Raises ConfigError when it fails."""
+    if not in_child:
+        await asyncio.to_thread(migrate, url)
+        return
+    process = await asyncio.create_subprocess_exec(
+        *UPGRADE_COMMAND,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=_child_env(url),
+    )
+    try:
+        _, stderr = await process.communicate()
+    except asyncio.CancelledError:  # the app is closing: no migration left running behind it
+        process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        message = stderr.decode(errors="replace").strip()
+        raise ConfigError(f"the database could not be migrated: {message}")
+
+
+def _child_env(url: str) -> dict[str, str]:
+    # the URL through the environment, not argv: ps shows argv to everyone
+    return {**os.environ, "DATABASE_URL": url}
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the database answers `SELECT 1` within `timeout` seconds (from sync code)."""
+
+    async def ask() -> None:
+        engine = make_engine(url)
+        try:
+            async with asyncio.timeout(timeout), engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        finally:
+            await engine.dispose()
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(ask())
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="sparklio-db-check")
+    thread.start()
+    thread.join()
+    return not errors
+
+
 def current_revision(url: str) -> str | None:
     """The revision the database is at, or None before the first migration."""
     from alembic.runtime.migration import MigrationContext
@@ -114,4 +228,15 @@ def _safe(url: str) -> str:
     return url
 
 
-__all__ = ["current_revision", "database_url", "make_engine", "migrate", "sessions"]
+__all__ = [
+    "current_revision",
+    "database_url",
+    "dispose",
+    "make_engine",
+    "migrate",
+    "migrate_async",
+    "migrate_at_start",
+    "probe_engine",
+    "reachable",
+    "sessions",
+]

@@ -39,6 +39,13 @@ def is_outage(exc: BaseException) -> bool:
                     "ConnectionFailureError", "AdminShutdownError"}  # fmt: skip
 
 
+def describe(exc: BaseException) -> str:
+    """The first line of an error, for `/health` and the log (SQLAlchemy's run long)."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "TimeoutError: the database did not answer in time"
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
+
+
 def outage_error(exc: BaseException | None = None) -> DatabaseUnavailableError:
     """The 503 a user gets while the database is down."""
     reason = f" ({type(exc).__name__})" if exc is not None else ""
@@ -47,4 +54,4 @@ def outage_error(exc: BaseException | None = None) -> DatabaseUnavailableError:
     )
 
 
-__all__ = ["OUTAGE_ERRORS", "is_outage", "outage_error"]
+__all__ = ["OUTAGE_ERRORS", "describe", "is_outage", "outage_error"]

@@ -1,20 +1,24 @@
 """The call log: a row in `llm_calls` for every gateway call, kept without slowing the call.
 
 `record()` appends to a bounded in-memory buffer: O(1), it never blocks and never raises. A
-writer task inserts the buffer in batches. When the buffer is full, or the database does not
-answer, records go to an append-only JSON Lines spill file under SPARKLIO_HOME instead, and
-are replayed once the database answers again. Inserts skip an id already stored, so a record
-replayed twice (after a crash mid-replay, or an insert that timed out but committed) is
-stored once.
+writer task inserts the buffer in batches. When the buffer is full, when a write fails or has
+taken longer than `spill_after` (0.5 s), or while the database is known to be away (the writer
+found out, or the app's database monitor said so through `database_down()`), records go
+straight to an append-only JSON Lines spill file under SPARKLIO_HOME instead: a record waits
+in memory at most `flush_interval` + `spill_after` (1 s), so a process killed during an outage
+loses at most the last second of records. They are replayed once the database answers again.
+Inserts skip an id already stored, so a record replayed twice (after a crash mid-replay, or an
+insert that timed out but committed) is stored once.
 
 ```
 record() ─► buffer (deque, ≤ buffer_size) ─► writer ─► INSERT … ON CONFLICT (id) DO NOTHING
-   │ full                                       │ fails and the database does not answer:
+   │ full, database away, write slow > 0.5 s    │ fails and the database does not answer:
    ▼                                            ▼ spill the batch, back off 0.5 s → 10 s, probe
 calls.jsonl ── renamed when replay starts ──► calls.jsonl.<n>.replaying ─► inserted, deleted
 ```
 
-A `.replaying` file left by a crash is replayed at the next start. A batch the database
+A batch spilled because its write was slow may also end up inserted: the replay skips it (same
+ids). A `.replaying` file left by a crash is replayed at the next start. A batch the database
 refuses while it answers `SELECT 1` is retried row by row; a row it still refuses (a bug,
 e.g. a value too long) goes to `<spill>.rejected` and counts as dropped.
 """
@@ -40,6 +44,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from sparklio.core.files import open_private
+from sparklio.db.errors import describe
 from sparklio.db.models import LLMCall
 from sparklio.exceptions import ConfigError
 
@@ -150,13 +155,6 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
-def _describe(exc: BaseException) -> str:
-    """The first line of an error, for stats() and the log (SQLAlchemy's run long)."""
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return "TimeoutError: the database did not answer in time"
-    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
-
-
 def _count_lines(paths: list[Path]) -> int:
     total = 0
     for path in paths:
@@ -190,6 +188,7 @@ class CallLog:
         *,
         timeout: float = 5.0,
         backoff: tuple[float, float] = (0.5, 10.0),
+        spill_after: float = 0.5,
     ) -> None:
         engine = db if isinstance(db, AsyncEngine) else db.kw.get("bind")
         if not isinstance(engine, AsyncEngine):
@@ -202,13 +201,17 @@ class CallLog:
         self._flush_interval = flush_interval
         self._timeout = timeout  # per insert or probe: covers connecting and the statement
         self._backoff = backoff
+        self._spill_after = spill_after  # a write slower than this: records go to disk
         self._spill = SpillFile(spill_path)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # the buffer holds a full batch, or we are closing
-        self._stop = asyncio.Event()  # we are closing: cut a back-off short
+        self._nudge = asyncio.Event()  # closing, or the database is back: cut a back-off short
         self._closing = False
         self._closed = False
         self._inflight: list[dict[str, Any]] = []  # a batch being inserted
+        self._inflight_on_disk = False  # ... and already in the spill file (its write was slow)
+        self._slow = False  # a write has been running longer than spill_after
+        self._held: str | None = None  # why nothing may be written yet (migrations pending)
         self._reader: IO[bytes] | None = None  # the .replaying file being replayed
         self._reader_path: Path | None = None
         self._written = 0
@@ -223,8 +226,10 @@ class CallLog:
         try:
             if "id" not in entry:  # a replayed record must keep its id to be stored once
                 entry["id"] = uuid.uuid4().hex
-            if self._closed:
-                self._spill.append(_line(entry), 1)  # the next start replays it
+            if self._closed or not self._database_ok or self._slow:
+                # closed: the next start replays it; the database away or slow: on disk now,
+                # so a process killed meanwhile loses nothing it acknowledged
+                self._spill.append(_line(entry), 1)
             elif len(self._buffer) < self._buffer_size:
                 self._buffer.append(entry)
                 if len(self._buffer) >= self._batch_size:
@@ -241,7 +246,7 @@ class CallLog:
     def stats(self) -> dict[str, Any]:
         """What `/health` shows: records buffered, waiting in spill files, written, dropped."""
         return {
-            "buffered": len(self._buffer) + len(self._inflight),
+            "buffered": len(self._buffer) + (0 if self._inflight_on_disk else len(self._inflight)),
             "spilled": self._spill.pending,
             "written": self._written,
             "dropped": self._dropped,
@@ -249,13 +254,39 @@ class CallLog:
             "last_error": self._last_error,
         }
 
+    def database_down(self, reason: str) -> None:
+        """The database is away (the app's monitor found out): what is in memory goes to
+        disk now, and so does every record from now on, until a write succeeds again."""
+        if self._database_ok:
+            log.warning("call log: the database is away (%s); spilling to %s", reason,
+                        self._spill.path)  # fmt: skip
+        self._database_ok, self._last_error = False, reason
+        self._to_disk()
+
+    def database_up(self) -> None:
+        """The database answers again: the writer checks now rather than after its back-off."""
+        self._nudge.set()
+
+    def hold(self, reason: str) -> None:
+        """Write nothing until `release()` (e.g. the schema is not migrated yet: inserts
+        would be refused and the records set aside as rejected); records go to disk."""
+        self._held = reason
+        self.database_down(reason)
+
+    def release(self) -> None:
+        """End a `hold()`: the writer probes the database, then replays what was spilled."""
+        self._held = None
+        self._nudge.set()
+
     async def flush(self, within: float = 10.0) -> bool:
-        """Wait until every buffered record is written (or spilled); whether it finished in
-        `within` seconds. For tests and reports that must see every call."""
+        """Wait until every buffered record is written, and, while the database answers,
+        every spilled one too (a slow write sends records to the spill file: they are written
+        by the replay); spilled only while it is away. Whether it finished in `within`
+        seconds. For tests and reports that must see every call."""
         if self._task is None:
             self._start_writer()
         deadline = asyncio.get_running_loop().time() + within
-        while self._buffer or self._inflight:
+        while self._buffer or self._inflight or (self._database_ok and self._spill.pending):
             self._wake.set()
             if asyncio.get_running_loop().time() >= deadline:
                 return False
@@ -282,7 +313,7 @@ class CallLog:
             return
         self._closing = True
         self._wake.set()
-        self._stop.set()
+        self._nudge.set()
         task = self._task
         if task is not None:
             done, _ = await asyncio.wait({task}, timeout=grace)
@@ -316,7 +347,10 @@ class CallLog:
                     self._spill_buffer()  # on disk while the database is away
                     if self._closing:
                         return
-                    await self._wait(self._stop, delay)
+                    self._nudge.clear()
+                    await self._wait(self._nudge, delay)
+                    if self._held is not None:
+                        continue  # released through release(), which nudges
                     if await self._probe():
                         self._database_ok, delay = True, self._backoff[0]
                         log.info("call log: the database answers again; %d records to "
@@ -337,7 +371,7 @@ class CallLog:
             except Exception as exc:  # a bug here must not stop the log: note it, go on
                 self._last_error = f"writer: {type(exc).__name__}: {exc}"
                 log.exception("call log writer")
-                await self._wait(self._stop, self._backoff[0])
+                await self._wait(self._nudge, self._backoff[0])
 
     async def _recover(self) -> None:
         """Count what earlier runs left to replay: a spill file, `.replaying` files."""
@@ -370,11 +404,14 @@ class CallLog:
                 except (TypeError, ValueError) as exc:  # e.g. created_at that is no date
                     self._reject([_line(entry)], f"record {entry.get('id')} unreadable: {exc}")
             stored = await self._store(rows)
+            if stored and self._inflight_on_disk:
+                # its write was slow, so it is in the spill file too: the replay counts it
+                self._written -= len(rows)
         finally:
             # not stored (the database is away, or a bug here): keep the batch on disk
-            if not stored:
+            if not stored and not self._inflight_on_disk:
                 self._spill_rows(self._inflight)
-            self._inflight = []
+            self._inflight, self._inflight_on_disk = [], False
 
     async def _store(self, rows: list[dict[str, Any]]) -> bool:
         """Insert a batch; False when the database cannot take it now (the caller keeps it)."""
@@ -403,13 +440,13 @@ class CallLog:
                 if _transient(exc) or not await self._probe():
                     self._went_away(exc)
                     return False  # the rows in so far are stored once again on replay
-                self._reject([_line(row)], f"record {row['id']} refused: {_describe(exc)}")
+                self._reject([_line(row)], f"record {row['id']} refused: {describe(exc)}")
             else:
                 self._written += 1
         return True
 
     def _went_away(self, exc: BaseException) -> None:
-        error = _describe(exc)
+        error = describe(exc)
         if self._database_ok:
             log.warning("call log: the database cannot take records (%s); spilling to %s",
                         error, self._spill.path)  # fmt: skip
@@ -422,17 +459,40 @@ class CallLog:
         self._spill.reject(lines)
 
     async def _execute(self, rows: list[dict[str, Any]]) -> None:
-        # one statement, one transaction: executemany of a prepared INSERT (asyncpg
-        # pipelines it; sqlite3 runs it in-process)
-        async with asyncio.timeout(self._timeout), self._engine.begin() as connection:
-            await connection.execute(self._insert, rows)
+        # a write still running after spill_after: what waits in memory goes to disk, so a
+        # kill meanwhile does not lose it (the timeout may be several seconds)
+        timer = asyncio.get_running_loop().call_later(self._spill_after, self._write_is_slow)
+        try:
+            # one statement, one transaction: executemany of a prepared INSERT (asyncpg
+            # pipelines it; sqlite3 runs it in-process)
+            async with asyncio.timeout(self._timeout), self._engine.begin() as connection:
+                await connection.execute(self._insert, rows)
+        finally:
+            timer.cancel()
+            self._slow = False
+
+    def _write_is_slow(self) -> None:
+        self._slow = True
+        self._to_disk()
+
+    def _to_disk(self) -> None:
+        """Spill the buffer and the batch being written (its write may still succeed: the
+        replay then skips it, same ids)."""
+        try:
+            if self._inflight and not self._inflight_on_disk:
+                self._spill_rows(self._inflight)
+                self._inflight_on_disk = True
+            self._spill_buffer()
+        except OSError as exc:  # stays in memory: the writer spills or writes it later
+            self._last_error = f"spill file: {exc}"
+            log.error("call log: cannot write the spill file: %s", exc)
 
     async def _probe(self) -> bool:
         try:
             async with asyncio.timeout(self._timeout), self._engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except Exception as exc:
-            self._last_error = _describe(exc)
+            self._last_error = describe(exc)
             return False
         return True
 
@@ -441,9 +501,8 @@ class CallLog:
             self._spill.append(b"".join(_line(e) for e in entries), len(entries))
 
     def _spill_buffer(self) -> None:
-        entries = list(self._buffer)
-        self._buffer.clear()
-        self._spill_rows(entries)
+        self._spill_rows(list(self._buffer))
+        self._buffer.clear()  # only once on disk: a failed append leaves them in memory
 
     # -- replay ------------------------------------------------------------------------------
 

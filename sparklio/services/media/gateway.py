@@ -292,6 +292,7 @@ class MediaGateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.jobs.aclose()  # writes job states the database missed, if it can
         await self.registry.aclose()
 
 

@@ -2,11 +2,18 @@
 
 State is written whenever a job changes status, so after a restart a job that was queued or
 running reports failed ("interrupted by restart") instead of vanishing.
+
+While the database is down, a job already stored keeps running: its new state stays in memory
+(`GET` shows it from there) and is written once the database answers again, by a background
+task that retries with a back-off and is woken when the app's database monitor sees it back.
+A job cannot be submitted while the database is down (503): its row is its owner's record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -16,9 +23,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sparklio.db.errors import describe, is_outage, outage_error
 from sparklio.db.models import MediaJobRow
 from sparklio.exceptions import InvalidRequestError, NotFoundError
 from sparklio.services.media.assets import MediaAsset
+
+log = logging.getLogger("sparklio.media")
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -73,10 +83,20 @@ class JobStore:
     many times a second and means nothing after a restart).
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        backoff: tuple[float, float] = (1.0, 30.0),
+    ) -> None:
         self.sessions = sessions
         self._jobs: dict[str, MediaJob] = {}
         self._done: dict[str, asyncio.Event] = {}
+        self._stored: set[str] = set()  # live jobs whose row exists
+        self._unsaved: set[str] = set()  # live jobs whose last change is not written yet
+        self._backoff = backoff
+        self._retry = asyncio.Event()  # the database is back: write the unsaved jobs now
+        self._writer: asyncio.Task[None] | None = None
 
     async def recover(self) -> int:
         """Mark jobs left queued or running by a previous run as failed; how many there were.
@@ -88,6 +108,8 @@ class JobStore:
             rows = (await session.scalars(
                 select(MediaJobRow).where(MediaJobRow.status.in_(("queued", "running")))
             )).all()  # fmt: skip
+            # run late (the database was down at start): this process's jobs are not leftovers
+            rows = [row for row in rows if row.job_id not in self._jobs]
             for row in rows:
                 job = MediaJob.model_validate(row.data)
                 was = "running" if job.started_at else "queued"
@@ -111,14 +133,55 @@ class JobStore:
         job = self._jobs.get(job_id)
         if job is not None:
             return job
-        async with self.sessions() as session:
-            row = await session.get(MediaJobRow, job_id)
+        try:
+            async with self.sessions() as session:
+                row = await session.get(MediaJobRow, job_id)
+        except Exception as exc:
+            if is_outage(exc):
+                raise outage_error(exc) from exc
+            raise
         if row is None:
             raise NotFoundError(f"No job {job_id}: it was never submitted here.")
         return MediaJob.model_validate(row.data)
 
     async def save(self, job: MediaJob, user_id: str | None = None) -> None:
-        """Write a status change; wake waiters when the job finished."""
+        """Write a status change; wake waiters when the job finished.
+
+        The first save of a job raises DatabaseUnavailableError (503) while the database is
+        down (the job is forgotten); later ones keep the change in memory and write it once
+        the database is back."""
+        first = job.job_id not in self._stored
+        try:
+            await self._write(job, user_id)
+        except Exception as exc:
+            if first:
+                self._forget(job.job_id)
+                if is_outage(exc):
+                    raise outage_error(exc) from exc
+                raise
+            if not is_outage(exc):
+                raise
+            if job.job_id not in self._unsaved:
+                log.warning(
+                    "media job %s is %s; the database is down (%s): kept in memory until it "
+                    "is back",
+                    job.job_id,
+                    job.status,
+                    describe(exc),
+                )
+            self._unsaved.add(job.job_id)
+            self._start_writer()
+        else:
+            self._stored.add(job.job_id)
+            self._unsaved.discard(job.job_id)
+        if job.finished:
+            event = self._done.get(job.job_id)
+            if event is not None:
+                event.set()
+            if job.job_id not in self._unsaved:
+                self._forget(job.job_id)  # the row is the record from now on
+
+    async def _write(self, job: MediaJob, user_id: str | None) -> None:
         data = job.model_dump(mode="json")
         async with self.sessions() as session, session.begin():
             row = await session.get(MediaJobRow, job.job_id)
@@ -127,12 +190,76 @@ class JobStore:
                                         user_id=user_id))  # fmt: skip
             else:
                 row.status, row.data, row.updated_at = job.status, data, datetime.now(UTC)
-        if job.finished:
-            event = self._done.get(job.job_id)
-            if event is not None:
-                event.set()
-            self._jobs.pop(job.job_id, None)  # the row is the record from now on
-            self._done.pop(job.job_id, None)
+
+    def _forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+        self._done.pop(job_id, None)
+        self._stored.discard(job_id)
+        self._unsaved.discard(job_id)
+
+    # -- writing what the database missed ----------------------------------------------------
+
+    def database_changed(self, up: bool, _error: str | None = None) -> None:
+        """The database monitor's news: once it answers again, write the unsaved jobs now."""
+        if up:
+            self._retry.set()
+
+    @property
+    def unsaved(self) -> int:
+        """Jobs whose last change waits in memory for the database."""
+        return len(self._unsaved)
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_unsaved(), name="sparklio-media-jobs")
+
+    async def _write_unsaved(self) -> None:
+        delay = self._backoff[0]
+        while self._unsaved:
+            self._retry.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._retry.wait()
+            if await self.flush_unsaved():
+                return
+            delay = min(delay * 2, self._backoff[1])
+
+    async def flush_unsaved(self) -> bool:
+        """Write every unsaved job now; whether all of them are written."""
+        for job_id in list(self._unsaved):
+            job = self._jobs.get(job_id)
+            if job is None:
+                self._unsaved.discard(job_id)
+                continue
+            try:
+                await self._write(job, None)
+            except Exception as exc:
+                if not is_outage(exc):
+                    log.exception("media job %s could not be written", job_id)
+                return False
+            self._unsaved.discard(job_id)
+            log.info("media job %s written (%s) now that the database is back", job_id,
+                     job.status)  # fmt: skip
+            if job.finished:
+                self._forget(job_id)
+        return True
+
+    async def aclose(self) -> None:
+        """Stop retrying; a last try writes what is unsaved (else the next start reports the
+        jobs as interrupted)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        written = False
+        if self._unsaved:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):  # shutdown stays quick
+                    written = await self.flush_unsaved()
+        if self._unsaved and not written:
+            log.warning("%d media jobs could not be written: the database is down",
+                        len(self._unsaved))  # fmt: skip
 
     async def wait(self, job_id: str, seconds: float) -> MediaJob:
         """The job once it finished, or as it stands after `seconds`."""

@@ -14,12 +14,21 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health")
 async def health(gateway: GatewayDep, request: Request) -> Response:
-    """Whether the gateway is up, in which generator mode, and how its call log keeps up."""
-    call_log = request.app.state.call_log.stats()
+    """Whether the gateway is up, in which generator mode, whether the database answers (as
+    of the monitor's last check, at most DB_PROBE_INTERVAL seconds old: this never waits on
+    the database), and how the call log keeps up."""
+    state = request.app.state
+    monitor = state.db_monitor
+    monitor.start()  # in-process apps run no lifespan: the first /health starts it
+    database = monitor.snapshot()
+    call_log = state.call_log.stats()
+    database["media_jobs_unsaved"] = state.media.jobs.unsaved
+    healthy = database["status"] != "down" and call_log["database"] == "ok"
     return json_response(
         {
             # the database being down does not stop calls: they are logged once it is back
-            "status": "ok" if call_log["database"] == "ok" else "degraded",
+            "status": "ok" if healthy else "degraded",
+            "database": database,
             "call_log": call_log,
             "version": __version__,
             "generator_mode": gateway.router.mode,
