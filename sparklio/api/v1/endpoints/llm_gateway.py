@@ -14,6 +14,7 @@ from starlette.responses import Response
 from sparklio.api.deps import GatewayDep
 from sparklio.exceptions import SparklioError
 from sparklio.services.llm.gateway import LLMGateway
+from sparklio.services.llm.options import OPTIONS_SCHEMA
 from sparklio.services.llm.providers.base import LLMProviderResponse, ProviderHealth
 from sparklio.services.llm.routing import NAME_PATTERN
 
@@ -62,9 +63,17 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 # The body is parsed by pydantic straight from bytes (no dependency injection, no stdlib json):
 # this route carries every model call, and FastAPI's own body handling cost ~15 % of its time.
+def _generate_body_schema() -> dict[str, Any]:
+    schema = GenerateRequest.model_json_schema()
+    options = schema["properties"]["options"]
+    # the options every provider understands, with their types and ranges (checked on a call)
+    options["anyOf"] = [OPTIONS_SCHEMA, {"type": "null"}]
+    return schema
+
+
 _GENERATE_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
+    "content": {"application/json": {"schema": _generate_body_schema()}},
 }
 
 
