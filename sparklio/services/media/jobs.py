@@ -77,6 +77,7 @@ class JobStore:
         self.sessions = sessions
         self._jobs: dict[str, MediaJob] = {}
         self._done: dict[str, asyncio.Event] = {}
+        self._owners: dict[str, str | None] = {}  # who made each live job (the row has it too)
 
     async def recover(self) -> int:
         """Mark jobs left queued or running by a previous run as failed; how many there were.
@@ -105,16 +106,21 @@ class JobStore:
         self._jobs[job.job_id] = job
         self._done[job.job_id] = asyncio.Event()
 
-    async def get(self, job_id: str) -> MediaJob:
+    async def get(self, job_id: str, owner: str | None = None) -> MediaJob:
+        """The job; with `owner`, only if that user made it: another user's job is reported
+        missing, exactly as one that does not exist (so its id tells a stranger nothing)."""
         if len(job_id) != 32 or not all(c in "0123456789abcdef" for c in job_id):
             raise InvalidRequestError(f"job id {job_id!r} is not a job id (32 hex characters).")
+        missing = NotFoundError(f"No job {job_id}: it was never submitted here.")
         job = self._jobs.get(job_id)
         if job is not None:
+            if owner is not None and self._owners.get(job_id) != owner:
+                raise missing
             return job
         async with self.sessions() as session:
             row = await session.get(MediaJobRow, job_id)
-        if row is None:
-            raise NotFoundError(f"No job {job_id}: it was never submitted here.")
+        if row is None or (owner is not None and row.user_id != owner):
+            raise missing
         return MediaJob.model_validate(row.data)
 
     async def save(self, job: MediaJob, user_id: str | None = None) -> None:
@@ -125,6 +131,8 @@ class JobStore:
             if row is None:
                 session.add(MediaJobRow(job_id=job.job_id, status=job.status, data=data,
                                         user_id=user_id))  # fmt: skip
+                if job.job_id in self._jobs:
+                    self._owners[job.job_id] = user_id
             else:
                 row.status, row.data, row.updated_at = job.status, data, datetime.now(UTC)
         if job.finished:
@@ -133,6 +141,7 @@ class JobStore:
                 event.set()
             self._jobs.pop(job.job_id, None)  # the row is the record from now on
             self._done.pop(job.job_id, None)
+            self._owners.pop(job.job_id, None)
 
     async def wait(self, job_id: str, seconds: float) -> MediaJob:
         """The job once it finished, or as it stands after `seconds`."""

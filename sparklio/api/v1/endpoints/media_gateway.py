@@ -12,7 +12,9 @@ from starlette.responses import FileResponse, Response
 from sparklio.api.deps import MediaGatewayDep
 from sparklio.api.v1.endpoints.llm_gateway import HEALTH_TIMEOUT, json_response
 from sparklio.exceptions import SparklioError
+from sparklio.services.jsonvalues import check_json_value
 from sparklio.services.llm.routing import NAME_PATTERN
+from sparklio.services.media.assets import EXTENSIONS
 from sparklio.services.media.jobs import MediaJob, MediaRequest
 from sparklio.services.providers import ProviderHealth
 
@@ -65,6 +67,12 @@ def _job_body(job: MediaJob) -> dict[str, Any]:
     return job.model_dump(mode="json")
 
 
+def _owner(request: Request) -> str | None:
+    """Whose jobs the caller may see: its own, or (None) everyone's for an admin."""
+    principal = request.state.principal
+    return None if principal.role == "admin" else str(principal.user_id)
+
+
 @router.post(
     "/generate",
     status_code=202,
@@ -86,6 +94,7 @@ async def generate(
     ] = 0,
 ) -> Response:
     """Start an image job. With `?wait=N` the answer waits up to N seconds for it to finish."""
+    check_json_value(body.options, "options")  # before it is stored and echoed back
     job = await gateway.submit(
         MediaRequest(**body.model_dump()), user_id=request.state.principal.user_id
     )
@@ -95,18 +104,34 @@ async def generate(
 
 
 @router.get("/jobs/{job_id}", responses={200: {"model": MediaJob}})
-async def get_job(job_id: str, gateway: MediaGatewayDep) -> Response:
-    """A job's status (queued | running | succeeded | failed | cancelled), progress and files."""
-    return json_response(_job_body(await gateway.jobs.get(job_id)))
+async def get_job(job_id: str, request: Request, gateway: MediaGatewayDep) -> Response:
+    """A job's status (queued | running | succeeded | failed | cancelled), progress and files.
+    Only its maker (or an admin) sees it; anyone else gets 404."""
+    return json_response(_job_body(await gateway.jobs.get(job_id, owner=_owner(request))))
 
 
 @router.delete("/jobs/{job_id}", responses={200: {"model": MediaJob}})
-async def cancel_job(job_id: str, gateway: MediaGatewayDep) -> Response:
-    """Cancel a job; the work is stopped on the provider's server too."""
+async def cancel_job(job_id: str, request: Request, gateway: MediaGatewayDep) -> Response:
+    """Cancel a job; the work is stopped on the provider's server too. Only its maker (or an
+    admin) may; anyone else gets 404 and the job runs on."""
+    await gateway.jobs.get(job_id, owner=_owner(request))
     return json_response(_job_body(await gateway.cancel(job_id)))
 
 
-@router.get("/assets/{asset_id}", response_class=FileResponse)
+# Assets are named by the sha256 of their bytes and shared by whoever made the same bytes: the
+# id is only learnt from a job (now its maker's) and is no more guessable than a key.
+@router.get(
+    "/assets/{asset_id}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file.",
+            "content": {
+                mime: {"schema": {"type": "string", "format": "binary"}} for mime in EXTENSIONS
+            },
+        }
+    },
+)
 async def get_asset(asset_id: str, gateway: MediaGatewayDep) -> FileResponse:
     """A generated file, with its content type."""
     path, mime = gateway.assets.find(asset_id)
