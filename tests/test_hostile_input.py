@@ -179,3 +179,18 @@ async def test_an_os_error_of_our_own_is_a_500_not_a_database_outage(app: FastAP
         response = await http.get("/api/v1/llm/routes")
     assert response.status_code == 500
     assert error_of(response)["type"] == "internal_error"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/auth/login", "/api/v1/auth/api-keys", "/api/v1/media/generate"]
+)
+async def test_a_body_that_is_not_utf8_is_a_422_like_any_bad_json(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    response = await http.post(
+        path, content=b'{"name": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text  # FastAPI's own answer was a 400
+    error = error_of(response)
+    assert error["type"] == "invalid_request"
+    assert "not valid JSON" in error["message"] and "UTF-8" in error["message"]

@@ -34,6 +34,8 @@ log = logging.getLogger("sparklio.api")
 
 #: Seconds a client should wait before retrying while the database is unreachable.
 DATABASE_RETRY_AFTER = 5
+#: FastAPI's detail when it cannot read a JSON body at all.
+_UNPARSED_BODY = "There was an error parsing the body"
 #: Modules whose exceptions come from the database (drivers and SQLAlchemy).
 _DATABASE_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3")
 
@@ -117,6 +119,13 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSED_BODY:
+        # FastAPI's answer to a JSON body that is not UTF-8 (json.loads raises
+        # UnicodeDecodeError, not JSONDecodeError): the same 422 as for any other bad JSON
+        reason = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+        message = f"Invalid request: the body is not valid JSON text{reason}. Send UTF-8 JSON."
+        details = [{"field": "body", "problem": "not valid JSON", "type": "json_invalid"}]
+        return error_response(request, 422, "invalid_request", message, details)
     if exc.status_code == 413:
         message = too_large_message(request.app.state.settings.max_request_bytes)
     elif exc.status_code == 404:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import FileResponse, Response
 
@@ -21,6 +21,18 @@ from sparklio.services.providers import ProviderHealth
 router = APIRouter(prefix="/media", tags=["media"])
 
 MIN_SIZE, MAX_SIZE, MAX_COUNT = 64, 4096, 8
+
+# The id formats are documented but checked by the stores, whose 422 says what an id looks like.
+JobId = Annotated[
+    str,
+    Path(description="The job's id, from POST /api/v1/media/generate.",
+         json_schema_extra={"pattern": "^[0-9a-f]{32}$"}),
+]  # fmt: skip
+AssetId = Annotated[
+    str,
+    Path(description="The asset's id (the sha256 of its bytes), from a job's assets.",
+         json_schema_extra={"pattern": "^[0-9a-f]{64}$"}),
+]  # fmt: skip
 
 
 class GenerateImageRequest(BaseModel):
@@ -104,14 +116,14 @@ async def generate(
 
 
 @router.get("/jobs/{job_id}", responses={200: {"model": MediaJob}})
-async def get_job(job_id: str, request: Request, gateway: MediaGatewayDep) -> Response:
+async def get_job(job_id: JobId, request: Request, gateway: MediaGatewayDep) -> Response:
     """A job's status (queued | running | succeeded | failed | cancelled), progress and files.
     Only its maker (or an admin) sees it; anyone else gets 404."""
     return json_response(_job_body(await gateway.jobs.get(job_id, owner=_owner(request))))
 
 
 @router.delete("/jobs/{job_id}", responses={200: {"model": MediaJob}})
-async def cancel_job(job_id: str, request: Request, gateway: MediaGatewayDep) -> Response:
+async def cancel_job(job_id: JobId, request: Request, gateway: MediaGatewayDep) -> Response:
     """Cancel a job; the work is stopped on the provider's server too. Only its maker (or an
     admin) may; anyone else gets 404 and the job runs on."""
     await gateway.jobs.get(job_id, owner=_owner(request))
@@ -132,7 +144,7 @@ async def cancel_job(job_id: str, request: Request, gateway: MediaGatewayDep) ->
         }
     },
 )
-async def get_asset(asset_id: str, gateway: MediaGatewayDep) -> FileResponse:
+async def get_asset(asset_id: AssetId, gateway: MediaGatewayDep) -> FileResponse:
     """A generated file, with its content type."""
     path, mime = gateway.assets.find(asset_id)
     return FileResponse(
