@@ -96,9 +96,10 @@ def modes_for(operation: Any) -> list[GenerationMode]:
 
 def run_operation(
     operation: Any, mode: GenerationMode, url: str, http: requests.Session
-) -> list[str]:
-    """Send `operation`'s generated requests; the failures, one message each."""
+) -> tuple[int, list[str]]:
+    """Send `operation`'s generated requests: how many, and the failures, one message each."""
     failures: list[str] = []
+    sent = 0
 
     @settings(
         max_examples=EXAMPLES[mode],
@@ -110,14 +111,16 @@ def run_operation(
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def fuzz(case: schemathesis.Case) -> None:
+        nonlocal sent
         response = case.call(base_url=url, session=http, timeout=30)
+        sent += 1
         try:
             case.validate_response(response, checks=CONFORMANCE)
         except (AssertionError, BaseExceptionGroup) as exc:  # what failed, and a curl to replay
             failures.append(f"{mode.value} {operation.label}: {exc}")
 
     fuzz()
-    return failures
+    return sent, failures
 
 
 @pytest.mark.timeout(300)  # about 1,000 requests; ~30 s on an idle 2-core machine
@@ -127,11 +130,15 @@ def test_every_operation_answers_as_documented_and_never_5xx(served: tuple[str, 
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 16  # every operation of the app, none left out
     failures: list[str] = []
+    sent: dict[str, int] = {}
     with requests.Session() as http:
         http.headers["Authorization"] = f"Bearer {key}"
         for operation in operations:
             for mode in modes_for(operation):
-                failures.extend(run_operation(operation, mode, url, http))
+                count, failed = run_operation(operation, mode, url, http)
+                sent[operation.label] = sent.get(operation.label, 0) + count
+                failures.extend(failed)
+    assert min(sent.values()) >= 1 and sum(sent.values()) >= 500, sent
     assert not failures, f"{len(failures)} failing requests:\n\n" + "\n\n".join(failures)
 
 
