@@ -40,7 +40,7 @@ async def test_requests_that_need_the_database_are_a_503_while_it_is_down(
     migrate(url)
     app = create_app(make_settings(database_url=url, sparklio_home=tmp_path / "home"))
     try:
-        [admin, _] = await app.state.auth.ensure_test_users()
+        [admin, member] = await app.state.auth.ensure_test_users()
         headers = {"Authorization": f"Bearer {admin.api_key}"}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://gw", headers=headers) as http:  # fmt: skip
@@ -55,6 +55,10 @@ async def test_requests_that_need_the_database_are_a_503_while_it_is_down(
                     "read a job": await http.get(job),
                     "cancel a job": await http.delete(job),
                     "usage": await http.get("/api/v1/usage"),
+                    "log in": await http.post(
+                        "/api/v1/auth/login",
+                        json={"email": member.email, "password": member.password},
+                    ),
                 }
             finally:
                 postgres.start()
