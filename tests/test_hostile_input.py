@@ -79,6 +79,22 @@ async def test_a_number_json_cannot_write_back_is_a_422(
     assert error_of(response)["message"].startswith("payload.x[0]: number ")
 
 
+async def test_the_same_words_inside_strings_are_just_text(http: httpx.AsyncClient) -> None:
+    payload = {"note": "NaN, Infinity and 1e999 are words here", "n": 1.5e300}
+    response = await http.post("/api/v1/llm/generate", json={**CALL, "payload": payload})
+    assert response.status_code == 200, response.text
+
+
+async def test_a_media_option_json_cannot_write_back_is_a_422(http: httpx.AsyncClient) -> None:
+    body = (b'{"role": "vision_generator", "task": "image", "prompt": "tea", '
+            b'"options": {"strength": -Infinity}}')  # fmt: skip
+    response = await http.post(
+        "/api/v1/media/generate", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert error_of(response)["message"].startswith("options.strength: number -inf ")
+
+
 @pytest.mark.parametrize(
     ("options", "words"),
     [

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from sparklio.api.deps import GatewayDep
 from sparklio.exceptions import SparklioError
+from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.options import OPTIONS_SCHEMA
 from sparklio.services.llm.providers.base import LLMProviderResponse, ProviderHealth
@@ -77,6 +78,11 @@ _GENERATE_BODY = {
 }
 
 
+def _check_floats(body: GenerateRequest) -> None:
+    for name in ("payload", "output_schema", "options"):
+        check_json_value(getattr(body, name), name, floats=True)
+
+
 @router.post(
     "/generate",
     response_class=Response,
@@ -93,10 +99,13 @@ _GENERATE_BODY = {
 )
 async def generate(request: Request) -> Response:
     """Route, prompt and call a model; the answer's `meta` says how it was made."""
+    raw = await request.body()
     try:
-        body = GenerateRequest.model_validate_json(await request.body())
+        body = GenerateRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
+    if may_hold_nonfinite(raw):  # pydantic reads NaN and 1e999; JSON cannot write them back
+        await asyncio.to_thread(_check_floats, body)  # a walk of up to a megabyte: off the loop
     gateway: LLMGateway = request.app.state.gateway
     response = await gateway.generate(
         body.role,

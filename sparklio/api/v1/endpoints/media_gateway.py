@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, Response
 from sparklio.api.deps import MediaGatewayDep
 from sparklio.api.v1.endpoints.llm_gateway import HEALTH_TIMEOUT, json_response
 from sparklio.exceptions import SparklioError
-from sparklio.services.jsonvalues import check_json_value
+from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.llm.routing import NAME_PATTERN
 from sparklio.services.media.assets import EXTENSIONS
 from sparklio.services.media.jobs import MediaJob, MediaRequest
@@ -106,7 +106,11 @@ async def generate(
     ] = 0,
 ) -> Response:
     """Start an image job. With `?wait=N` the answer waits up to N seconds for it to finish."""
-    check_json_value(body.options, "options")  # before it is stored and echoed back
+    # before it is stored and echoed back (pydantic reads 1e999 and NaN, JSON cannot write them)
+    if may_hold_nonfinite(await request.body()):  # a walk of up to a megabyte: off the loop
+        await asyncio.to_thread(check_json_value, body.options, "options", floats=True)
+    else:
+        check_json_value(body.options, "options")
     job = await gateway.submit(
         MediaRequest(**body.model_dump()), user_id=request.state.principal.user_id
     )
