@@ -125,14 +125,14 @@ class JobStore:
 
     async def save(self, job: MediaJob, user_id: str | None = None) -> None:
         """Write a status change; wake waiters when the job finished."""
+        if user_id is not None and job.job_id in self._jobs:
+            self._owners[job.job_id] = user_id  # before the write, which may fail in an outage
         data = job.model_dump(mode="json")
         async with self.sessions() as session, session.begin():
             row = await session.get(MediaJobRow, job.job_id)
             if row is None:
                 session.add(MediaJobRow(job_id=job.job_id, status=job.status, data=data,
                                         user_id=user_id))  # fmt: skip
-                if job.job_id in self._jobs:
-                    self._owners[job.job_id] = user_id
             else:
                 row.status, row.data, row.updated_at = job.status, data, datetime.now(UTC)
         if job.finished:
