@@ -19,6 +19,7 @@ import httpx
 import pytest
 import requests
 import schemathesis
+from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -185,3 +186,30 @@ async def test_the_document_shows_the_credentials_and_the_error_body_it_uses(
             if (method, path) not in {("get", "/health"), ("post", "/api/v1/auth/login")}:
                 assert operation["security"] == [{"bearer": []}], (method, path)
                 assert {"401", "403", "503"} <= set(operation["responses"]), (method, path)
+
+
+async def test_every_operation_it_secures_refuses_a_caller_without_credentials(
+    app: FastAPI,
+) -> None:
+    ids = {"{job_id}": "0" * 32, "{asset_id}": "0" * 64, "{key_id}": "0" * 32}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gw"
+    ) as anonymous:
+        document = (await anonymous.get("/openapi.json")).json()
+        answers = {}
+        for path, operations in document["paths"].items():
+            url = path
+            for name, value in ids.items():
+                url = url.replace(name, value)
+            for method, operation in operations.items():
+                body = {} if "requestBody" in operation else None
+                answers[method, path, "security" in operation] = await anonymous.request(
+                    method, url, json=body
+                )
+    assert len(answers) >= 16
+    for (method, path, secured), response in answers.items():
+        if secured:
+            assert response.status_code == 401, (method, path)
+            assert response.headers["www-authenticate"] == "Bearer"
+        else:  # /health and login: open to anyone
+            assert response.status_code in (200, 422), (method, path)
