@@ -21,6 +21,7 @@ import requests
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.internal.conjecture import providers
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -29,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sortedcontainers import SortedSet
 
 from sparklio.core.config import Settings
 from sparklio.db.engine import database_url, make_engine, sessions
@@ -129,7 +131,22 @@ def generate(operation: Any, mode: GenerationMode) -> list[schemathesis.Case]:
     return cases
 
 
+@pytest.fixture
+def no_local_constants(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hypothesis also draws constants it finds in the project's loaded modules, so which test
+    files ran before would change the requests; without them every run sends the same."""
+    empty = providers.Constants(
+        integers=SortedSet(),
+        floats=SortedSet(key=providers.float_to_int),
+        bytes=SortedSet(),
+        strings=SortedSet(),
+    )
+    monkeypatch.setattr(providers, "_get_local_constants", lambda: empty)
+    providers.CONSTANTS_CACHE.cache.clear()
+
+
 @pytest.mark.timeout(300)  # about 800 requests; ~30 s on a busy 2-core machine
+@pytest.mark.usefixtures("no_local_constants")
 def test_every_operation_answers_as_documented_and_never_5xx(served: tuple[str, str]) -> None:
     url, key = served
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
