@@ -96,6 +96,27 @@ async def test_a_media_option_json_cannot_write_back_is_a_422(http: httpx.AsyncC
 
 
 @pytest.mark.parametrize(
+    ("options", "where"),
+    [
+        (b'{"style": ["ok", "bad \\ud800"]}', "options.style[1]"),
+        (b'{"k\\udc00": 1}', "options.k\\udc00"),
+    ],
+)
+async def test_a_lone_surrogate_in_media_options_is_a_422_naming_where(
+    http: httpx.AsyncClient, options: bytes, where: str
+) -> None:
+    # FastAPI reads this body with Python's json, which takes "\ud800"; orjson cannot write it
+    body = b'{"role": "vision_generator", "task": "image", "prompt": "tea", "options": %s}' % (
+        options
+    )
+    response = await http.post(
+        "/api/v1/media/generate", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert error_of(response)["message"].startswith(f"{where}: text with a lone UTF-16 surrogate")
+
+
+@pytest.mark.parametrize(
     ("options", "words"),
     [
         ({"timeout": "abc"}, ["options.timeout", "number of seconds", "'abc'"]),

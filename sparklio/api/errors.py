@@ -7,6 +7,7 @@ and answered with a 500 that names that id.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -62,8 +63,12 @@ def error_response(
     if details is not None:
         error["details"] = details
     body = {"error": error, "request_id": getattr(request.state, "request_id", None)}
+    try:
+        content = orjson.dumps(body, default=str)
+    except TypeError:  # a message quoting input orjson refuses (a lone surrogate, a huge int)
+        content = json.dumps(body, default=str).encode()  # ASCII, with \u escapes
     return Response(
-        orjson.dumps(body, default=str),
+        content,
         status_code=status,
         media_type="application/json",
         headers=headers,

@@ -72,12 +72,39 @@ def _first_problem(value: Any, field: str) -> tuple[str, str] | None:
                     f"number {item} is outside the range of a 64-bit float; send it as a string"
                 )
         elif isinstance(item, dict):
+            for key in item:
+                if not _is_unicode(key):
+                    return f"{path}.{_printable(key)}", _SURROGATE
             stack.extend((f"{path}.{key}", sub) for key, sub in reversed(item.items()))
         elif isinstance(item, list | tuple):
             stack.extend((f"{path}[{i}]", sub) for i, sub in reversed(list(enumerate(item))))
-        elif not isinstance(item, str) and item is not None:
+        elif isinstance(item, str):
+            if not _is_unicode(item):
+                return path, _SURROGATE
+        elif item is not None:
             return path, f"a {type(item).__name__} is not a JSON value"
     return None
+
+
+_SURROGATE = (
+    "text with a lone UTF-16 surrogate (an escape like \\ud800 without its pair), which is not "
+    "Unicode; remove it"
+)
+
+
+def _is_unicode(text: str) -> bool:
+    # a lone surrogate (which Python's json reads from "\ud800") cannot be written as UTF-8
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _describe(number: int) -> str:
