@@ -14,6 +14,7 @@ SparklioError                        anything Sparklio raises on purpose
     ├── ServiceUnavailableError      503  the gateway cannot take the call now
     │   ├── DatabaseUnavailableError 503  the database cannot be reached; retry later
     │   └── GatewayConnectionError   503  (client side) the gateway could not be reached
+    ├── GatewayResponseError         502  (client side) the answer is not the gateway's JSON
     └── ProviderError                502  the provider failed; has .provider, .model
         ├── OutputValidationError    502  the answer does not match the output schema
         └── UpstreamTimeoutError     504  the provider did not answer in time
@@ -34,6 +35,7 @@ __all__ = [
     "ForbiddenError",
     "GatewayConnectionError",
     "GatewayError",
+    "GatewayResponseError",
     "InvalidRequestError",
     "NotFoundError",
     "OutputValidationError",
@@ -158,6 +160,14 @@ class GatewayConnectionError(ServiceUnavailableError):
     """The client could not reach the gateway at all (connection refused, DNS, timeout)."""
 
     type = "gateway_unreachable"
+
+
+class GatewayResponseError(GatewayError):
+    """The client got an answer that is not what the gateway sends: a body that is not JSON
+    or not the expected shape (e.g. a proxy's error page, or another server at the URL)."""
+
+    status = 502
+    type = "invalid_gateway_response"
 
 
 class ProviderError(GatewayError):

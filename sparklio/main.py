@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sparklio import __version__
 from sparklio.api.errors import install_error_handlers
 from sparklio.api.middleware import RequestContextMiddleware
+from sparklio.api.openapi import install_openapi
 from sparklio.api.v1 import api_router
 from sparklio.api.v1.endpoints import health
 from sparklio.core.config import Settings, load_settings
@@ -102,6 +103,7 @@ def create_app(
     app.state.call_log = call_log
     app.state.db_monitor = monitor
     install_error_handlers(app)
+    install_openapi(app)  # the security scheme, every error status and the real error body
     app.add_middleware(
         RequestContextMiddleware,
         max_body_size=settings.max_request_bytes,

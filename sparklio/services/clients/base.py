@@ -3,19 +3,24 @@ the exceptions the gateway raised."""
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from sparklio.core.config import load_settings
 from sparklio.exceptions import (
     GatewayConnectionError,
     GatewayError,
+    GatewayResponseError,
     ProviderError,
     UpstreamTimeoutError,
     error_class_for,
 )
+from sparklio.services.jsonvalues import check_json_value
+
+M = TypeVar("M", bound=BaseModel)
 
 #: Model calls can be slow (a cold model on the desktop GPU); connecting should not be.
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
@@ -67,9 +72,36 @@ class GatewayHTTPClient:
         request_id: str | None = None,
         params: dict[str, Any] | None = None,
     ) -> Any:
-        """Send a request and return its JSON answer, or raise the error it stands for."""
+        """Send a request and return its JSON answer, or raise the error it stands for;
+        GatewayResponseError for an answer that is not JSON."""
         response = await self._send(method, path, body, request_id, params)
-        return orjson.loads(response.content)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise self._not_ours(response, "a body that is not JSON") from None
+
+    def _model(self, model: type[M], data: Any, response_of: str) -> M:
+        """`data` as `model`; GatewayResponseError when the JSON is not of that shape."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise GatewayResponseError(
+                f"The gateway at {self.base_url} answered {response_of} with JSON that is not a "
+                f"{model.__name__} ({exc.error_count()} problems, first: "
+                f"{exc.errors()[0]['msg']}); is GATEWAY_BASE_URL a Sparklio gateway of this "
+                "version?"
+            ) from None
+
+    def _not_ours(self, response: httpx.Response, what: str) -> GatewayResponseError:
+        request = response.request
+        kind = response.headers.get("content-type", "no content type")
+        start = response.content[:200].decode("utf-8", "replace")
+        return GatewayResponseError(
+            f"The gateway at {self.base_url} answered {request.method} {request.url.path} "
+            f"({response.status_code}, {kind}) with {what}: {start!r}. Is GATEWAY_BASE_URL the "
+            "Sparklio gateway, and not a proxy or another server?",
+            request_id=response.headers.get("x-request-id"),
+        )
 
     async def _request_bytes(self, method: str, path: str) -> bytes:
         """Send a request and return its raw body (a file), or raise the error it stands for."""
@@ -86,13 +118,10 @@ class GatewayHTTPClient:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if request_id:
             headers["X-Request-ID"] = request_id
+        content = _dumps(body) if body is not None else None
         try:
             response = await self._http.request(
-                method,
-                path,
-                content=orjson.dumps(body) if body is not None else None,
-                headers=headers,
-                params=params,
+                method, path, content=content, headers=headers, params=params
             )
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(
@@ -108,6 +137,17 @@ class GatewayHTTPClient:
         if response.is_success:
             return response
         raise _error_from(response)
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    """The request body; the gateway's own 422 (naming the field) for a value JSON tools
+    cannot take, such as an integer beyond 64 bits."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        for name, value in body.items():
+            check_json_value(value, name)
+        raise
 
 
 def _error_from(response: httpx.Response) -> GatewayError:

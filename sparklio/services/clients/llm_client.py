@@ -150,7 +150,7 @@ class LLMGatewayClient(GatewayHTTPClient):
         if schema is not None:
             body["output_schema"] = schema
         data = await self._request("POST", "/api/v1/llm/generate", body, request_id)
-        return LLMProviderResponse.model_validate(data)
+        return self._model(LLMProviderResponse, data, "POST /api/v1/llm/generate")
 
     async def routes(self) -> dict[str, Any]:
         """The effective routing table."""

@@ -53,18 +53,17 @@ class MediaGatewayClient(GatewayHTTPClient):
         body.update({k: v for k, v in extras.items() if v is not None})
         data = await self._request("POST", "/api/v1/media/generate", body,
                                    params={"wait": wait} if wait else None)  # fmt: skip
-        return MediaJob.model_validate(data)
+        return self._model(MediaJob, data, "POST /api/v1/media/generate")
 
     async def job(self, job_id: str) -> MediaJob:
         """A job as it stands."""
         data = await self._request("GET", f"/api/v1/media/jobs/{job_id}")
-        return MediaJob.model_validate(data)
+        return self._model(MediaJob, data, f"GET /api/v1/media/jobs/{job_id}")
 
     async def cancel(self, job_id: str) -> MediaJob:
         """Cancel a job; the work stops on the provider's server too."""
-        return MediaJob.model_validate(
-            await self._request("DELETE", f"/api/v1/media/jobs/{job_id}")
-        )
+        data = await self._request("DELETE", f"/api/v1/media/jobs/{job_id}")
+        return self._model(MediaJob, data, f"DELETE /api/v1/media/jobs/{job_id}")
 
     async def download(self, asset_id: str) -> bytes:
         """A generated file's bytes."""

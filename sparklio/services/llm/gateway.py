@@ -32,6 +32,8 @@ from sparklio.exceptions import (
     ServiceUnavailableError,
     UpstreamTimeoutError,
 )
+from sparklio.services.jsonvalues import check_json_value
+from sparklio.services.llm.options import check_options
 from sparklio.services.llm.prompt_builder import PromptBuilder, RenderedPrompt
 from sparklio.services.llm.providers.base import LLMProvider, LLMProviderResponse, OutputMode
 from sparklio.services.llm.providers.registry import ProviderRegistry, ProviderUnavailableError
@@ -292,6 +294,11 @@ class LLMGateway:
             raise InvalidRequestError(
                 f"payload must be a JSON object (got {type(payload).__name__})."
             )
+        # before anything serialises them: orjson refuses integers beyond 64 bits (a 500 once)
+        check_json_value(payload, "payload")
+        check_json_value(output_schema, "output_schema")
+        check_json_value(options, "options")
+        check_options(options or {}, self.settings.llm_deadline)
         # a bad schema is an error in either mode; only json answers are checked against it
         validator = self.schemas.validator(output_schema) if output_schema is not None else None
         return _Call(role=role, task=task, payload=dict(payload), mode=mode,

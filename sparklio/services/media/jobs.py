@@ -97,6 +97,7 @@ class JobStore:
         self._backoff = backoff
         self._retry = asyncio.Event()  # the database is back: write the unsaved jobs now
         self._writer: asyncio.Task[None] | None = None
+        self._owners: dict[str, str | None] = {}  # who made each live job (the row has it too)
 
     async def recover(self) -> int:
         """Mark jobs left queued or running by a previous run as failed; how many there were.
@@ -127,11 +128,16 @@ class JobStore:
         self._jobs[job.job_id] = job
         self._done[job.job_id] = asyncio.Event()
 
-    async def get(self, job_id: str) -> MediaJob:
+    async def get(self, job_id: str, owner: str | None = None) -> MediaJob:
+        """The job; with `owner`, only if that user made it: another user's job is reported
+        missing, exactly as one that does not exist (so its id tells a stranger nothing)."""
         if len(job_id) != 32 or not all(c in "0123456789abcdef" for c in job_id):
             raise InvalidRequestError(f"job id {job_id!r} is not a job id (32 hex characters).")
+        missing = NotFoundError(f"No job {job_id}: it was never submitted here.")
         job = self._jobs.get(job_id)
         if job is not None:
+            if owner is not None and self._owners.get(job_id) != owner:
+                raise missing
             return job
         try:
             async with self.sessions() as session:
@@ -140,8 +146,8 @@ class JobStore:
             if is_outage(exc):
                 raise outage_error(exc) from exc
             raise
-        if row is None:
-            raise NotFoundError(f"No job {job_id}: it was never submitted here.")
+        if row is None or (owner is not None and row.user_id != owner):
+            raise missing
         return MediaJob.model_validate(row.data)
 
     async def save(self, job: MediaJob, user_id: str | None = None) -> None:
@@ -150,6 +156,8 @@ class JobStore:
         The first save of a job raises DatabaseUnavailableError (503) while the database is
         down (the job is forgotten); later ones keep the change in memory and write it once
         the database is back."""
+        if user_id is not None and job.job_id in self._jobs:
+            self._owners[job.job_id] = user_id  # before the write, which may fail in an outage
         first = job.job_id not in self._stored
         try:
             await self._write(job, user_id)
@@ -194,6 +202,7 @@ class JobStore:
     def _forget(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
         self._done.pop(job_id, None)
+        self._owners.pop(job_id, None)
         self._stored.discard(job_id)
         self._unsaved.discard(job_id)
 

@@ -13,7 +13,9 @@ from starlette.responses import Response
 
 from sparklio.api.deps import GatewayDep
 from sparklio.exceptions import SparklioError
+from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.llm.gateway import LLMGateway
+from sparklio.services.llm.options import OPTIONS_SCHEMA
 from sparklio.services.llm.providers.base import LLMProviderResponse, ProviderHealth
 from sparklio.services.llm.routing import NAME_PATTERN
 
@@ -62,10 +64,23 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 # The body is parsed by pydantic straight from bytes (no dependency injection, no stdlib json):
 # this route carries every model call, and FastAPI's own body handling cost ~15 % of its time.
+def _generate_body_schema() -> dict[str, Any]:
+    schema = GenerateRequest.model_json_schema()
+    options = schema["properties"]["options"]
+    # the options every provider understands, with their types and ranges (checked on a call)
+    options["anyOf"] = [OPTIONS_SCHEMA, {"type": "null"}]
+    return schema
+
+
 _GENERATE_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
+    "content": {"application/json": {"schema": _generate_body_schema()}},
 }
+
+
+def _check_floats(body: GenerateRequest) -> None:
+    for name in ("payload", "output_schema", "options"):
+        check_json_value(getattr(body, name), name, floats=True)
 
 
 @router.post(
@@ -84,10 +99,13 @@ _GENERATE_BODY = {
 )
 async def generate(request: Request) -> Response:
     """Route, prompt and call a model; the answer's `meta` says how it was made."""
+    raw = await request.body()
     try:
-        body = GenerateRequest.model_validate_json(await request.body())
+        body = GenerateRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
+    if may_hold_nonfinite(raw):  # pydantic reads NaN and 1e999; JSON cannot write them back
+        await asyncio.to_thread(_check_floats, body)  # a walk of up to a megabyte: off the loop
     gateway: LLMGateway = request.app.state.gateway
     response = await gateway.generate(
         body.role,

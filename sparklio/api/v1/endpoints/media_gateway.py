@@ -5,20 +5,34 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import FileResponse, Response
 
 from sparklio.api.deps import MediaGatewayDep
 from sparklio.api.v1.endpoints.llm_gateway import HEALTH_TIMEOUT, json_response
 from sparklio.exceptions import SparklioError
+from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.llm.routing import NAME_PATTERN
+from sparklio.services.media.assets import EXTENSIONS
 from sparklio.services.media.jobs import MediaJob, MediaRequest
 from sparklio.services.providers import ProviderHealth
 
 router = APIRouter(prefix="/media", tags=["media"])
 
 MIN_SIZE, MAX_SIZE, MAX_COUNT = 64, 4096, 8
+
+# The id formats are documented but checked by the stores, whose 422 says what an id looks like.
+JobId = Annotated[
+    str,
+    Path(description="The job's id, from POST /api/v1/media/generate.",
+         json_schema_extra={"pattern": "^[0-9a-f]{32}$"}),
+]  # fmt: skip
+AssetId = Annotated[
+    str,
+    Path(description="The asset's id (the sha256 of its bytes), from a job's assets.",
+         json_schema_extra={"pattern": "^[0-9a-f]{64}$"}),
+]  # fmt: skip
 
 
 class GenerateImageRequest(BaseModel):
@@ -65,6 +79,12 @@ def _job_body(job: MediaJob) -> dict[str, Any]:
     return job.model_dump(mode="json")
 
 
+def _owner(request: Request) -> str | None:
+    """Whose jobs the caller may see: its own, or (None) everyone's for an admin."""
+    principal = request.state.principal
+    return None if principal.role == "admin" else str(principal.user_id)
+
+
 @router.post(
     "/generate",
     status_code=202,
@@ -86,6 +106,11 @@ async def generate(
     ] = 0,
 ) -> Response:
     """Start an image job. With `?wait=N` the answer waits up to N seconds for it to finish."""
+    # before it is stored and echoed back (pydantic reads 1e999 and NaN, JSON cannot write them)
+    if may_hold_nonfinite(await request.body()):  # a walk of up to a megabyte: off the loop
+        await asyncio.to_thread(check_json_value, body.options, "options", floats=True)
+    else:
+        check_json_value(body.options, "options")
     job = await gateway.submit(
         MediaRequest(**body.model_dump()), user_id=request.state.principal.user_id
     )
@@ -95,19 +120,35 @@ async def generate(
 
 
 @router.get("/jobs/{job_id}", responses={200: {"model": MediaJob}})
-async def get_job(job_id: str, gateway: MediaGatewayDep) -> Response:
-    """A job's status (queued | running | succeeded | failed | cancelled), progress and files."""
-    return json_response(_job_body(await gateway.jobs.get(job_id)))
+async def get_job(job_id: JobId, request: Request, gateway: MediaGatewayDep) -> Response:
+    """A job's status (queued | running | succeeded | failed | cancelled), progress and files.
+    Only its maker (or an admin) sees it; anyone else gets 404."""
+    return json_response(_job_body(await gateway.jobs.get(job_id, owner=_owner(request))))
 
 
 @router.delete("/jobs/{job_id}", responses={200: {"model": MediaJob}})
-async def cancel_job(job_id: str, gateway: MediaGatewayDep) -> Response:
-    """Cancel a job; the work is stopped on the provider's server too."""
+async def cancel_job(job_id: JobId, request: Request, gateway: MediaGatewayDep) -> Response:
+    """Cancel a job; the work is stopped on the provider's server too. Only its maker (or an
+    admin) may; anyone else gets 404 and the job runs on."""
+    await gateway.jobs.get(job_id, owner=_owner(request))
     return json_response(_job_body(await gateway.cancel(job_id)))
 
 
-@router.get("/assets/{asset_id}", response_class=FileResponse)
-async def get_asset(asset_id: str, gateway: MediaGatewayDep) -> FileResponse:
+# Assets are named by the sha256 of their bytes and shared by whoever made the same bytes: the
+# id is only learnt from a job (now its maker's) and is no more guessable than a key.
+@router.get(
+    "/assets/{asset_id}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file.",
+            "content": {
+                mime: {"schema": {"type": "string", "format": "binary"}} for mime in EXTENSIONS
+            },
+        }
+    },
+)
+async def get_asset(asset_id: AssetId, gateway: MediaGatewayDep) -> FileResponse:
     """A generated file, with its content type."""
     path, mime = gateway.assets.find(asset_id)
     return FileResponse(

@@ -16,7 +16,19 @@ router = APIRouter(prefix="/usage", tags=["usage"])
 
 DEFAULT_WINDOW = timedelta(hours=24)
 ALLOWED_GROUPS: tuple[str, ...] = get_args(GroupBy)
+#: The window's bounds when a date is at the end of what datetime can hold (years 1 to 9999).
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 _WHEN_HELP = "ISO 8601 date or datetime (e.g. 2024-05-01 or 2024-05-01T09:00:00Z); UTC if no zone"
+
+
+def shift(moment: datetime, delta: timedelta) -> datetime:
+    """`moment + delta`, held at the first or last moment a datetime can hold: the day after
+    9999-12-31 has no datetime, and everything logged is before it anyway."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return LATEST if delta > timedelta(0) else EARLIEST
 
 
 def parse_when(value: str, name: str, *, end: bool = False) -> datetime:
@@ -29,14 +41,19 @@ def parse_when(value: str, name: str, *, end: bool = False) -> datetime:
         pass
     else:
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return start + timedelta(days=1) if end else start
+        return shift(start, timedelta(days=1)) if end else start
     # an unescaped '+' in a query string arrives as a space: "09:00:00 02:00"
     for candidate in (text, text.replace(" ", "+")):
         try:
             when = datetime.fromisoformat(candidate)
         except ValueError:
             continue
-        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        if when.tzinfo is None:
+            return when.replace(tzinfo=UTC)
+        try:
+            return when.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00 in UTC is in year 0
+            return EARLIEST if when.year == 1 else LATEST
     raise InvalidRequestError(
         f"{name} must be an {_WHEN_HELP} (got {value!r}).",
         details=[{"field": name, "problem": f"not an {_WHEN_HELP}"}],
@@ -48,7 +65,8 @@ def parse_when(value: str, name: str, *, end: bool = False) -> datetime:
     response_class=Response,
     responses={
         200: {"description": "Per group and in total: calls, errors, fallbacks, tokens, "
-              "cost_usd, latency_ms p50/p95."},
+              "cost_usd, latency_ms p50/p95.",
+              "content": {"application/json": {"schema": {"type": "object"}}}},
         422: {"description": "from, to or group_by is not valid."},
     },
 )  # fmt: skip
@@ -75,7 +93,7 @@ async def usage(
             details=[{"field": "group_by", "allowed": list(ALLOWED_GROUPS)}],
         )
     end = parse_when(to, "to", end=True) if to else datetime.now(UTC)
-    start = parse_when(from_, "from") if from_ else end - DEFAULT_WINDOW
+    start = parse_when(from_, "from") if from_ else shift(end, -DEFAULT_WINDOW)
     if start >= end:
         raise InvalidRequestError(
             f"from must be before to (got from={start.isoformat()}, to={end.isoformat()})."
