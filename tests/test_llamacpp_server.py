@@ -79,9 +79,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     model = _shipped_catalogue().models[MODEL].locate()
     port = _free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    # one thread: on a busy machine llama.cpp's threads mostly wait for each other
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
                "--model_alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
-               "--n_ctx", "2048", "--n_threads", "2"]  # fmt: skip
+               "--n_ctx", "2048", "--n_threads", "1"]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
