@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sparklio.services.llm.resilience import CircuitBreaker
 from tests.fakes import FakeOllama, FakeOpenAI, Held, Reply, Status, refused_url
 from tests.live import CALL, GOOD_COPY, live_gateway, until
 
@@ -310,3 +311,19 @@ async def test_a_queue_full_probe_is_given_back_and_the_next_call_probes(tmp_pat
     assert after.status_code == 200, after.text
     assert outcomes(after.json()) == ["ollama:ok"]
     assert ollama.calls == 3  # the failure, the busy retry, and the next call's probe
+
+
+def test_a_call_gives_back_only_the_probe_it_claimed() -> None:
+    breaker = CircuitBreaker(threshold=1, cooldown=0)
+    breaker.failure()
+    first, second = breaker.admit(), breaker.admit()
+    assert first.__enter__() and breaker.state == "half_open"
+    breaker.failure()  # the first probe's verdict; with no cooldown the next call probes
+    assert second.__enter__() and breaker.state == "half_open"
+    first.__exit__(None, None, None)  # the first call ends while the second one probes...
+    assert breaker.state == "half_open"  # ...and leaves the second one's probe alone
+    second.__exit__(None, None, None)  # the second ends without a verdict: given back
+    assert breaker.state == "open"
+    with breaker.admit() as third:
+        breaker.success()
+    assert third and breaker.state == "closed"
