@@ -61,7 +61,7 @@ class CircuitBreaker:
     opened_at: float | None = None
     probing: bool = False
     #: which claim holds the probe, so a call only ever gives back its own probe
-    _probe_claims: int = field(default=0, repr=False)
+    _probe_claims: int = field(default=0, init=False, repr=False)
 
     def allow(self) -> bool:
         """Whether a call may go to the endpoint now (claims the probe when half-open).
