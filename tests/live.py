@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,15 @@ async def live_gateway(
             yield app, http
     finally:
         await close_app(app)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until `condition` holds. It has no clock of its own (the test's timeout is the
+    backstop), so a slow machine makes a test slower, never wrong."""
+    # polling: the states waited on (an upstream's request count, a limiter's line) have no
+    # event to wait on, and a few ms between looks costs nothing
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
 
 
 async def llm_client_for(app: FastAPI) -> LLMGatewayClient:

@@ -16,6 +16,7 @@ from PIL import Image
 from sparklio.main import close_app, create_app
 from tests.conftest import client_for, make_settings
 from tests.fakes import Delay, DropSocket, Fail, FakeComfyUI, Stall
+from tests.live import until
 
 SDXL = "sd_xl_base_1.0.safetensors"
 ROUTES = f"""version: 1
@@ -148,6 +149,10 @@ async def test_cancelling_a_running_job_interrupts_it_on_the_server(tmp_path: Pa
     async with FakeComfyUI() as fake, comfy_gateway(tmp_path, fake) as http:
         fake.then(Stall())
         job = await run(http, IMAGE, wait=0.3)
+        while job["status"] == "queued":  # a busy machine may take longer than 0.3 s
+            await asyncio.sleep(0.02)
+            job = (await http.get(f"/api/v1/media/jobs/{job['job_id']}")).json()
+        await until(lambda: len(fake.prompts) == 1)  # the stall has reached the server
         assert job["status"] == "running"
         cancelled = (await http.delete(f"/api/v1/media/jobs/{job['job_id']}")).json()
     assert cancelled["status"] == "cancelled"
@@ -159,8 +164,9 @@ async def test_cancelling_a_queued_job_deletes_it_from_the_comfyui_queue(tmp_pat
     async with FakeComfyUI() as fake, comfy_gateway(tmp_path, fake) as http:
         fake.then(Delay(5))
         job = await run(http, IMAGE, wait=0.3)
+        await until(lambda: len(fake.prompts) == 1)  # queued on the server, not just here
         await http.delete(f"/api/v1/media/jobs/{job['job_id']}")
-        await asyncio.sleep(0.1)
+        await until(lambda: len(fake.queue_deletes) > 0)  # the cancel's clean-up runs after
     [prompt_id] = fake.prompts
     assert [prompt_id] in fake.queue_deletes
     assert fake.executions == 0

@@ -15,11 +15,13 @@ from tests.fakes import (
     FakeAnthropic,
     FakeOllama,
     FakeOpenAI,
+    Held,
     Reply,
     Status,
     StreamError,
     refused_url,
 )
+from tests.live import until
 
 CHAT = {"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "Hi"}]}
 OPENAI_AUTH = {"Authorization": "Bearer sk-test"}
@@ -143,9 +145,15 @@ async def test_max_in_flight_counts_concurrent_calls(session: aiohttp.ClientSess
             await resp.read()
             return resp.status
 
+    gate = asyncio.Event()
     async with FakeOllama() as fake:
-        fake.default = Reply(delay=0.2)
-        statuses = await asyncio.gather(*(call(fake.url) for _ in range(3)))
+        # held, not delayed: all three are in flight together however slowly they arrive
+        fake.default = Held(Reply(), gate)
+        calls = [asyncio.create_task(call(fake.url)) for _ in range(3)]
+        await until(lambda: fake.calls == 3)
+        assert not any(c.done() for c in calls)  # none answered before the gate opened
+        gate.set()
+        statuses = await asyncio.gather(*calls)
     assert statuses == [200, 200, 200]
     assert fake.max_in_flight == 3
 

@@ -27,6 +27,7 @@ __all__ = [
     "Behaviour",
     "Cut",
     "FakeServer",
+    "Held",
     "Recorded",
     "Reply",
     "Status",
@@ -94,7 +95,16 @@ class Cut:
     after_bytes: int = 20
 
 
-Behaviour = Reply | Status | StreamError | Cut
+@dataclass
+class Held:
+    """`then` (any other behaviour), answered only once `gate` is set: the test, not a clock,
+    decides how long the call stays in flight."""
+
+    then: Reply | Status | StreamError | Cut
+    gate: asyncio.Event
+
+
+Behaviour = Reply | Status | StreamError | Cut | Held
 
 
 @dataclass
@@ -232,6 +242,9 @@ class FakeServer:
             if rejection is not None:
                 return await self._send(request, rejection)
             behaviour = self._script.popleft() if self._script else self.default
+            if isinstance(behaviour, Held):
+                await behaviour.gate.wait()
+                behaviour = behaviour.then
             if isinstance(behaviour, Reply):
                 if behaviour.delay:
                     await asyncio.sleep(behaviour.delay)

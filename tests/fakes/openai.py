@@ -49,6 +49,17 @@ _ERRORS: dict[int, tuple[str, str, str | None]] = {
 }
 
 
+#: What llama-cpp-python's server (0.3.36, `python -m llama_cpp.server`) answers to
+#: `response_format: {"type": "json_schema", ...}`: a 500 from its request validation.
+LLAMA_CPP_JSON_SCHEMA_500 = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+    "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+    "'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"/venv/lib/python3.11/"
+    'site-packages/llama_cpp/server/app.py", line 376, in create_chat_completion\n    '
+    "POST /v1/chat/completions"
+)
+
+
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> Any:
     """Ref §3: all four keys are always present; param and code may be null."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -64,10 +75,17 @@ class FakeOpenAI(FakeServer):
         api_key: str | None = "sk-test",
         models: list[str] | None = None,
         supports_json_schema: bool = True,
+        json_schema_status: int = 400,
+        supports_object_schema: bool = True,
     ) -> None:
+        """Without json_schema, the server turns it down with `json_schema_status`: 400 as
+        OpenAI-style servers do, 422 as a FastAPI-based one, 500 as llama-cpp-python's server.
+        Without `supports_object_schema`, a `schema` key next to json_object is a 400."""
         self.api_key = api_key
         self.models = list(models) if models is not None else ["gpt-4o-mini"]
         self.supports_json_schema = supports_json_schema
+        self.json_schema_status = json_schema_status
+        self.supports_object_schema = supports_object_schema
         super().__init__()
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -111,19 +129,37 @@ class FakeOpenAI(FakeServer):
             msg = _ERRORS[404][0].format(model=body["model"])
             return self._answer(404, error_body(msg, "invalid_request_error", "model_not_found"))
         fmt = body.get("response_format")
-        if (
-            not self.supports_json_schema
-            and isinstance(fmt, dict)
-            and fmt.get("type") == "json_schema"
-        ):
-            # Servers that copy the API (llama.cpp, older vLLM) may lack json_schema.
-            msg = "response_format type json_schema is not supported by this server"
-            return self._answer(
-                400, error_body(msg, "invalid_request_error", None, "response_format")
-            )
+        if isinstance(fmt, dict):
+            refusal = self._refuse_format(fmt)
+            if refusal is not None:
+                return refusal
         if body.get("stream"):
             msg = "FakeOpenAI does not implement stream=true"
             return self._answer(400, error_body(msg, "invalid_request_error", None, "stream"))
+        return None
+
+    def _refuse_format(self, fmt: dict[str, Any]) -> Answer | None:
+        """The server's answer to a response_format it lacks, or None."""
+        if fmt.get("type") == "json_schema" and not self.supports_json_schema:
+            if self.json_schema_status == 500:
+                body = error_body(LLAMA_CPP_JSON_SCHEMA_500, "internal_server_error", None)
+                return self._answer(500, body)
+            if self.json_schema_status == 422:  # FastAPI's own validation error body
+                detail = {"type": "literal_error", "loc": ["body", "response_format", "type"],
+                          "msg": "Input should be 'text' or 'json_object'",
+                          "input": "json_schema"}  # fmt: skip
+                return self._answer(422, {"detail": [detail]})
+            # Servers that copy the API (older vLLM, LM Studio) may lack json_schema.
+            msg = "response_format type json_schema is not supported by this server"
+            return self._answer(
+                self.json_schema_status,
+                error_body(msg, "invalid_request_error", None, "response_format"),
+            )
+        if fmt.get("type") == "json_object" and "schema" in fmt and not self.supports_object_schema:
+            msg = "Additional properties are not allowed ('schema' was unexpected)"
+            return self._answer(
+                400, error_body(msg, "invalid_request_error", None, "response_format")
+            )
         return None
 
     def render_reply(self, rec: Recorded, reply: Reply, elapsed: float) -> Answer:

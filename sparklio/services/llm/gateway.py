@@ -323,6 +323,23 @@ class LLMGateway:
         """One candidate: skipped if unavailable or its circuit is open, else tried with
         retries and at most one JSON repair."""
         provider, guard = self._provider_for(candidate, call)
+        # admitted for the whole candidate: a probe that ends without a verdict (cancelled,
+        # queue full, a bad request) is given back on the way out, whatever the way out is
+        with guard.breaker.admit() as allowed:
+            if not allowed:
+                self._record(call, candidate, "circuit_open", 0.0)
+                raise ProviderError(
+                    f"{candidate.label} skipped: its circuit is open after "
+                    f"{guard.breaker.failures} failures in a row; one probe call is let "
+                    f"through after {guard.breaker.cooldown:g} s.",
+                    provider=candidate.provider, model=candidate.model, outcome="circuit_open",
+                )  # fmt: skip
+            return await self._retrying(candidate, provider, guard, call)
+
+    async def _retrying(
+        self, candidate: Candidate, provider: LLMProvider, guard: EndpointGuard, call: _Call
+    ) -> LLMProviderResponse:
+        """Attempts on one admitted candidate until one answers or retrying is pointless."""
         loop = asyncio.get_running_loop()
         assert call.prompt is not None
         prompt, repaired, retry = call.prompt, False, 0
@@ -359,16 +376,7 @@ class LLMGateway:
             raise ProviderError(f"{candidate.label} is unavailable: {reason}",
                                 provider=candidate.provider, model=candidate.model,
                                 outcome="unavailable")  # fmt: skip
-        guard = self.guards.get(candidate.provider, provider.max_concurrency)
-        if not guard.breaker.allow():
-            self._record(call, candidate, "circuit_open", 0.0)
-            raise ProviderError(
-                f"{candidate.label} skipped: its circuit is open after {guard.breaker.failures} "
-                f"failures in a row; one probe call is let through after "
-                f"{guard.breaker.cooldown:g} s.",
-                provider=candidate.provider, model=candidate.model, outcome="circuit_open",
-            )  # fmt: skip
-        return provider, guard
+        return provider, self.guards.get(candidate.provider, provider.max_concurrency)
 
     async def _attempt(
         self,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 from sparklio.core.config import Settings
@@ -60,15 +60,33 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float | None = None
     probing: bool = False
+    #: which claim holds the probe, so a call only ever gives back its own probe
+    _probe_claims: int = field(default=0, init=False, repr=False)
 
     def allow(self) -> bool:
-        """Whether a call may go to the endpoint now (claims the probe when half-open)."""
+        """Whether a call may go to the endpoint now (claims the probe when half-open).
+        A caller that claims the probe must end it: prefer `admit()`, which always does."""
         if self.opened_at is None:
             return True
         if self.probing or time.monotonic() - self.opened_at < self.cooldown:
             return False
         self.probing = True
+        self._probe_claims += 1
         return True
+
+    @contextmanager
+    def admit(self) -> Iterator[bool]:
+        """Whether a call may go to the endpoint, for the length of that call. A call that
+        claimed the probe and ends without a verdict on the endpoint (cancelled, queue full,
+        a bad request, an error of ours) gives the probe back, so the next call probes
+        instead of the endpoint being skipped for good."""
+        allowed = self.allow()
+        claim = self._probe_claims if allowed and self.probing else None
+        try:
+            yield allowed
+        finally:
+            if claim is not None and self.probing and self._probe_claims == claim:
+                self.release_probe()
 
     def success(self) -> None:
         self.failures, self.opened_at, self.probing = 0, None, False
@@ -79,7 +97,8 @@ class CircuitBreaker:
             self.opened_at, self.probing = time.monotonic(), False
 
     def release_probe(self) -> None:
-        """The probe ended without a verdict on the endpoint (e.g. a bad request)."""
+        """The probe ended without a verdict on the endpoint: the circuit stays open and,
+        its cooldown being over, the next call becomes the probe."""
         self.probing = False
 
     @property

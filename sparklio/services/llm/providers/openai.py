@@ -17,6 +17,18 @@ from sparklio.services.llm.providers.base import (
     usage,
 )
 
+#: Statuses with which servers that copy the API turn down `response_format: json_schema`:
+#: OpenAI-style 400s, FastAPI-style 422s, and llama-cpp-python's server, which answers a 500
+#: (checked by hand, llama-cpp-python 0.3.36):
+#:   {"error": {"message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body',
+#:    'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input':
+#:    'json_schema', ...}", "type": "internal_server_error", "param": null, "code": null}}
+FORMAT_REFUSALS = frozenset({"http_400", "http_422", "http_500"})
+#: json mode's response formats, richest first. llama.cpp's servers (llama-server and
+#: llama-cpp-python's) constrain the answer to a schema sent with json_object; a server that
+#: turns that extra key down too gets plain json_object.
+FORMATS = ("json_schema", "json_object_schema", "json_object")
+
 #: Gateway options that Chat Completions takes under the same name.
 PASSED_OPTIONS = ("temperature", "top_p", "seed", "stop", "max_tokens", "max_completion_tokens",
                   "frequency_penalty", "presence_penalty")  # fmt: skip
@@ -39,7 +51,7 @@ def strict_compatible(schema: Any) -> bool:
 
 class OpenAIProvider(HTTPProvider, LLMProvider):
     """Chat Completions with `response_format` json_schema, or json_object where the server
-    lacks json_schema (learnt from its 400 once per model, then remembered)."""
+    lacks json_schema (learnt from its refusal once per endpoint and model, then remembered)."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -49,7 +61,8 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
         self.chat_url = f"{self.base_url}/chat/completions"
         key = settings.openai_api_key
         self.headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
-        self._no_json_schema: set[str] = set()
+        #: the FORMATS each (endpoint, model) turned down, so later calls skip them
+        self._refused: dict[tuple[str, str], set[str]] = {}
 
     @property
     def vendor(self) -> str:
@@ -97,34 +110,49 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
         body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
         body.update((k, options[k]) for k in PASSED_OPTIONS if k in options)
         schema = options.get("schema")
-        if mode == "json":
-            body["response_format"] = self._response_format(model, schema)
-        try:
-            answer = await self._complete(body, model)
-        except ProviderError as exc:
-            if not self._lacks_json_schema(exc, body):
-                raise
-            self._no_json_schema.add(model)
-            body["response_format"] = {"type": "json_object"}
-            answer = await self._complete(body, model)
+        if mode != "json":
+            return self._response(await self._complete(body, model), model, mode)
+        refused = self._refused.setdefault((self.chat_url, model), set())
+        # the richest format first; one the server turned down before is not tried again
+        kinds = [k for k in FORMATS if k not in refused] if schema is not None else []
+        kinds = kinds or ["json_object"]
+        while True:
+            body["response_format"] = self._format(kinds[0], schema)
+            try:
+                answer = await self._complete(body, model)
+                break
+            except ProviderError as exc:
+                # the next format is tried within this one attempt: no retry is spent on it
+                if len(kinds) == 1 or not self._turned_down(exc):
+                    raise
+                if "invalid schema" not in exc.message.lower():
+                    # the server lacks the format: remembered. A schema it could not take
+                    # (OpenAI's "Invalid schema for response_format") says nothing about the
+                    # next call's schema, so that is not
+                    refused.add(kinds[0])
+                kinds.pop(0)
         response = self._response(answer, model, mode)
-        if mode == "json":
-            response.meta["response_format"] = body["response_format"]["type"]
+        response.meta["response_format"] = body["response_format"]["type"]
         return response
 
-    def _response_format(self, model: str, schema: dict[str, Any] | None) -> dict[str, Any]:
-        if schema is None or model in self._no_json_schema:
-            return {"type": "json_object"}
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": schema,
-                            "strict": strict_compatible(schema)},
-        }  # fmt: skip
+    @staticmethod
+    def _format(kind: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+        """The `response_format` body of one of FORMATS."""
+        if kind == "json_schema" and schema is not None:
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema,
+                                "strict": strict_compatible(schema)},
+            }  # fmt: skip
+        if kind == "json_object_schema" and schema is not None:
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_object"}
 
     @staticmethod
-    def _lacks_json_schema(exc: ProviderError, body: dict[str, Any]) -> bool:
-        sent = body.get("response_format", {}).get("type") == "json_schema"
-        return sent and exc.outcome == "http_400" and "response_format" in exc.message
+    def _turned_down(exc: ProviderError) -> bool:
+        """Whether `exc` is the server refusing the response format it was sent."""
+        named = "response_format" in exc.message or "json_schema" in exc.message
+        return named and exc.outcome in FORMAT_REFUSALS
 
     async def _complete(self, body: dict[str, Any], model: str) -> dict[str, Any]:
         async with self.request(
