@@ -203,3 +203,32 @@ _KINDS = (
 def infer_types(kw: dict[str, Any]) -> list[str]:
     """The types a schema without `type` hints at by its keywords."""
     return [kind for kind, keys in _KINDS if not keys.isdisjoint(kw)]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as JSON values (True is not 1)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def bound(
+    kw: dict[str, list[tuple[Any, Any]]], inclusive: str, exclusive: str, pick: Any
+) -> tuple[float | None, bool]:
+    """The tightest bound from `minimum`-style and `exclusiveMinimum`-style keywords (a folded
+    node's keyword -> [(value, owning Loc)]), with draft 4's boolean exclusiveMinimum (which
+    makes its sibling `minimum` exclusive)."""
+    found: list[tuple[float, bool]] = []
+    for value, owner in kw.get(inclusive, ()):
+        if is_num(value):
+            found.append((value, owner.schema.get(exclusive) is True))
+    for value, _ in kw.get(exclusive, ()):
+        if is_num(value):
+            found.append((value, True))
+    if not found:
+        return None, False
+    best = pick(v for v, _ in found)
+    return best, any(open_ for v, open_ in found if v == best)
+
+
+def is_num(value: Any) -> bool:
+    """A JSON number (not a boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
