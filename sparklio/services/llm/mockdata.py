@@ -104,17 +104,19 @@ def _strings(value: Any) -> Iterator[tuple[str, str]]:
             stack.extend(reversed([(key, v) for v in item]))
 
 
-class MockData:
-    """Builds values for JSON Schemas from one payload's words, deterministically."""
+class Lexicon:
+    """What one payload says, worked out once: its language, its subject and the words to
+    fill text with. Depends on the payload alone, so the provider keeps it across calls."""
 
-    def __init__(self, payload: Any, seed: int) -> None:
-        self.rng = random.Random(seed)
+    __slots__ = ("korean", "lang", "subject", "text_lower", "words")
+
+    def __init__(self, payload: Any) -> None:
         texts = list(_strings(payload))
         joined = " ".join([text for _, text in texts])
         hangul = len(_HANGUL.findall(joined))
         # counting letters is the costly part: only a text with Hangul needs the count
         self.korean = hangul > 0 and hangul / sum(map(str.isalpha, joined)) > 0.3
-        self.lang = _KO if self.korean else _EN
+        self.lang: dict[str, Any] = _KO if self.korean else _EN
         words: list[str] = []
         for _, text in texts:
             for word in _WORD.findall(text):
@@ -125,7 +127,7 @@ class MockData:
         # filler words say something about the subject, so they are not the subject's own
         in_subject = {w.lower() for w in _WORD.findall(self.subject)}
         unique = list(dict.fromkeys(words))
-        self.words = (
+        self.words: list[str] = (
             [w for w in unique if w.lower() not in in_subject]
             or unique
             or list(self.lang["fallback_words"])
@@ -148,6 +150,18 @@ class MockData:
                 return " ".join(words)
         names = _PROPER_NAME.findall(prose)  # "We launch Aurora Trail, ..." -> Aurora Trail
         return names[0] if names else str(self.lang["fallback_subject"])
+
+
+class MockData:
+    """Builds values for JSON Schemas from one payload's words, deterministically.
+
+    `payload`: the caller's payload, or its Lexicon when the caller keeps one."""
+
+    def __init__(self, payload: Any, seed: int) -> None:
+        self.rng = random.Random(seed)
+        lexicon = payload if isinstance(payload, Lexicon) else Lexicon(payload)
+        self.korean, self.lang, self.subject = lexicon.korean, lexicon.lang, lexicon.subject
+        self.words, self.text_lower = lexicon.words, lexicon.text_lower
 
     # -- text ------------------------------------------------------------------------------
 

@@ -103,9 +103,10 @@ class Walker:
         # a CPU-time limit on top of the step budget: compiling checks for a large schema
         # costs milliseconds the step count cannot see. Output does not depend on it: a walk
         # that runs out is redone from scratch with the full budget.
-        self.deadline = None if seconds is None else time.thread_time() + seconds
+        now = time.thread_time() if seconds is not None or polite else 0.0  # a system call
+        self.deadline = None if seconds is None else now + seconds
         self._clock = 0
-        self._yielded = time.thread_time()
+        self._yielded = now
         self.text = text
         self.rng = text.rng
         self.tools = tools
