@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import random
+import string
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 import rstr
@@ -129,7 +131,9 @@ def formatted(fmt: str, slug: str, rng: random.Random) -> str | None:
 
 class _Xeger(rstr.Rstr):
     """rstr's regex-to-string with bounded work: a repeat goes at most a few times past its
-    minimum (rstr allows 100, and nested repeats multiply to millions of steps)."""
+    minimum (rstr allows 100, and nested repeats multiply to millions of steps), and the same
+    string in every process: rstr builds `\\W` and `[^...]` from sets, whose order changes
+    with PYTHONHASHSEED, so they are sorted here."""
 
     _LIMIT = 20_000
 
@@ -137,6 +141,14 @@ class _Xeger(rstr.Rstr):
         super().__init__(rng)
         self._work = 0
         self._extra = 0 if shortest else 3
+        for name in ("nonword", "unambiguous"):
+            self._alphabets[name] = "".join(sorted(self._alphabets[name]))
+
+    def _handle_in(self, value: Any) -> Any:
+        candidates = list(chain(*(self._handle_state(i) for i in value)))
+        if candidates and candidates[0] is False:  # a negated class: printable but those
+            candidates = sorted(set(string.printable).difference(candidates[1:]))
+        return self._random.choice(candidates)
 
     def _handle_repeat(self, start_range: int, end_range: int, value: Any) -> str:
         times = self._random.randint(start_range, min(end_range, start_range + self._extra))
