@@ -31,6 +31,7 @@ INLINE_NODES = 3_000  # the walk's budget on the event loop...
 INLINE_SECONDS = 0.005  # ...and its time there, then it moves to a worker thread
 FULL_NODES = 400_000  # its budget in a worker thread: well under a second
 EXPAND_VALUES = 150  # realistic output fills optional parts until this many values exist
+_CLOCK_EVERY = 64  # steps of work between readings of the thread's CPU clock
 _REPEAT_AFTER = 8  # array items past this many (and not unique) repeat the first ones
 _ORDER = ("object", "array", "string", "integer", "number", "boolean", "null")
 # keywords the walk may get wrong on its first try: a value for a node with any of them is
@@ -105,7 +106,7 @@ class Walker:
         # that runs out is redone from scratch with the full budget.
         now = time.thread_time() if seconds is not None or polite else 0.0  # a system call
         self.deadline = None if seconds is None else now + seconds
-        self._clock = 0
+        self._clock = _CLOCK_EVERY  # steps until the clock is read again (just read)
         self._yielded = now
         self.text = text
         self.rng = text.rng
@@ -129,7 +130,7 @@ class Walker:
             raise OverBudget
         self._clock -= cost
         if self._clock < 0:
-            self._clock = 64
+            self._clock = _CLOCK_EVERY
             now = time.thread_time()  # CPU time of this thread: work done, whatever the load
             if self.deadline is not None:
                 if now > self.deadline:
