@@ -82,11 +82,14 @@ class _Shape:
         return not self.names_schema or walker.fits(self.names_schema, name)
 
     def locs_for(self, name: str) -> list[Loc]:
-        """The nodes a property's value must match (kept: the same for every walk; callers
-        do not change the list)."""
+        """The nodes a property's value must match. Kept for declared names (callers do not
+        change the list); names made up from patterns or payload words vary from walk to walk,
+        so keeping them would grow without end."""
         locs = self._locs.get(name)
         if locs is None:
-            locs = self._locs[name] = self._find_locs(name)
+            locs = self._find_locs(name)
+            if name in self.props:
+                self._locs[name] = locs
         return locs
 
     def _find_locs(self, name: str) -> list[Loc]:
