@@ -122,3 +122,25 @@ async def test_length_limits_are_kept_with_long_payload_words() -> None:
     for copy in response.output["copies"]:
         assert len(copy["headline"]) <= 30
         assert 40 <= len(copy["body"]) <= 2200
+
+
+async def test_one_provider_answers_a_request_alike_however_busy_it_was() -> None:
+    """The provider keeps each payload's words and each schema's folded nodes between calls;
+    what it kept (or evicted) never changes an answer."""
+    busy = MockProvider(make_settings())
+    options: dict[str, Any] = {"payload": DAWON, "schema": REALISTIC["copy"], "seed": 1}
+    first = await busy.generate("p", "copywriter", "channel_copy", "json", dict(options))
+    text = await busy.generate("p", "copywriter", "channel_copy", "text", dict(options))
+    for n in range(80):  # more payloads and schemas than it keeps
+        other = {**options, "payload": {"product": f"Tea {n}", "audience": f"group {n}"}}
+        if n % 2:
+            other["schema"] = {**REALISTIC["copy"], "title": f"copy {n}"}
+        await busy.generate("p", "copywriter", "channel_copy", "json", other)
+    again = await busy.generate("p", "copywriter", "channel_copy", "json", dict(options))
+    text_again = await busy.generate("p", "copywriter", "channel_copy", "text", dict(options))
+    fresh = await MockProvider(make_settings()).generate(
+        "p", "copywriter", "channel_copy", "json", dict(options)
+    )
+    assert again.output == first.output == fresh.output
+    assert text_again.output == text.output
+    assert "Dawon green tea" in text.output["text"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from sparklio.services.llm.mock import FULL_NODES, INLINE_NODES, OverBudget, Sch
 from sparklio.services.llm.mockdata import MockData
 from sparklio.services.llm.providers.mock import build
 
+ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "data" / "schemas"
 PAYLOAD = {"product": "Dawon green tea", "brief": "A calm afternoon for office workers."}
 SELF_REF_IN_ANYOF = {
@@ -294,3 +298,30 @@ def test_same_request_same_answer_and_korean_words() -> None:
               "required": ["headline"]}  # fmt: skip
     assert answer(schema, korean) == answer(schema, korean)
     assert any("\uac00" <= ch <= "\ud7a3" for ch in answer(schema, korean)["headline"])
+
+
+def test_a_pattern_answer_is_the_same_in_every_process() -> None:
+    """Two gateway processes (or one restarted) give the same answer: the strings built for
+    a negated class or \\W do not follow the process's hash seed."""
+    schema = {"type": "object", "required": ["a", "b", "c"], "properties": {
+        "a": {"type": "string", "pattern": "^[^,\\t\\n]{6}$"},
+        "b": {"type": "string", "pattern": "^\\W{6}$"},
+        "c": {"type": "array", "minItems": 3, "items": {"type": "string", "pattern": "^[^a-z]+$"}},
+    }}  # fmt: skip
+    code = (
+        "import json, sys\n"
+        "from sparklio.services.llm.mock import FULL_NODES, SchemaTools\n"
+        "from sparklio.services.llm.providers.mock import build\n"
+        f"schema = json.loads({json.dumps(json.dumps(schema))})\n"
+        f"print(json.dumps(build({PAYLOAD!r}, 7, SchemaTools(schema), FULL_NODES)))\n"
+    )
+    answers = []
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=60, check=True,
+        )  # fmt: skip
+        answers.append(json.loads(done.stdout))
+    assert answers[0] == answers[1] == answers[2]
+    assert valid(schema, answers[0])

@@ -8,6 +8,7 @@ yields Korean text. The same payload and seed always give the same output.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from sparklio.services.llm.mock.walk import FULL_NODES, Walker
 
 _WORD = re.compile(r"[^\W\d_][\w'\u2019-]*", re.UNICODE)
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
+_NON_WORD = re.compile(r"\W")
 _STOP = frozenset(
     "the a an and or of to for in on with by at from is are be as it its this that our your we "
     "you they their will can into about more most very than then also just only not no who "
@@ -102,26 +104,30 @@ def _strings(value: Any) -> Iterator[tuple[str, str]]:
             stack.extend(reversed([(key, v) for v in item]))
 
 
-class MockData:
-    """Builds values for JSON Schemas from one payload's words, deterministically."""
+class Lexicon:
+    """What one payload says, worked out once: its language, its subject and the words to
+    fill text with. Depends on the payload alone, so the provider keeps it across calls."""
 
-    def __init__(self, payload: Any, seed: int) -> None:
-        self.rng = random.Random(seed)
+    __slots__ = ("korean", "lang", "subject", "text_lower", "words")
+
+    def __init__(self, payload: Any) -> None:
         texts = list(_strings(payload))
-        joined = " ".join(text for _, text in texts)
-        letters = sum(ch.isalpha() for ch in joined)
-        self.korean = letters > 0 and len(_HANGUL.findall(joined)) / letters > 0.3
-        self.lang = _KO if self.korean else _EN
+        joined = " ".join([text for _, text in texts])
+        hangul = len(_HANGUL.findall(joined))
+        # counting letters is the costly part: only a text with Hangul needs the count
+        self.korean = hangul > 0 and hangul / sum(map(str.isalpha, joined)) > 0.3
+        self.lang: dict[str, Any] = _KO if self.korean else _EN
         words: list[str] = []
         for _, text in texts:
             for word in _WORD.findall(text):
-                if len(word) > (1 if _HANGUL.search(word) else 2) and word.lower() not in _STOP:
+                shortest = 1 if hangul and _HANGUL.search(word) else 2
+                if len(word) > shortest and word.lower() not in _STOP:
                     words.append(word)
         self.subject = self._pick_subject(texts)
         # filler words say something about the subject, so they are not the subject's own
         in_subject = {w.lower() for w in _WORD.findall(self.subject)}
         unique = list(dict.fromkeys(words))
-        self.words = (
+        self.words: list[str] = (
             [w for w in unique if w.lower() not in in_subject]
             or unique
             or list(self.lang["fallback_words"])
@@ -145,6 +151,18 @@ class MockData:
         names = _PROPER_NAME.findall(prose)  # "We launch Aurora Trail, ..." -> Aurora Trail
         return names[0] if names else str(self.lang["fallback_subject"])
 
+
+class MockData:
+    """Builds values for JSON Schemas from one payload's words, deterministically.
+
+    `payload`: the caller's payload, or its Lexicon when the caller keeps one."""
+
+    def __init__(self, payload: Any, seed: int) -> None:
+        self.rng = random.Random(seed)
+        lexicon = payload if isinstance(payload, Lexicon) else Lexicon(payload)
+        self.korean, self.lang, self.subject = lexicon.korean, lexicon.lang, lexicon.subject
+        self.words, self.text_lower = lexicon.words, lexicon.text_lower
+
     # -- text ------------------------------------------------------------------------------
 
     def _fill(self, pattern: str) -> str:
@@ -164,22 +182,22 @@ class MockData:
         return self._fill(self.rng.choice(self.lang["titles"]))
 
     def _text_for(self, hint: str) -> str:
-        hint = hint.lower()
-        if "hashtag" in hint or hint in ("tags", "tag"):
-            return "#" + re.sub(r"\W", "", self.rng.choice([self.subject, *self.words]))
-        if "cta" in hint or "call_to_action" in hint or "button" in hint:
-            return self._fill(self.rng.choice(self.lang["ctas"]))
-        if any(h in hint for h in ("colour", "color", "hex")):
-            return f"#{self.rng.randrange(0x1000000):06X}"
-        if "language" in hint or hint in ("lang", "locale"):
-            return "ko" if self.korean else "en"
-        if any(h in hint for h in _TITLE_HINTS):
-            return self.title()
-        if any(h in hint for h in _LONG_HINTS):
+        kind = _hint_kind(hint)
+        if kind == "phrase":
+            return self._phrase(self.rng.randint(2, 4))
+        if kind == "long":
             return self.paragraph(self.rng.randint(2, 3))
-        if any(h in hint for h in ("audience", "segment", "product", "brand", "subject")):
-            return self.subject if "product" in hint or "brand" in hint else self._phrase(3)
-        return self._phrase(self.rng.randint(2, 4))
+        if kind == "title":
+            return self.title()
+        if kind == "hashtag":
+            return "#" + _NON_WORD.sub("", self.rng.choice([self.subject, *self.words]))
+        if kind == "cta":
+            return self._fill(self.rng.choice(self.lang["ctas"]))
+        if kind == "colour":
+            return f"#{self.rng.randrange(0x1000000):06X}"
+        if kind == "language":
+            return "ko" if self.korean else "en"
+        return self.subject if kind == "subject" else self._phrase(3)
 
     def _phrase(self, n: int) -> str:
         picked = self.rng.sample(self.words, min(n, len(self.words)))
@@ -222,6 +240,29 @@ class MockData:
             and any(name in self.text_lower for name in (o.lower(), *_ALIASES.get(o, ())))
         ]  # fmt: skip
         return self.rng.choice(mentioned or options)
+
+
+@functools.lru_cache(maxsize=1024)
+def _hint_kind(hint: str) -> str:
+    """What kind of text a property name asks for (a few dozen names recur: worked out once)."""
+    hint = hint.lower()
+    if "hashtag" in hint or hint in ("tags", "tag"):
+        return "hashtag"
+    if "cta" in hint or "call_to_action" in hint or "button" in hint:
+        return "cta"
+    if any(h in hint for h in ("colour", "color", "hex")):
+        return "colour"
+    if "language" in hint or hint in ("lang", "locale"):
+        return "language"
+    if any(h in hint for h in _TITLE_HINTS):
+        return "title"
+    if any(h in hint for h in _LONG_HINTS):
+        return "long"
+    if "product" in hint or "brand" in hint:
+        return "subject"
+    if any(h in hint for h in ("audience", "segment", "subject")):
+        return "short"
+    return "phrase"
 
 
 def _josa(match: re.Match[str]) -> str:

@@ -19,7 +19,6 @@ from sparklio.services.llm.mock.walk import (
     EXPAND_VALUES,
     MAX_OUTPUT_CHARS,
     Flat,
-    _is_num,
     _sub,
     unsatisfiable,
 )
@@ -67,6 +66,12 @@ class _Shape:
                         self.dep_schemas.setdefault(name, []).append(_sub(owner, key, name))
         self.names_schema = [_sub(o, "propertyNames") for _, o in flat.kw.get("propertyNames", ())]
         self.tools = tools
+        self.low = int(max(flat.numbers("minProperties"), default=0))
+        highs = flat.numbers("maxProperties")
+        self.high = int(min(highs)) if highs else None
+        self.needed = set(self.required)
+        self.needed.update(d for n in self.required for d in self.depends.get(n, ()))
+        self._locs: dict[str, list[Loc]] = {}
 
     def allowed(self, walker: Walker, name: str) -> bool:
         for names, patterns, extra in self.closers:
@@ -77,6 +82,17 @@ class _Shape:
         return not self.names_schema or walker.fits(self.names_schema, name)
 
     def locs_for(self, name: str) -> list[Loc]:
+        """The nodes a property's value must match. Kept for declared names (callers do not
+        change the list); names made up from patterns or payload words vary from walk to walk,
+        so keeping them would grow without end."""
+        locs = self._locs.get(name)
+        if locs is None:
+            locs = self._find_locs(name)
+            if name in self.props:
+                self._locs[name] = locs
+        return locs
+
+    def _find_locs(self, name: str) -> list[Loc]:
         locs = list(self.props.get(name, ()))
         locs += [loc for p, loc in self.patterns if self.tools.matches(p, name)]
         for names, patterns, extra in self.closers:
@@ -92,9 +108,7 @@ def build_object(
     shape = flat.shape
     if shape is None:  # the same for every walk of this schema: kept with the folded node
         shape = flat.shape = _Shape(walker.tools, flat)
-    low = int(max(flat.numbers("minProperties"), default=0))
-    highs = flat.numbers("maxProperties")
-    high = int(min(highs)) if highs else None
+    low, high = shape.low, shape.high
     if high is not None and low > high:
         raise unsatisfiable(where, f"minProperties {low} is above maxProperties {high}")
     if low > MAX_OUTPUT_CHARS // 4:
@@ -129,7 +143,7 @@ def build_object(
         merged = walker.flatten(flat.locs + extra, frozenset(g for g, _ in flat.groups))
         return build_object(walker, _Merged.of(merged), hint, depth, minimal, where)
     out: dict[str, Any] = {}
-    needed = set(shape.required) | {d for n in shape.required for d in shape.depends.get(n, ())}
+    needed = shape.needed
     for name in chosen:
         locs = shape.locs_for(name)
         walker.spend(len(name) + 4, where, "minProperties", low)
@@ -155,7 +169,7 @@ class _Merged(Flat):
         merged = cls()
         merged.locs, merged.kw, merged.groups = flat.locs, flat.kw, flat.groups
         merged.kinds = merged.shape = None
-        merged.nots, merged.refs = flat.nots, flat.refs
+        merged.nots, merged.refs, merged.check = flat.nots, flat.refs, flat.check
         return merged
 
 
@@ -191,42 +205,12 @@ def _more_names(
 def build_array(
     walker: Walker, flat: Flat, hint: str, depth: int, minimal: bool, where: str
 ) -> list[Any]:
-    draft = walker.tools.draft
-    prefix: list[list[Loc]] = []
-    rest: list[Loc] = []
-    closed: int | None = None
-    for owner in flat.locs:
-        schema = owner.schema
-        tuple_key = "prefixItems" if draft >= 2020 else "items"
-        own = schema.get(tuple_key)
-        if isinstance(own, list):
-            for i in range(len(own)):
-                if i >= len(prefix):
-                    prefix.append([])
-                prefix[i].append(_sub(owner, tuple_key, i))
-            more_key = "items" if draft >= 2020 else "additionalItems"
-            if more_key in schema:
-                if schema[more_key] is False:
-                    closed = len(own) if closed is None else min(closed, len(own))
-                else:
-                    rest.append(_sub(owner, more_key))
-        elif "items" in schema:
-            if schema["items"] is False:
-                closed = 0 if closed is None else min(closed, 0)
-            else:
-                rest.append(_sub(owner, "items"))
-    if not rest and any(v is False for v, _ in flat.kw.get("unevaluatedItems", ())):
-        closed = len(prefix) if closed is None else min(closed, len(prefix))  # approximated
-    contains = [_sub(o, "contains") for _, o in flat.kw.get("contains", ())]
-    low = int(max(flat.numbers("minItems"), default=0))
-    highs = flat.numbers("maxItems")
-    high = int(min(highs)) if highs else None
-    if closed is not None:
-        high = closed if high is None else min(high, closed)
-    want_c = int(max(flat.numbers("minContains"), default=1)) if contains else 0
+    plan = flat.plans.get("array")
+    if plan is None:  # the same for every walk of this schema: kept with the folded node
+        plan = flat.plans["array"] = _array_plan(walker.tools.draft, flat)
+    prefix, rest, closed, contains, low, high, want_c, unique = plan
     if high is not None and low > high:
         raise unsatisfiable(where, f"minItems {low} is above the most items allowed ({high})")
-    unique = any(v is True for v, _ in flat.kw.get("uniqueItems", ()))
     realistic = not minimal and walker.emitted < EXPAND_VALUES
     count = max(low, want_c)
     if realistic:
@@ -264,6 +248,45 @@ def build_array(
     return out
 
 
+def _array_plan(draft: int, flat: Flat) -> tuple[Any, ...]:
+    """An array node's item nodes and bounds: (prefix, rest, closed, contains, low, high,
+    want_c, unique)."""
+    prefix: list[list[Loc]] = []
+    rest: list[Loc] = []
+    closed: int | None = None
+    for owner in flat.locs:
+        schema = owner.schema
+        tuple_key = "prefixItems" if draft >= 2020 else "items"
+        own = schema.get(tuple_key)
+        if isinstance(own, list):
+            for i in range(len(own)):
+                if i >= len(prefix):
+                    prefix.append([])
+                prefix[i].append(_sub(owner, tuple_key, i))
+            more_key = "items" if draft >= 2020 else "additionalItems"
+            if more_key in schema:
+                if schema[more_key] is False:
+                    closed = len(own) if closed is None else min(closed, len(own))
+                else:
+                    rest.append(_sub(owner, more_key))
+        elif "items" in schema:
+            if schema["items"] is False:
+                closed = 0 if closed is None else min(closed, 0)
+            else:
+                rest.append(_sub(owner, "items"))
+    if not rest and any(v is False for v, _ in flat.kw.get("unevaluatedItems", ())):
+        closed = len(prefix) if closed is None else min(closed, len(prefix))  # approximated
+    contains = [_sub(o, "contains") for _, o in flat.kw.get("contains", ())]
+    low = int(max(flat.numbers("minItems"), default=0))
+    highs = flat.numbers("maxItems")
+    high = int(min(highs)) if highs else None
+    if closed is not None:
+        high = closed if high is None else min(high, closed)
+    want_c = int(max(flat.numbers("minContains"), default=1)) if contains else 0
+    unique = any(v is True for v, _ in flat.kw.get("uniqueItems", ()))
+    return prefix, rest, closed, contains, low, high, want_c, unique
+
+
 def _repeat(walker: Walker, out: list[Any], count: int, start: int, where: str, low: int) -> None:
     """Fill `out` to `count` items by repeating the items built after the first `start`."""
     cycle = out[start:] or out[-1:]
@@ -295,7 +318,7 @@ def _unique(
     for k in range(1, 50):  # simple types: step away from this value
         if isinstance(value, str):
             other = f"{value} {len(seen) + k}"
-        elif _is_num(value):
+        elif values.is_num(value):
             other = value + len(seen) + k
         else:
             return value

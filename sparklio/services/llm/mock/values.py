@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import random
+import string
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 import rstr
@@ -129,7 +131,9 @@ def formatted(fmt: str, slug: str, rng: random.Random) -> str | None:
 
 class _Xeger(rstr.Rstr):
     """rstr's regex-to-string with bounded work: a repeat goes at most a few times past its
-    minimum (rstr allows 100, and nested repeats multiply to millions of steps)."""
+    minimum (rstr allows 100, and nested repeats multiply to millions of steps), and the same
+    string in every process: rstr builds `\\W` and `[^...]` from sets, whose order changes
+    with PYTHONHASHSEED, so they are sorted here."""
 
     _LIMIT = 20_000
 
@@ -137,6 +141,14 @@ class _Xeger(rstr.Rstr):
         super().__init__(rng)
         self._work = 0
         self._extra = 0 if shortest else 3
+        for name in ("nonword", "unambiguous"):
+            self._alphabets[name] = "".join(sorted(self._alphabets[name]))
+
+    def _handle_in(self, value: Any) -> Any:
+        candidates = list(chain(*(self._handle_state(i) for i in value)))
+        if candidates and candidates[0] is False:  # a negated class: printable but those
+            candidates = sorted(set(string.printable).difference(candidates[1:]))
+        return self._random.choice(candidates)
 
     def _handle_repeat(self, start_range: int, end_range: int, value: Any) -> str:
         times = self._random.randint(start_range, min(end_range, start_range + self._extra))
@@ -203,3 +215,32 @@ _KINDS = (
 def infer_types(kw: dict[str, Any]) -> list[str]:
     """The types a schema without `type` hints at by its keywords."""
     return [kind for kind, keys in _KINDS if not keys.isdisjoint(kw)]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as JSON values (True is not 1)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def bound(
+    kw: dict[str, list[tuple[Any, Any]]], inclusive: str, exclusive: str, pick: Any
+) -> tuple[float | None, bool]:
+    """The tightest bound from `minimum`-style and `exclusiveMinimum`-style keywords (a folded
+    node's keyword -> [(value, owning Loc)]), with draft 4's boolean exclusiveMinimum (which
+    makes its sibling `minimum` exclusive)."""
+    found: list[tuple[float, bool]] = []
+    for value, owner in kw.get(inclusive, ()):
+        if is_num(value):
+            found.append((value, owner.schema.get(exclusive) is True))
+    for value, _ in kw.get(exclusive, ()):
+        if is_num(value):
+            found.append((value, True))
+    if not found:
+        return None, False
+    best = pick(v for v, _ in found)
+    return best, any(open_ for v, open_ in found if v == best)
+
+
+def is_num(value: Any) -> bool:
+    """A JSON number (not a boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -31,6 +31,7 @@ INLINE_NODES = 3_000  # the walk's budget on the event loop...
 INLINE_SECONDS = 0.005  # ...and its time there, then it moves to a worker thread
 FULL_NODES = 400_000  # its budget in a worker thread: well under a second
 EXPAND_VALUES = 150  # realistic output fills optional parts until this many values exist
+_CLOCK_EVERY = 64  # steps of work between readings of the thread's CPU clock
 _REPEAT_AFTER = 8  # array items past this many (and not unique) repeat the first ones
 _ORDER = ("object", "array", "string", "integer", "number", "boolean", "null")
 # keywords the walk may get wrong on its first try: a value for a node with any of them is
@@ -60,11 +61,13 @@ def unsatisfiable(where: str, why: str) -> InvalidRequestError:
 class Flat:
     """One node with its $ref/allOf parts folded in: keyword -> [(value, owning node)]."""
 
-    __slots__ = ("groups", "kinds", "kw", "locs", "nots", "refs", "shape")
+    __slots__ = ("check", "groups", "kinds", "kw", "locs", "nots", "plans", "refs", "shape")
 
     def __init__(self) -> None:
         self.kinds: list[str] | None = None  # the types to try, worked out once
         self.shape: Any = None  # its object keywords, gathered once (shapes._Shape)
+        self.plans: dict[str, Any] = {}  # per type, its keywords read once (bounds, items)
+        self.check = False  # whether a value for it must be checked (see _RISKY)
         self.locs: list[Loc] = []
         self.kw: dict[str, list[tuple[Any, Loc]]] = {}
         self.groups: list[tuple[str, list[list[Loc]]]] = []
@@ -72,11 +75,7 @@ class Flat:
         self.refs: list[str] = []
 
     def numbers(self, key: str) -> list[float]:
-        return [v for v, _ in self.kw.get(key, ()) if _is_num(v)]
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+        return [v for v, _ in self.kw.get(key, ()) if values.is_num(v)]
 
 
 def _sub(owner: Loc, *path: str | int) -> Loc:
@@ -105,9 +104,10 @@ class Walker:
         # a CPU-time limit on top of the step budget: compiling checks for a large schema
         # costs milliseconds the step count cannot see. Output does not depend on it: a walk
         # that runs out is redone from scratch with the full budget.
-        self.deadline = None if seconds is None else time.thread_time() + seconds
-        self._clock = 0
-        self._yielded = time.thread_time()
+        now = time.thread_time() if seconds is not None or polite else 0.0  # a system call
+        self.deadline = None if seconds is None else now + seconds
+        self._clock = _CLOCK_EVERY  # steps until the clock is read again (just read)
+        self._yielded = now
         self.text = text
         self.rng = text.rng
         self.tools = tools
@@ -130,7 +130,7 @@ class Walker:
             raise OverBudget
         self._clock -= cost
         if self._clock < 0:
-            self._clock = 64
+            self._clock = _CLOCK_EVERY
             now = time.thread_time()  # CPU time of this thread: work done, whatever the load
             if self.deadline is not None:
                 if now > self.deadline:
@@ -167,11 +167,12 @@ class Walker:
     def flatten(self, locs: list[Loc], skip: frozenset[str]) -> Flat:
         """The folded node, from the schema's cache when it was folded before (charged the
         same steps as the first time, so a walk costs the same cold or warm)."""
-        key = (tuple(loc.pointer for loc in locs), skip)
+        key = (tuple([loc.pointer for loc in locs]), skip)
         cached = self.tools.flats.get(key)
         if cached is not None:
-            self.tick(cached[1])
-            return cached[0]
+            flat, cost = cached
+            self.tick(cost)
+            return flat
         before = self.nodes
         flat = self._flatten(locs, skip)
         if len(self.tools.flats) < _FLATS_CACHED:
@@ -241,6 +242,7 @@ class Walker:
                     flat.nots.append(_sub(here, "not"))
                 elif key not in ("then", "else"):
                     flat.kw.setdefault(key, []).append((value, here))
+        flat.check = bool(flat.nots) or not _RISKY.isdisjoint(flat.kw)
         return flat
 
     # -- the walk --------------------------------------------------------------------------
@@ -248,24 +250,26 @@ class Walker:
     def gen(
         self, locs: list[Loc], hint: str, depth: int, minimal: bool, skip: frozenset[str]
     ) -> Any:
-        where = locs[0].pointer if locs else ""
         if depth > MAX_DEPTH:
             raise unsatisfiable(
-                where, f"values nest deeper than {MAX_DEPTH} levels (a required property or "
+                locs[0].pointer if locs else "",
+                f"values nest deeper than {MAX_DEPTH} levels (a required property or "
                 "item refers back to itself without end)",
             )  # fmt: skip
         flat = self.flatten(locs, skip)
-        if any(self.active.get(p) for p in flat.refs):
+        refs = flat.refs  # most nodes have none: no bookkeeping then
+        active = self.active
+        if refs and any(active.get(p) for p in refs):
             minimal = True  # a $ref came back round: build its smallest value
-        for p in flat.refs:
-            self.active[p] = self.active.get(p, 0) + 1
+        for p in refs:
+            active[p] = active.get(p, 0) + 1
         try:
             if flat.groups:
                 return self._choose(flat, locs, hint, depth, minimal, skip)
             return self._plain(flat, hint, depth, minimal)
         finally:
-            for p in flat.refs:
-                self.active[p] -= 1
+            for p in refs:
+                active[p] -= 1
 
     def _choose(
         self, flat: Flat, locs: list[Loc], hint: str, depth: int, minimal: bool,
@@ -320,7 +324,6 @@ class Walker:
         where = flat.locs[0].pointer if flat.locs else ""
         if not flat.locs:
             return self.text._text_for(hint)
-        check = bool(flat.nots) or not _RISKY.isdisjoint(flat.kw)
         consts = flat.kw.get("const")
         if consts:
             value = consts[0][0]
@@ -333,8 +336,17 @@ class Walker:
         kinds = self._types(flat, where)
         if self.root_object and depth == 0 and "object" in kinds:
             kinds = ["object", *(k for k in kinds if k != "object")]
+        if not flat.check:  # built right by construction: the first type that can be built
+            last = len(kinds) - 1
+            for i, kind in enumerate(kinds):
+                try:
+                    return self._typed(kind, flat, hint, depth, minimal, where)
+                except InvalidRequestError:
+                    if i == last:
+                        raise
+            raise unsatisfiable(where, "no type can be satisfied")
         attempts = [(kind, minimal) for kind in kinds]
-        if check and not minimal:
+        if not minimal:
             attempts += [(kind, True) for kind, _ in attempts]
         for kind, small in attempts:
             try:
@@ -343,7 +355,7 @@ class Walker:
                 if first is _MISSING and (kind, small) == attempts[-1]:
                     raise
                 continue
-            if not check or self.fits(flat.locs, value):
+            if self.fits(flat.locs, value):
                 return value
             if first is _MISSING:
                 first = value
@@ -355,7 +367,7 @@ class Walker:
         enums = [v for v, _ in flat.kw["enum"] if isinstance(v, list)]
         options = list(enums[0]) if enums else []
         for other in enums[1:]:
-            options = [o for o in options if any(_same(o, x) for x in other)]
+            options = [o for o in options if any(values.same(o, x) for x in other)]
         if not options:
             raise unsatisfiable(where, "no value is in every `enum`")
         chosen = self.text._choose(options, hint)
@@ -401,14 +413,12 @@ class Walker:
         self, kind: str, flat: Flat, hint: str, depth: int, minimal: bool, where: str
     ) -> Any:
         self.emitted += 1
+        if kind == "string":
+            return self._string(flat, hint, where)
         if kind == "object":
-            from sparklio.services.llm.mock.shapes import build_object
-
-            return build_object(self, flat, hint, depth, minimal, where)
+            return shapes.build_object(self, flat, hint, depth, minimal, where)
         if kind == "array":
-            from sparklio.services.llm.mock.shapes import build_array
-
-            return build_array(self, flat, hint, depth, minimal, where)
+            return shapes.build_array(self, flat, hint, depth, minimal, where)
         if kind in ("integer", "number"):
             return self._number(flat, hint, kind == "integer", where)
         if kind == "boolean":
@@ -418,24 +428,34 @@ class Walker:
         return self._string(flat, hint, where)
 
     def _number(self, flat: Flat, hint: str, integer: bool, where: str) -> float | int:
-        low, low_open = _bound(flat, "minimum", "exclusiveMinimum", max)
-        high, high_open = _bound(flat, "maximum", "exclusiveMaximum", min)
-        steps = [s for s in flat.numbers("multipleOf") if s > 0]
+        plan = flat.plans.get("number")
+        if plan is None:
+            plan = flat.plans["number"] = (
+                *values.bound(flat.kw, "minimum", "exclusiveMinimum", max),
+                *values.bound(flat.kw, "maximum", "exclusiveMaximum", min),
+                [s for s in flat.numbers("multipleOf") if s > 0],
+            )
+        low, low_open, high, high_open, steps = plan
         value = values.number(self.rng, low, high, low_open, high_open, steps, integer, hint)
         if value is None:
             raise unsatisfiable(where, "no number lies within minimum/maximum and multipleOf")
         return int(value) if integer else value
 
     def _string(self, flat: Flat, hint: str, where: str) -> str:
-        low = int(max(flat.numbers("minLength"), default=0))
-        highs = flat.numbers("maxLength")
-        high = int(min(highs)) if highs else None
+        plan = flat.plans.get("string")
+        if plan is None:
+            highs = flat.numbers("maxLength")
+            plan = flat.plans["string"] = (
+                int(max(flat.numbers("minLength"), default=0)),
+                int(min(highs)) if highs else None,
+                [p for p, _ in flat.kw.get("pattern", ()) if isinstance(p, str)],
+                [f for f, _ in flat.kw.get("format", ()) if isinstance(f, str)],
+            )
+        low, high, patterns, formats = plan
         if high is not None and low > high:
             raise unsatisfiable(where, f"minLength {low} is above maxLength {high}")
         if low > MAX_OUTPUT_CHARS:
             self.spend(low, where, "minLength", low)
-        patterns = [p for p, _ in flat.kw.get("pattern", ()) if isinstance(p, str)]
-        formats = [f for f, _ in flat.kw.get("format", ()) if isinstance(f, str)]
         if not patterns and not formats:  # the common case: the payload's words, fitted
             self.tick()
             filler = self.text.sentence() if low else ""
@@ -475,21 +495,5 @@ def _unit(keyword: str) -> str:
     )
 
 
-def _same(a: Any, b: Any) -> bool:
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
-
-
-def _bound(flat: Flat, inclusive: str, exclusive: str, pick: Any) -> tuple[float | None, bool]:
-    """The tightest bound from `minimum`-style and `exclusiveMinimum`-style keywords, with
-    draft 4's boolean exclusiveMinimum (which makes its sibling `minimum` exclusive)."""
-    found: list[tuple[float, bool]] = []
-    for value, owner in flat.kw.get(inclusive, ()):
-        if _is_num(value):
-            found.append((value, owner.schema.get(exclusive) is True))
-    for value, _ in flat.kw.get(exclusive, ()):
-        if _is_num(value):
-            found.append((value, True))
-    if not found:
-        return None, False
-    best = pick(v for v, _ in found)
-    return best, any(open_ for v, open_ in found if v == best)
+# shapes builds objects and arrays with this module's Walker (and imports it): bound last
+from sparklio.services.llm.mock import shapes  # noqa: E402

@@ -20,7 +20,7 @@ from sparklio.services.llm.mock import (
     OverBudget,
     SchemaTools,
 )
-from sparklio.services.llm.mockdata import MockData
+from sparklio.services.llm.mockdata import Lexicon, MockData
 from sparklio.services.llm.providers.base import (
     LLMProvider,
     LLMProviderResponse,
@@ -35,6 +35,8 @@ _GENERIC_SCHEMA: dict[str, Any] = {
 }
 _TOOLS_CACHED = 64  # distinct schemas whose resolver and compiled checks are kept
 _SMALL_SCHEMA = 20_000  # bytes of JSON: a schema this small compiles in well under 1 ms
+_LEXICONS_CACHED = 64  # distinct payloads whose words are kept (agents resend the same brief)
+_LEXICON_BYTES = 64_000  # ...when no larger than this as JSON: the cache stays a few MB
 
 
 _CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
@@ -63,14 +65,16 @@ def build(
 ) -> Any:
     """A schema-valid value if the walk finds one: the realistic answer, or else the smallest
     one; the realistic answer (which the gateway will report) when neither validates.
-    `obj`: an object at the root when the schema allows one (the gateway answers objects);
-    `polite`: yield the GIL often (see MockData.from_schema); `seconds`: OverBudget past this
-    much CPU time, before the final check if it is cold."""
-    started = time.thread_time()
+    `payload`: the payload or its Lexicon; `obj`: an object at the root when the schema
+    allows one (the gateway answers objects); `polite`: yield the GIL often (see
+    MockData.from_schema); `seconds`: OverBudget past this much CPU time, before the final
+    check if it is cold."""
+    cold = seconds if not tools.warm else None  # the time limit while the check is cold
+    started = time.thread_time() if cold is not None else 0.0  # a system call: only if needed
     first = MockData(payload, seed).from_schema(
         tools, nodes, obj=obj, seconds=seconds, polite=polite
     )
-    if seconds is not None and not tools.warm and time.thread_time() - started > seconds / 2:
+    if cold is not None and time.thread_time() - started > cold / 2:
         raise OverBudget  # compiling the whole schema's validator could take long: not here
     if tools.valid(first):
         return first
@@ -94,6 +98,7 @@ class MockProvider(LLMProvider):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tools: OrderedDict[bytes, SchemaTools] = OrderedDict()
+        self._lexicons: OrderedDict[bytes, Lexicon] = OrderedDict()
         # one worker: heavy walks queue behind each other instead of all contending with the
         # event loop for the GIL (ten busy threads left the loop ~10 % of the CPU)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mock-walk")
@@ -119,14 +124,15 @@ class MockProvider(LLMProvider):
     ) -> LLMProviderResponse:
         payload = options.get("payload", {})
         schema = options.get("schema") or _GENERIC_SCHEMA
+        lexicon = self._lexicon_for(payload)
         if mode == "json":
             key = orjson.dumps(schema, option=_CANONICAL)  # serialised once: seed and cache key
             seed = _seed(role, task, payload, options.get("seed"), schema_key=key)
-            output: dict[str, Any] = await self._json(payload, seed, schema, key)
+            output: dict[str, Any] = await self._json(lexicon, seed, schema, key)
             completion = orjson.dumps(output).decode()
         else:
             seed = _seed(role, task, payload, options.get("seed"))
-            completion = MockData(payload, seed).paragraph(4)
+            completion = MockData(lexicon, seed).paragraph(4)
             output = {"text": completion}
         return LLMProviderResponse(
             provider=self.vendor,
@@ -137,7 +143,7 @@ class MockProvider(LLMProvider):
         )
 
     async def _json(
-        self, payload: Any, seed: int, schema: dict[str, Any], key: bytes
+        self, payload: Lexicon, seed: int, schema: dict[str, Any], key: bytes
     ) -> dict[str, Any]:
         tools = self._tools_for(schema, key)
         try:
@@ -176,3 +182,17 @@ class MockProvider(LLMProvider):
         else:
             self._tools.move_to_end(key)
         return tools
+
+    def _lexicon_for(self, payload: Any) -> Lexicon:
+        """The payload's words, from the cache when the same payload came before."""
+        key = orjson.dumps(payload, option=_CANONICAL)
+        lexicon = self._lexicons.get(key)
+        if lexicon is not None:
+            self._lexicons.move_to_end(key)
+            return lexicon
+        lexicon = Lexicon(payload)
+        if len(key) <= _LEXICON_BYTES:
+            self._lexicons[key] = lexicon
+            if len(self._lexicons) > _LEXICONS_CACHED:
+                self._lexicons.popitem(last=False)
+        return lexicon
