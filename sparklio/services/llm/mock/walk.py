@@ -47,6 +47,10 @@ _NOTES = frozenset({"title", "description", "$comment", "default", "examples", "
                     "readOnly", "writeOnly", "$id", "$schema", "$anchor"})  # fmt: skip
 
 
+#: seconds of CPU between GIL hand-backs in a worker thread (see Walker.tick)
+_YIELD_EVERY = 0.002
+
+
 class OverBudget(Exception):
     """The walk used up its work budget."""
 
@@ -135,9 +139,11 @@ class Walker:
             if self.deadline is not None:
                 if now > self.deadline:
                     raise OverBudget
-            elif self.polite and now - self._yielded > 0.0002:
-                # in a worker thread: hand the GIL to the event loop every 0.2 ms of work, rather
-                # than have it wait out the 5 ms switch interval for each hand-back
+            elif self.polite and now - self._yielded > _YIELD_EVERY:
+                # in a worker thread: hand the GIL to the event loop every 2 ms of work, rather
+                # than have it wait out the 5 ms switch interval for each hand-back. Not much
+                # more often: a busy loop gives the GIL back only every 5 ms, so a walk that
+                # yielded every 0.2 ms got 4 % of a CPU and stalled for minutes under load.
                 self._yielded = now
                 time.sleep(0)
 
