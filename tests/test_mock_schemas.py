@@ -19,25 +19,10 @@ from sparklio.exceptions import InvalidRequestError
 from sparklio.services.llm.mock import FULL_NODES, INLINE_NODES, OverBudget, SchemaTools
 from sparklio.services.llm.mockdata import MockData
 from sparklio.services.llm.providers.mock import build
+from tests.test_mock_api import PAYLOAD, SELF_REF_IN_ANYOF
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "data" / "schemas"
-PAYLOAD = {"product": "Dawon green tea", "brief": "A calm afternoon for office workers."}
-SELF_REF_IN_ANYOF = {
-    "type": "object",
-    "$defs": {
-        "node": {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string"},
-                "child": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]},
-            },
-            "required": ["name", "child"],
-        }
-    },
-    "properties": {"tree": {"$ref": "#/$defs/node"}},
-    "required": ["tree"],
-}
 
 
 def _corpus() -> list[tuple[str, Any]]:
