@@ -11,7 +11,11 @@ backlog). The body read timeout is the app's (RequestContextMiddleware), as gran
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import os
+import signal
+import sys
 from typing import TYPE_CHECKING, Any
 
 from sparklio.core.config import Settings, load_settings
@@ -29,10 +33,13 @@ class _Preloaded:
     by `spawn` (Python 3.14's default) finds nothing here and builds the app itself."""
 
     app: FastAPI | None = None
+    #: the `serve` process, which the worker must not outlive
+    parent: int | None = None
 
 
 def load_app(target: str) -> FastAPI:
     """The app, in granian's worker process (granian calls this with TARGET)."""
+    _die_with_parent(_Preloaded.parent or os.getppid())
     if _Preloaded.app is not None:
         return _Preloaded.app
     from sparklio.cli import configure_logging
@@ -43,6 +50,20 @@ def load_app(target: str) -> FastAPI:
     app = create_app(settings, migrate_db=False)
     freeze_heap()
     return app
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM when the `serve` process dies, however it
+    dies: a `kill -9` of `sparklio serve` left its worker serving on the port, orphaned
+    (seen in tests/test_db_outage.py). SIGTERM lets the worker shut down as usual and write
+    its call records. Linux only (prctl); elsewhere a supervisor stops the process group."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def freeze_heap() -> None:
@@ -94,6 +115,6 @@ def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
     """Serve `app` until SIGINT or SIGTERM, in one granian worker process."""
     from granian.server import Server
 
-    _Preloaded.app = app
+    _Preloaded.app, _Preloaded.parent = app, os.getpid()
     freeze_heap()
     Server(TARGET, **server_options(settings, host, port)).serve(target_loader=load_app)

@@ -189,3 +189,20 @@ def test_connections_over_the_cap_wait_and_the_held_ones_are_dropped(
     assert status == 200, "/health was not answered behind the held connections"
     assert dropped_before >= 1, "the server served more connections at once than its cap"
     assert dropped == cap + extra, f"{cap + extra - dropped} held connections were never closed"
+
+
+def test_a_server_killed_with_sigkill_leaves_no_worker_serving(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`kill -9` of `sparklio serve` takes its worker down too: an orphaned worker went on
+    serving the port (and writing to the database) with nothing left to stop it."""
+    server = Server(tmp_path_factory.mktemp("killed") / "home")
+    try:
+        server.proc.kill()
+        server.proc.wait(15)
+        deadline = time.monotonic() + 60  # the worker shuts down as on SIGTERM
+        while health(server.port, timeout=1.0) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health(server.port, timeout=1.0) is None, "a worker still serves the port"
+    finally:
+        server.log.close()
