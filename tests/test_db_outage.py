@@ -318,6 +318,20 @@ def gateway_process(
         log.close()
 
 
+async def port_closed(port: int, within: float = 60.0) -> bool:
+    """Whether nothing accepts connections on `port` any more, within `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return True
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.2)
+    return False
+
+
 async def wait_up(process: subprocess.Popen[bytes], base: str, log: Path) -> None:
     async with httpx.AsyncClient(base_url=base) as http:
 
@@ -405,6 +419,9 @@ async def test_a_kill_during_an_outage_loses_no_acknowledged_call_record(
                     await call(f"after-{j}")
                 process.send_signal(signal.SIGKILL)  # right after the last answer
                 assert process.wait(30) == -signal.SIGKILL
+                # its worker follows it down; the database must not be back before it is gone
+                port = int(base.rsplit(":", 1)[1])
+                assert await port_closed(port), "the killed gateway's worker still serves"
             finally:
                 await started(postgres)
 

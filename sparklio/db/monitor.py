@@ -61,6 +61,7 @@ class DatabaseMonitor:
         self._hooks: list[Callable[[], Awaitable[Any]]] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._stop = asyncio.Event()
 
     @property
     def migrated(self) -> bool:
@@ -98,12 +99,20 @@ class DatabaseMonitor:
             self._task = asyncio.create_task(self._run(), name="sparklio-db-monitor")
 
     async def aclose(self) -> None:
+        """Stop probing. A probe under way is let finish (it has its own timeout) rather than
+        cancelled: a cancelled aiosqlite connect or query still runs on its thread, which
+        then reports to an event loop that may be closed by then."""
         self._closed = True
+        self._stop.set()
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            try:
+                async with asyncio.timeout(self._timeout + 5.0):
+                    await asyncio.shield(task)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await dispose(self._engine)
 
     # -- the task ----------------------------------------------------------------------------
@@ -111,7 +120,7 @@ class DatabaseMonitor:
     async def _run(self) -> None:
         hooks_done = False
         next_migration, delay = 0.0, self._backoff[0]
-        while True:
+        while not self._stop.is_set():
             try:
                 up = await self.probe()
                 if up and not self.migrated and time.monotonic() >= next_migration:
@@ -124,7 +133,9 @@ class DatabaseMonitor:
                     hooks_done = await self._run_hooks()
             except Exception:  # a bug here must not end the probing
                 log.exception("database monitor")
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stop.wait()
 
     async def probe(self) -> bool:
         """Ask the database now (`SELECT 1`, `timeout` seconds); whether it answered."""
