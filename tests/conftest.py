@@ -16,6 +16,7 @@ from sparklio.core.config import Settings
 from sparklio.main import close_app, create_app
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.llm.providers.registry import ProviderRegistry
+from sparklio.services.media.providers.registry import MediaRegistry
 
 
 @pytest.fixture(autouse=True)
@@ -120,3 +121,19 @@ def app_with(settings: Settings, **providers: Any) -> FastAPI:
     for name, cls in providers.items():
         registry.register(name, cls)
     return create_app(settings, registry=registry)
+
+
+def app_with_media(tmp_path: Path, name: str, provider: Any) -> FastAPI:
+    """An app whose every media route goes to the test media provider `provider` (a class),
+    registered as `name`; LLM calls go to the mock."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "version: 1\nmodes:\n  mock:\n    default: [{provider: mock, model: m}]\n"
+        f"media:\n  modes:\n    mock:\n      default: [{{provider: {name}, model: x}}]\n"
+    )
+    registry = MediaRegistry(make_settings())
+    registry.register(name, provider)
+    return create_app(
+        make_settings(llm_routing_file=routes, sparklio_home=tmp_path / "home"),
+        media_registry=registry,
+    )

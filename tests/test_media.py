@@ -23,8 +23,7 @@ from sparklio.services.media.providers.base import (
     MediaProviderResponse,
     Progress,
 )
-from sparklio.services.media.providers.registry import MediaRegistry
-from tests.conftest import client_for, make_settings, token_for
+from tests.conftest import app_with_media, client_for, make_settings, token_for
 
 IMAGE = {
     "role": "vision_generator",
@@ -160,17 +159,7 @@ class SlowImages(MediaProvider):
 
 @pytest.fixture
 async def slow_app(tmp_path: Path) -> AsyncIterator[FastAPI]:
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        "version: 1\nmodes:\n  mock:\n    default: [{provider: mock, model: m}]\n"
-        "media:\n  modes:\n    mock:\n      default: [{provider: slow, model: s}]\n"
-    )
-    registry = MediaRegistry(make_settings())
-    registry.register("slow", SlowImages)
-    app = create_app(
-        make_settings(llm_routing_file=routes, sparklio_home=tmp_path / "home"),
-        media_registry=registry,
-    )
+    app = app_with_media(tmp_path, "slow", SlowImages)
     yield app
     await close_app(app)
 

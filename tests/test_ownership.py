@@ -12,10 +12,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from sparklio.main import close_app, create_app
+from sparklio.main import close_app
 from sparklio.services.media.providers.base import MediaProvider, MediaProviderResponse, Progress
-from sparklio.services.media.providers.registry import MediaRegistry
-from tests.conftest import make_settings
+from tests.conftest import app_with_media
 
 IMAGE = {"role": "vision_generator", "task": "image", "prompt": "A cup of tea",
          "width": 64, "height": 64}  # fmt: skip
@@ -38,17 +37,7 @@ class Endless(MediaProvider):
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        "version: 1\nmodes:\n  mock:\n    default: [{provider: mock, model: m}]\n"
-        "media:\n  modes:\n    mock:\n      default: [{provider: endless, model: e}]\n"
-    )
-    registry = MediaRegistry(make_settings())
-    registry.register("endless", Endless)
-    app = create_app(
-        make_settings(llm_routing_file=routes, sparklio_home=tmp_path / "home"),
-        media_registry=registry,
-    )
+    app = app_with_media(tmp_path, "endless", Endless)
     yield app
     await close_app(app)
 
