@@ -30,13 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import referencing
-import referencing.exceptions
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-CORPUS = ROOT / "tests" / "data" / "schemas"
+from tests.schema_corpus import load_corpus, valid  # noqa: E402
+
 # the slowest to build on this corpus (measured), for --only lag
 SLOWEST = [
     "schemastore/azure-pipelines", "schemastore/citation-file-format",
@@ -45,14 +42,6 @@ SLOWEST = [
     "kubernetes/pod-v1", "schemastore/buildkite", "cloudformation/AWS-EventsV2-Subscriber",
 ]  # fmt: skip
 PAYLOAD = {"product": "Dawon green tea", "brief": "A calm afternoon for office workers."}
-
-
-def load() -> list[tuple[str, Any]]:
-    index = json.loads((CORPUS / "index.json").read_text())["entries"]
-    out: list[tuple[str, Any]] = []
-    for file in sorted({e["file"] for e in index.values()}):
-        out += [(e["id"], e["schema"]) for e in json.loads((CORPUS / file).read_text())]
-    return out
 
 
 def _obj(prop: Any, required: bool = True) -> dict[str, Any]:
@@ -104,21 +93,11 @@ def _ring(*_: Any) -> None:
     raise Alarm
 
 
-def _no_remote(uri: str) -> Any:
-    raise referencing.exceptions.NoSuchResource(ref=uri)
-
-
-def judge(schema: Any, value: Any) -> bool:
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    registry: Any = referencing.Registry(retrieve=_no_remote)  # type: ignore[call-arg]
-    return bool(cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER).is_valid(value))
-
-
 def coverage(limit: int | None) -> list[tuple[float, str]]:
     from sparklio.exceptions import InvalidRequestError
 
     generate = make_generator()
-    corpus = load()[:limit]
+    corpus = load_corpus()[:limit]
     known_bad = set(UNSATISFIABLE)
     corpus += list(UNSATISFIABLE.items())
     signal.signal(signal.SIGALRM, _ring)
@@ -132,7 +111,7 @@ def coverage(limit: int | None) -> list[tuple[float, str]]:
         try:
             value = generate(schema)
             took = (time.perf_counter() - started) * 1000
-            kind = "valid" if judge(schema, value) else "invalid"
+            kind = "valid" if valid(schema, value) else "invalid"
         except InvalidRequestError:
             kind = "422"
         except Alarm:
@@ -177,7 +156,7 @@ def lag(worst: list[str]) -> None:
     from sparklio.core.config import Settings
     from sparklio.services.auth import local_token_for
 
-    corpus = dict(load())
+    corpus = dict(load_corpus())
     schemas = [corpus[i] for i in worst if isinstance(corpus.get(i), dict)]
     schemas = [s for s in schemas if s.get("type") in (None, "object")][:10]
     schemas.append(

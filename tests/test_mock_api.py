@@ -8,8 +8,9 @@ import asyncio
 from typing import Any
 
 import httpx
-import jsonschema
 import pytest
+
+from tests.schema_corpus import valid
 
 PAYLOAD = {"product": "Dawon green tea", "brief": "A calm afternoon for office workers."}
 SELF_REF_IN_ANYOF = {
@@ -27,11 +28,6 @@ SELF_REF_IN_ANYOF = {
     "properties": {"tree": {"$ref": "#/$defs/node"}},
     "required": ["tree"],
 }
-
-
-def valid(schema: Any, value: Any) -> bool:
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return bool(cls(schema, format_checker=cls.FORMAT_CHECKER).is_valid(value))
 
 
 def _call(schema: dict[str, Any]) -> dict[str, Any]:

@@ -9,46 +9,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import jsonschema_rs
 import pytest
-import referencing
-import referencing.exceptions
 
 from sparklio.exceptions import InvalidRequestError
 from sparklio.services.llm.mock import FULL_NODES, INLINE_NODES, OverBudget, SchemaTools
 from sparklio.services.llm.mockdata import MockData
 from sparklio.services.llm.providers.mock import build
+from tests.schema_corpus import load_corpus, valid
 from tests.test_mock_api import PAYLOAD, SELF_REF_IN_ANYOF
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "data" / "schemas"
 
 
-def _corpus() -> list[tuple[str, Any]]:
-    index = json.loads((CORPUS / "index.json").read_text())["entries"]
-    out: list[tuple[str, Any]] = []
-    for file in sorted({e["file"] for e in index.values()}):
-        out += [(e["id"], e["schema"]) for e in json.loads((CORPUS / file).read_text())]
-    return out
-
-
-def _no_remote(uri: str) -> Any:
-    raise referencing.exceptions.NoSuchResource(ref=uri)
-
-
-def valid(schema: Any, value: Any) -> bool:
-    """Judged by python-jsonschema (independent of the jsonschema-rs the mock checks with)."""
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    registry: Any = referencing.Registry(retrieve=_no_remote)  # type: ignore[call-arg]
-    return bool(cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER).is_valid(value))
-
-
 def answer(schema: dict[str, Any], payload: Any = PAYLOAD) -> Any:
     return build(payload, 7, SchemaTools(schema), FULL_NODES)
 
 
-CORPUS_ENTRIES = _corpus()
+CORPUS_ENTRIES = load_corpus()
 # satisfiable, but the mock's answer is not valid yet ($dynamicRef is resolved statically)
 KNOWN_GAPS = {"test-suite/draft2020-12/dynamicRef/12"}
 

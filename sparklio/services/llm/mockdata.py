@@ -213,16 +213,12 @@ class MockData:
         minimal: bool = False,
         obj: bool = False,
         seconds: float | None = None,
-        polite: bool = False,
     ) -> Any:
         """A value for `schema` (see mock/walk.py); OverBudget past `nodes` steps of work,
         InvalidRequestError (422) when the schema cannot be answered. `obj`: try an object
-        first at the root; `seconds`: a CPU-time limit (OverBudget past it); `polite`: hand
-        the GIL back often (for a worker thread beside an event loop)."""
+        first at the root; `seconds`: a CPU-time limit (OverBudget past it)."""
         tools = schema if isinstance(schema, SchemaTools) else SchemaTools(schema)
-        walker = Walker(
-            self, tools, nodes, minimal=minimal, root_object=obj, seconds=seconds, polite=polite
-        )
+        walker = Walker(self, tools, nodes, minimal=minimal, root_object=obj, seconds=seconds)
         return walker.value()
 
     # -- helpers ---------------------------------------------------------------------------

@@ -47,10 +47,6 @@ _NOTES = frozenset({"title", "description", "$comment", "default", "examples", "
                     "readOnly", "writeOnly", "$id", "$schema", "$anchor"})  # fmt: skip
 
 
-#: seconds of CPU between GIL hand-backs in a worker thread (see Walker.tick)
-_YIELD_EVERY = 0.002
-
-
 class OverBudget(Exception):
     """The walk used up its work budget."""
 
@@ -101,17 +97,14 @@ class Walker:
         minimal: bool = False,
         root_object: bool = False,
         seconds: float | None = None,
-        polite: bool = False,
     ) -> None:
         self.root_object = root_object
-        self.polite = polite  # in a worker thread beside an event loop: yield the GIL often
         # a CPU-time limit on top of the step budget: compiling checks for a large schema
         # costs milliseconds the step count cannot see. Output does not depend on it: a walk
         # that runs out is redone from scratch with the full budget.
-        now = time.thread_time() if seconds is not None or polite else 0.0  # a system call
-        self.deadline = None if seconds is None else now + seconds
+        # a system call: only when there is a limit to check
+        self.deadline = None if seconds is None else time.thread_time() + seconds
         self._clock = _CLOCK_EVERY  # steps until the clock is read again (just read)
-        self._yielded = now
         self.text = text
         self.rng = text.rng
         self.tools = tools
@@ -132,20 +125,14 @@ class Walker:
         self.nodes -= cost
         if self.nodes < 0:
             raise OverBudget
+        if self.deadline is None:
+            return
         self._clock -= cost
         if self._clock < 0:
             self._clock = _CLOCK_EVERY
-            now = time.thread_time()  # CPU time of this thread: work done, whatever the load
-            if self.deadline is not None:
-                if now > self.deadline:
-                    raise OverBudget
-            elif self.polite and now - self._yielded > _YIELD_EVERY:
-                # in a worker thread: hand the GIL to the event loop every 2 ms of work, rather
-                # than have it wait out the 5 ms switch interval for each hand-back. Not much
-                # more often: a busy loop gives the GIL back only every 5 ms, so a walk that
-                # yielded every 0.2 ms got 4 % of a CPU and stalled for minutes under load.
-                self._yielded = now
-                time.sleep(0)
+            # CPU time of this thread: work done, whatever the load
+            if time.thread_time() > self.deadline:
+                raise OverBudget
 
     def spend(self, chars: int, where: str, keyword: str, wanted: int) -> None:
         self.chars -= chars

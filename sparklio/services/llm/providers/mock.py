@@ -61,26 +61,22 @@ def build(
     *,
     obj: bool = False,
     seconds: float | None = None,
-    polite: bool = False,
 ) -> Any:
     """A schema-valid value if the walk finds one: the realistic answer, or else the smallest
     one; the realistic answer (which the gateway will report) when neither validates.
     `payload`: the payload or its Lexicon; `obj`: an object at the root when the schema
-    allows one (the gateway answers objects); `polite`: yield the GIL often (see
-    MockData.from_schema); `seconds`: OverBudget past this much CPU time, before the final
-    check if it is cold."""
+    allows one (the gateway answers objects); `seconds`: OverBudget past this much CPU time,
+    before the final check if it is cold."""
     cold = seconds if not tools.warm else None  # the time limit while the check is cold
     started = time.thread_time() if cold is not None else 0.0  # a system call: only if needed
-    first = MockData(payload, seed).from_schema(
-        tools, nodes, obj=obj, seconds=seconds, polite=polite
-    )
+    first = MockData(payload, seed).from_schema(tools, nodes, obj=obj, seconds=seconds)
     if cold is not None and time.thread_time() - started > cold / 2:
         raise OverBudget  # compiling the whole schema's validator could take long: not here
     if tools.valid(first):
         return first
     try:
         small = MockData(payload, seed).from_schema(
-            tools, nodes, minimal=True, obj=obj, seconds=seconds, polite=polite
+            tools, nodes, minimal=True, obj=obj, seconds=seconds
         )
     except InvalidRequestError:
         return first
@@ -154,7 +150,7 @@ class MockProvider(LLMProvider):
         except OverBudget:
             pass
         try:
-            work = partial(build, payload, seed, tools, FULL_NODES, obj=True, polite=True)
+            work = partial(build, payload, seed, tools, FULL_NODES, obj=True)
             output = await asyncio.get_running_loop().run_in_executor(self._pool, work)
         except OverBudget:
             raise InvalidRequestError(
