@@ -53,7 +53,7 @@ async def main(rounds: int, max_tokens: int) -> None:
         )
         app = create_app(settings)
         gateway = app.state.gateway
-        provider = gateway.registry.get("llamacpp")
+        provider = gateway.endpoints.get("llamacpp").provider
         entry = provider.catalogue[MODEL]
         threads = settings.llamacpp_threads or os.cpu_count() or 1
         n_ctx = entry.n_ctx or settings.llamacpp_n_ctx  # as the provider loads it

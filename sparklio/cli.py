@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, cast
 
@@ -226,12 +228,19 @@ def db_upgrade() -> None:
 
 @app.command()
 def routes() -> None:
-    """Show the effective routing table for the current GENERATOR_MODE."""
+    """Show the effective routing table for the current GENERATOR_MODE, and the endpoints
+    it routes to with their health and load."""
+    from sparklio.services.gateway.routing import load_routing_file, routing_path
     from sparklio.services.llm.gateway import LLMGateway
+    from sparklio.services.llm.providers.registry import ProviderRegistry
+    from sparklio.services.media.providers.registry import MediaRegistry
 
     settings = _settings()
+    registry = ProviderRegistry()
+    path = routing_path(settings.llm_routing_file)
     try:
-        gateway = LLMGateway.from_settings(settings)
+        routing = load_routing_file(path, registry.names(), MediaRegistry().names())
+        gateway = LLMGateway.build(settings, routing, path, registry, call_log=None)
     except ConfigError as exc:
         _fail(str(exc), 2)
     router = gateway.router
@@ -242,10 +251,53 @@ def routes() -> None:
         candidates = row["candidates"]
         table.add_row(
             row["rule"],
-            "\n".join(f"{c['provider']}/{c['model']}" for c in candidates),
+            "\n".join(
+                f"{c.get('provider') or '|'.join(c['endpoints'])}/{c['model']}" for c in candidates
+            ),
             "\n".join(json.dumps(c["options"]) if c["options"] else "" for c in candidates),
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+
+    async def check() -> list[dict[str, Any]]:
+        try:
+            return await gateway.endpoints.report(router.models_by_endpoint(), within=5.0)
+        finally:
+            await gateway.aclose()
+
+    endpoints = Table(title="Endpoints")
+    for column in ("endpoint", "kind", "address", "health", "load"):
+        endpoints.add_column(column)
+    for row in asyncio.run(check()):
+        health = "ok" if row["available"] else "down"
+        limit = row["max_concurrency"] or "∞"
+        endpoints.add_row(
+            row["name"],
+            row["kind"],
+            row["base_url"] or "in-process",
+            f"{health}{': ' + row['message'] if row['message'] else ''}",
+            f"{row['circuit']}, {row['in_flight']}/{limit} busy, {row['waiting']} waiting",
+        )
+    console.print(endpoints)
+
+
+@asynccontextmanager
+async def gateway_connection(url: str | None) -> AsyncIterator[dict[str, Any]]:
+    """What the gateway clients need to reach a gateway: the one at `url`, or, without one,
+    a whole Sparklio in this process, logged in as the local user (this run holds
+    SPARKLIO_HOME), closed on the way out. Yields the clients' keyword arguments."""
+    if url is not None:
+        yield {"base_url": url}
+        return
+    from sparklio.main import close_app, create_app
+
+    api = create_app(_settings())
+    try:
+        key = await api.state.auth.local_token()
+        yield {"base_url": "http://sparklio.local", "api_key": key,
+               "transport": httpx.ASGITransport(app=api)}  # fmt: skip
+    finally:  # no lifespan runs in-process: close the providers and the database here
+        await close_app(api)
 
 
 def _load_json(text: str, what: str) -> Any:
@@ -283,29 +335,18 @@ def generate(
         _fail(f"--mode must be json or text (got {mode!r})", 2)
 
     async def call() -> dict[str, Any]:
-        api = None
-        if url is None:
-            from sparklio.main import close_app, create_app
-
-            api = create_app(_settings())
-        transport = httpx.ASGITransport(app=api) if api is not None else None
-        # in-process, this run holds SPARKLIO_HOME: it logs in as the local user
-        key = await api.state.auth.local_token() if api is not None else None
-        try:
-            async with LLMGatewayClient(
-                base_url=url or "http://sparklio.local", api_key=key, transport=transport
-            ) as client:
-                response = await client.generate(
-                    role=role,
-                    task=task,
-                    payload=data,
-                    schema=output_schema,
-                    mode=cast(OutputMode, mode),  # checked above
-                )
-                return response.model_dump()
-        finally:
-            if api is not None:  # no lifespan runs in-process: close the providers here
-                await close_app(api)
+        async with (
+            gateway_connection(url) as connection,
+            LLMGatewayClient(**connection) as client,
+        ):
+            response = await client.generate(
+                role=role,
+                task=task,
+                payload=data,
+                schema=output_schema,
+                mode=cast(OutputMode, mode),  # checked above
+            )
+            return response.model_dump()
 
     try:
         result = asyncio.run(call())
@@ -371,46 +412,29 @@ async def _run_campaign(data: Any, folder: Path, url: str | None, console: Conso
     from sparklio.services.clients.llm_client import LLMGatewayClient
     from sparklio.services.clients.media_client import MediaGatewayClient
 
-    api = None
-    if url is None:
-        from sparklio.main import create_app
-
-        api = create_app(_settings())
-    transport = httpx.ASGITransport(app=api) if api is not None else None
-    base = url or "http://sparklio.local"
     timeout = httpx.Timeout(600.0, connect=5.0)
-    key = await api.state.auth.local_token() if api is not None else None
-    try:
-        async with (
-            LLMGatewayClient(
-                base_url=base, api_key=key, transport=transport, timeout=timeout
-            ) as llm,
-            MediaGatewayClient(
-                base_url=base, api_key=key, transport=transport, timeout=timeout
-            ) as media,
-        ):
-            with console.status("brief", spinner="dots") as status:
+    async with (
+        gateway_connection(url) as connection,
+        LLMGatewayClient(**connection, timeout=timeout) as llm,
+        MediaGatewayClient(**connection, timeout=timeout) as media,
+    ):
+        with console.status("brief", spinner="dots") as status:
 
-                def on_step(step: str, state: str) -> None:
-                    status.update(f"{step} ({state})")
-                    console.print(f"→ {step}", highlight=False)
+            def on_step(step: str, state: str) -> None:
+                status.update(f"{step} ({state})")
+                console.print(f"→ {step}", highlight=False)
 
-                result = await run_campaign(
-                    llm,
-                    media,
-                    data.brief,
-                    product_facts=data.product_facts,
-                    brand_guide=data.brand_guide,
-                    on_step=on_step,
-                )
-                status.update("downloading images")
-                images = await collect_images(media, result)
-            return result, write_report(result, folder, images)
-    finally:
-        if api is not None:
-            from sparklio.main import close_app
-
-            await close_app(api)
+            result = await run_campaign(
+                llm,
+                media,
+                data.brief,
+                product_facts=data.product_facts,
+                brand_guide=data.brand_guide,
+                on_step=on_step,
+            )
+            status.update("downloading images")
+            images = await collect_images(media, result)
+        return result, write_report(result, folder, images)
 
 
 if __name__ == "__main__":  # pragma: no cover

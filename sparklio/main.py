@@ -29,9 +29,9 @@ from sparklio.db.engine import (
 from sparklio.db.monitor import DatabaseMonitor
 from sparklio.services.auth import AuthService
 from sparklio.services.calllog import CallLog
+from sparklio.services.gateway.routing import load_routing_file, routing_path
 from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.providers.registry import ProviderRegistry
-from sparklio.services.llm.routing import load_routing_file, routing_path
 from sparklio.services.media.gateway import MediaGateway
 from sparklio.services.media.jobs import JobStore
 from sparklio.services.media.providers.registry import MediaRegistry
@@ -60,21 +60,21 @@ def create_app(
     imports Alembic).
     """
     settings = settings or load_settings()
-    registry = registry or ProviderRegistry(settings)
-    media_registry = media_registry or MediaRegistry(settings)
+    registry = registry or ProviderRegistry()
+    media_registry = media_registry or MediaRegistry()
     path = routing_path(settings.llm_routing_file)
     routing = load_routing_file(path, registry.names(), media_registry.names())
-    gateway = LLMGateway.build(settings, routing, path, registry)
     url = database_url(settings)
-    migrated = not migrate_db or migrate_at_start(url, in_child=migrate_in_child)
-    engine = make_engine(url)
+    engine = make_engine(url)  # connects on first use
     db = sessions(engine)
-    auth = AuthService(settings, db)
-    auth.load_secret()  # a bad JWT_SECRET fails here, at start
-    media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db))
     # every call is recorded without waiting for the database (see CallLog)
     call_log = CallLog(engine, settings.home / "calllog" / "calls.jsonl", settings.call_log_buffer)
-    gateway.call_log = call_log
+    # a bad routing file or endpoint fails the start here, before the database is touched
+    gateway = LLMGateway.build(settings, routing, path, registry, call_log)
+    media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db))
+    auth = AuthService(settings, db)
+    auth.load_secret()  # a bad JWT_SECRET fails here, at start
+    migrated = not migrate_db or migrate_at_start(url, in_child=migrate_in_child)
     monitor = _database_monitor(settings, url, migrated, migrate_in_child, call_log, media)
 
     @asynccontextmanager

@@ -117,7 +117,7 @@ async def llm(app: FastAPI) -> AsyncIterator[LLMGatewayClient]:
 
 def app_with(settings: Settings, **providers: Any) -> FastAPI:
     """An app whose registry also has the given test providers (name=class)."""
-    registry = ProviderRegistry(settings)
+    registry = ProviderRegistry()
     for name, cls in providers.items():
         registry.register(name, cls)
     return create_app(settings, registry=registry)
@@ -131,7 +131,7 @@ def app_with_media(tmp_path: Path, name: str, provider: Any) -> FastAPI:
         "version: 1\nmodes:\n  mock:\n    default: [{provider: mock, model: m}]\n"
         f"media:\n  modes:\n    mock:\n      default: [{{provider: {name}, model: x}}]\n"
     )
-    registry = MediaRegistry(make_settings())
+    registry = MediaRegistry()
     registry.register(name, provider)
     return create_app(
         make_settings(llm_routing_file=routes, sparklio_home=tmp_path / "home"),

@@ -192,7 +192,7 @@ async def scripted(tmp_path: Path) -> AsyncIterator[tuple[LLMGatewayClient, Medi
         "media:\n  modes:\n    mock:\n      default: [{provider: mock, model: img}]\n"
     )
     ScriptedReviewer.reviews, ScriptedReviewer.fail_role = 0, None
-    registry = ProviderRegistry(make_settings())
+    registry = ProviderRegistry()
     registry.register("scripted", ScriptedReviewer)
     app = create_app(make_settings(llm_routing_file=routes), registry=registry)
     transport = httpx.ASGITransport(app=app)

@@ -122,7 +122,7 @@ async def test_a_stalled_comfyui_fails_at_the_timeout_and_is_interrupted(tmp_pat
         job = await run(http, IMAGE, wait=5)
     assert job["status"] == "failed"
     assert job["error"]["type"] == "timeout"
-    assert "did not finish within 0.5 s" in job["error"]["message"]
+    assert "did not answer within 0.5 s" in job["error"]["message"]
     [prompt_id] = fake.prompts
     assert {"prompt_id": prompt_id} in fake.interrupts  # the GPU is not left busy
 

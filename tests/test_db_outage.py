@@ -237,7 +237,7 @@ async def test_a_media_job_that_rendered_during_the_outage_reports_succeeded(
     url = postgres.create_database()
     migrate(url)
     settings = settings_for(tmp_path, url, llm_routing_file=routes)
-    registry = MediaRegistry(settings)
+    registry = MediaRegistry()
     registry.register("gated", GatedImages)
     app = create_app(settings, media_registry=registry)
     async with running(app) as http:

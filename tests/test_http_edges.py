@@ -9,7 +9,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from sparklio.exceptions import ProviderError
-from sparklio.services.http import is_loopback, retry_after
+from sparklio.services.gateway.http import is_loopback, retry_after
 from sparklio.services.llm.providers.base import parse_json_object
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sparklio.services.llm.resilience import CircuitBreaker
+from sparklio.services.gateway.guard import CircuitBreaker
 from tests.fakes import FakeOllama, FakeOpenAI, Held, Reply, Status, refused_url
 from tests.live import CALL, GOOD_COPY, live_gateway, until
 
@@ -154,7 +154,7 @@ async def test_at_most_max_concurrency_calls_reach_ollama_and_all_50_complete(
             calls = [asyncio.create_task(http.post("/api/v1/llm/generate", json=CALL))
                      for _ in range(50)]  # fmt: skip
             # the upstream holds every answer until all 50 calls are in: 2 sent, 48 in line
-            guards = app.state.gateway.guards
+            guards = app.state.gateway.endpoints
             await until(lambda: guards.snapshot().get("ollama", {}).get("waiting") == 48)
             gate.set()
             responses = await asyncio.gather(*calls)
@@ -177,7 +177,7 @@ async def test_a_full_queue_answers_503_with_retry_after_not_a_hang(tmp_path: Pa
                                 llm_max_queue=8) as (app, http):  # fmt: skip
             calls = [asyncio.create_task(http.post("/api/v1/llm/generate", json=CALL))
                      for _ in range(50)]  # fmt: skip
-            guards = app.state.gateway.guards
+            guards = app.state.gateway.endpoints
 
             def settled() -> bool:
                 endpoint = guards.snapshot().get("ollama", {"in_flight": 0, "waiting": 0})
@@ -281,36 +281,6 @@ async def test_a_cancelled_probe_is_given_back_and_the_next_call_probes(tmp_path
     assert after.status_code == 200, after.text
     assert outcomes(after.json()) == ["ollama:ok"]  # the next call became the probe
     assert closed == "closed"
-
-
-async def test_a_queue_full_probe_is_given_back_and_the_next_call_probes(tmp_path: Path) -> None:
-    gate = asyncio.Event()
-    async with FakeOllama() as ollama:
-        # A call fails and opens the circuit; its retry, already past the breaker, then holds
-        # the endpoint's only slot, so the probe finds the endpoint busy.
-        ollama.then(Status(500), Held(Reply(GOOD_COPY), gate))
-        ollama.default = Reply(GOOD_COPY)
-        async with live_gateway(tmp_path, ONE_OLLAMA, ollama_base_url=ollama.url,
-                                ollama_max_concurrency=1, llm_max_queue=0,
-                                llm_max_retries=1, llm_breaker_failures=1,
-                                llm_breaker_cooldown=COOLDOWN) as (_, http):  # fmt: skip
-            busy = asyncio.create_task(http.post("/api/v1/llm/generate", json=CALL))
-            await until(lambda: ollama.calls == 2)
-            assert await circuit(http) == "open"
-            await asyncio.sleep(COOLDOWN * 1.5)
-            probe = await http.post("/api/v1/llm/generate", json=CALL)
-            after_probe = await circuit(http)
-            busy.cancel()  # frees the slot without a verdict on the endpoint
-            with pytest.raises(asyncio.CancelledError):
-                await busy
-            after = await http.post("/api/v1/llm/generate", json=CALL)
-            gate.set()
-    assert probe.status_code == 503
-    assert outcomes(probe.json()) == ["ollama:queue_full"]
-    assert after_probe == "open"  # given back, not half-open for good
-    assert after.status_code == 200, after.text
-    assert outcomes(after.json()) == ["ollama:ok"]
-    assert ollama.calls == 3  # the failure, the busy retry, and the next call's probe
 
 
 def test_a_call_gives_back_only_the_probe_it_claimed() -> None:

@@ -8,22 +8,20 @@ from pathlib import Path
 import pytest
 
 from sparklio.exceptions import ConfigError, RouteNotFoundError
-from sparklio.services.llm.providers.registry import ProviderRegistry
-from sparklio.services.llm.router import Router
-from sparklio.services.llm.routing import (
-    Candidate,
+from sparklio.services.gateway.routing import (
     RoutingFile,
     load_routing_file,
     shipped_routing_file,
 )
+from sparklio.services.llm.providers.registry import ProviderRegistry
+from sparklio.services.llm.router import LLMRouter
 from sparklio.services.media.providers.registry import MediaRegistry
-from tests.conftest import make_settings
 
 KNOWN = ["mock", "ollama", "openai"]
 
 
-def routed(routing: RoutingFile, mode: str) -> Router[Candidate]:
-    return Router(routing.modes, mode, catalogue=routing.tasks)  # type: ignore[arg-type]
+def routed(routing: RoutingFile, mode: str) -> LLMRouter:
+    return LLMRouter(routing, mode)  # type: ignore[arg-type]
 
 
 PRECEDENCE = """
@@ -91,11 +89,10 @@ def test_no_rule_and_no_default_names_role_task_and_known_routes(
 
 
 def test_task_catalogue_rejects_unknown_tasks() -> None:
-    settings = make_settings()
     shipped = load_routing_file(
         shipped_routing_file(),
-        ProviderRegistry(settings).names(),
-        MediaRegistry(settings).names(),
+        ProviderRegistry().names(),
+        MediaRegistry().names(),
     )
     router = routed(shipped, "mock")
     assert router.route("copywriter", "channel_copy").rule == "default"

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 from jsonschema_rs import Validator
@@ -30,28 +30,23 @@ from sparklio.exceptions import (
     OutputValidationError,
     ProviderError,
     ServiceUnavailableError,
-    UpstreamTimeoutError,
 )
+from sparklio.services.gateway.attempts import AttemptLoop, Plan, Trail, Try
+from sparklio.services.gateway.endpoints import Endpoint, Endpoints
+from sparklio.services.gateway.guard import RetryPolicy
+from sparklio.services.gateway.providers import Registry
+from sparklio.services.gateway.routing import NAME_RE, Candidate, RoutingFile
 from sparklio.services.jsonvalues import check_json_value
 from sparklio.services.llm.options import check_options
 from sparklio.services.llm.prompt_builder import PromptBuilder, RenderedPrompt
-from sparklio.services.llm.providers.base import LLMProvider, LLMProviderResponse, OutputMode
-from sparklio.services.llm.providers.registry import ProviderRegistry, ProviderUnavailableError
-from sparklio.services.llm.resilience import (
-    ENDPOINT_FAILURES,
-    EndpointGuard,
-    Guards,
-    QueueFullError,
-    RetryPolicy,
+from sparklio.services.llm.providers.base import (
+    GATEWAY_OPTIONS,
+    LLMProvider,
+    LLMProviderResponse,
+    OutputMode,
+    ProviderOptions,
 )
-from sparklio.services.llm.router import Route, Router
-from sparklio.services.llm.routing import (
-    NAME_RE,
-    Candidate,
-    RoutingFile,
-    load_routing_file,
-    shipped_routing_file,
-)
+from sparklio.services.llm.router import LLMRouter
 from sparklio.services.llm.schemas import SchemaCache
 
 log = logging.getLogger("sparklio.gateway")
@@ -63,12 +58,8 @@ class CallSink(Protocol):
     def record(self, entry: dict[str, Any]) -> None: ...
 
 
-#: Options a caller may not set: the routing file picks the model; the gateway fills the rest.
-RESERVED_OPTIONS = frozenset({"model", "schema", "payload"})
 #: Failures a second look by the model can fix: it answered, but not with usable JSON.
 REPAIRABLE = frozenset({"invalid_json", "schema_invalid"})
-#: Failures that say "busy or switched off", not "broken": the caller should come back.
-CAPACITY = frozenset({"queue_full", "circuit_open"})
 
 
 @dataclass(slots=True)
@@ -82,84 +73,61 @@ class _Call:
     options: dict[str, Any]
     schema: dict[str, Any] | None
     validator: Validator | None
-    prompt: RenderedPrompt | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    queue_ms: float = 0.0
-    deadline: float = 0.0
+    prompt: RenderedPrompt | None = None  # rendered once the call is routed
+    trail: Trail = field(default_factory=Trail)
+    repaired: bool = False
 
 
 class LLMGateway:
-    """Routes, prompts, calls and checks. Build one per app and share it."""
+    """Routes, prompts, calls and checks. Build one per app (`build`) and share it."""
 
     def __init__(
         self,
         settings: Settings,
-        registry: ProviderRegistry,
-        router: Router[Candidate],
+        routing: RoutingFile,
+        endpoints: Endpoints[LLMProvider],
+        router: LLMRouter,
         prompts: PromptBuilder,
+        call_log: CallSink | None,
         schemas: SchemaCache | None = None,
     ) -> None:
         self.settings = settings
-        self.routing: RoutingFile | None = None  # the file the router came from, if any
-        self.registry = registry
+        self.routing = routing
+        self.endpoints = endpoints
         self.router = router
         self.prompts = prompts
+        #: where every call's record goes (the call log); None in a bare in-process gateway
+        self.call_log = call_log
         self.schemas = schemas or SchemaCache()
-        self.retry = RetryPolicy.from_settings(settings)
-        self.guards = Guards(settings)
-        #: where every call's record goes (the call log); set by the app, None in-process
-        self.call_log: CallSink | None = None
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, registry: ProviderRegistry | None = None
-    ) -> LLMGateway:
-        """Build the gateway the settings describe; ConfigError if the routing file is bad."""
-        from sparklio.services.media.providers.registry import MediaRegistry
-
-        registry = registry or ProviderRegistry(settings)
-        path = settings.llm_routing_file or shipped_routing_file()
-        media_names = MediaRegistry(settings, load_entry_points=True).names()
-        return cls.build(settings, load_routing_file(path, registry.names(), media_names), path,
-                         registry)  # fmt: skip
+        self.loop = AttemptLoop(endpoints, RetryPolicy.from_settings(settings))
 
     @classmethod
     def build(
-        cls, settings: Settings, routing: RoutingFile, path: Path, registry: ProviderRegistry
+        cls,
+        settings: Settings,
+        routing: RoutingFile,
+        path: Path,
+        registry: Registry[LLMProvider],
+        call_log: CallSink | None,
     ) -> LLMGateway:
-        """The gateway for a loaded routing file; ConfigError for bad provider settings."""
-        registry.configure(routing.providers)
-        problems: list[str] = []
-        named = routing.models_by_provider()
-        for name in {*named, *(p for p in routing.providers if p in registry)}:
-            try:
-                provider = registry.get(name)
-            except ProviderUnavailableError:
-                continue  # /api/v1/llm/providers says why, and routing skips it
-            except ConfigError as exc:
-                problems.append(f"providers.{name}: {exc}")
-                continue
-            problems.extend(f"{name}: {p}" for p in provider.check_models(named.get(name, [])))
+        """The gateway for a loaded routing file, over the endpoints it declares and each
+        kind's default one; ConfigError for bad endpoint settings."""
+        max_queue = settings.llm_max_queue
+        endpoints = Endpoints(registry, settings, routing.providers, max_queue=max_queue)
+        problems = endpoints.check(routing.models_by_endpoint())
         if problems:
             raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
-        router = Router(routing.modes, settings.generator_mode, catalogue=routing.tasks, path=path)
-        gateway = cls(settings, registry, router, PromptBuilder(settings.prompts_dir))
-        gateway.routing = routing
-        return gateway
+        router = LLMRouter(routing, settings.generator_mode, path=path)
+        return cls(settings, routing, endpoints, router, PromptBuilder(settings.prompts_dir),
+                   call_log)  # fmt: skip
 
     async def start(self) -> None:
-        """Let each provider routed in this mode prepare (e.g. preload a local model)."""
-        for name, models in self.router.models_by_provider().items():
-            try:
-                provider = self.registry.get(name)
-            except ProviderUnavailableError:
-                continue
-            if provider.unavailable_reason() is None:
-                await provider.start(models)
+        """Let each endpoint routed in this mode prepare (e.g. preload a local model)."""
+        await self.endpoints.start(self.router.models_by_endpoint())
 
     async def aclose(self) -> None:
         """Close the providers' connections."""
-        await self.registry.aclose()
+        await self.endpoints.aclose()
 
     async def generate(
         self,
@@ -186,39 +154,38 @@ class LLMGateway:
                 await asyncio.to_thread(self.schemas.validator, output_schema)
             call = self._prepare(role, task, payload, mode, options, output_schema)
             route = self.router.route(role, task)
-            prompt = call.prompt = self.prompts.render(
-                role, task, call.payload, mode, output_schema
-            )
+            call.prompt = self.prompts.render(role, task, call.payload, mode, output_schema)
             # the start of a call is a debug line: at thousands of calls a second, one INFO
             # line per call (its end, below) is what a person can follow (bench: -17 % for two)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("→ %s.%s via %s [%s]", role, task, route.candidates[0].label, request_id)
-            response = await self._run_route(route, call)
+            response = await self.loop.run(self._plan(route.candidates, call), call.trail)
         except GatewayError as exc:
             exc.request_id = request_id
-            if (
-                call is not None
-                and call.attempts
-                and isinstance(exc, ProviderError | ServiceUnavailableError)
-            ):
-                exc.details = {**(exc.details or {}), "attempts": call.attempts}
+            attempts = call.trail.attempts if call is not None else []
+            if attempts and isinstance(exc, ProviderError | ServiceUnavailableError):
+                exc.details = {**(exc.details or {}), "attempts": attempts}
             log.info("✗ %s.%s %s: %s [%s]", role, task, exc.type, exc.message, request_id)
             self._log_call(role, task, request_id, user_id, started, call, None, exc)
             raise
         latency_ms = (time.perf_counter() - started) * 1000
+        attempts, prompt = call.trail.attempts, call.prompt
+        assert prompt is not None
+        primary = route.candidates[0]
         response.meta.update(
             request_id=request_id,
             role=role,
             task=task,
             generator_mode=self.router.mode,
             rule=route.rule,
-            attempts=call.attempts,
-            fallback=call.attempts[-1]["provider"] != route.candidates[0].provider
-            or call.attempts[-1]["model"] != route.candidates[0].model,
-            queue_ms=round(call.queue_ms, 2),
+            attempts=attempts,
+            fallback=attempts[-1]["provider"] not in primary.targets
+            or attempts[-1]["model"] != primary.model,
+            queue_ms=round(call.trail.queue_ms, 2),
             latency_ms=round(latency_ms, 2),
             template=prompt.template,
             prompt_hash=prompt.hash,
+            repaired=call.repaired,
         )
         self._log_call(role, task, request_id, user_id, started, call, response, None)
         if log.isEnabledFor(logging.INFO):
@@ -241,13 +208,14 @@ class LLMGateway:
         """Hand the call's record to the call log; it never blocks and never raises."""
         if self.call_log is None:
             return
-        attempts = call.attempts if call is not None else []
+        attempts = call.trail.attempts if call is not None else []
         last = attempts[-1] if attempts else {}
         usage = response.usage if response is not None else {}
         provider = response.provider if response is not None else last.get("provider")
         model = response.model if response is not None else last.get("model")
         prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-        cost = self.routing.cost(provider, model, prompt, completion) if self.routing else 0.0
+        kind = self.routing.kind_of(provider) if provider else None
+        cost = self.routing.cost((provider, kind), model, prompt, completion)
         self.call_log.record({
             "id": uuid.uuid4().hex,
             "request_id": request_id,
@@ -284,7 +252,7 @@ class LLMGateway:
                 )
         if mode not in ("json", "text"):
             raise InvalidRequestError(f"mode must be 'json' or 'text' (got {mode!r}).")
-        reserved = RESERVED_OPTIONS.intersection(options or ())
+        reserved = GATEWAY_OPTIONS.intersection(options or ())
         if reserved:
             raise InvalidRequestError(
                 f"options may not set {', '.join(sorted(reserved))}: the routing file picks the "
@@ -305,193 +273,52 @@ class LLMGateway:
                      options=dict(options or {}), schema=output_schema,
                      validator=validator if mode == "json" else None)  # fmt: skip
 
-    async def _run_route(self, route: Route[Candidate], call: _Call) -> LLMProviderResponse:
-        """Try the candidates in order until one answers; then say what each one did."""
-        loop = asyncio.get_running_loop()
-        call.deadline = loop.time() + self.settings.llm_deadline
-        failures: list[ProviderError] = []
-        for candidate in route.candidates:
-            try:
-                return await self._run_candidate(candidate, call)
-            except ProviderError as exc:
-                failures.append(exc)
-            if loop.time() >= call.deadline:
-                break
-        raise self._all_failed(route, call, failures)
+    def _plan(
+        self, candidates: tuple[Candidate, ...], call: _Call
+    ) -> Plan[Candidate, LLMProviderResponse]:
+        """How the attempt loop runs this call."""
 
-    async def _run_candidate(self, candidate: Candidate, call: _Call) -> LLMProviderResponse:
-        """One candidate: skipped if unavailable or its circuit is open, else tried with
-        retries and at most one JSON repair."""
-        provider, guard = self._provider_for(candidate, call)
-        # admitted for the whole candidate: a probe that ends without a verdict (cancelled,
-        # queue full, a bad request) is given back on the way out, whatever the way out is
-        with guard.breaker.admit() as allowed:
-            if not allowed:
-                self._record(call, candidate, "circuit_open", 0.0)
-                raise ProviderError(
-                    f"{candidate.label} skipped: its circuit is open after "
-                    f"{guard.breaker.failures} failures in a row; one probe call is let "
-                    f"through after {guard.breaker.cooldown:g} s.",
-                    provider=candidate.provider, model=candidate.model, outcome="circuit_open",
-                )  # fmt: skip
-            return await self._retrying(candidate, provider, guard, call)
+        def timeout(candidate: Candidate, endpoint: Endpoint[Any]) -> float:
+            chosen = call.options.get("timeout", candidate.options.get("timeout"))
+            return float(chosen or endpoint.config.timeout)
 
-    async def _retrying(
-        self, candidate: Candidate, provider: LLMProvider, guard: EndpointGuard, call: _Call
-    ) -> LLMProviderResponse:
-        """Attempts on one admitted candidate until one answers or retrying is pointless."""
-        loop = asyncio.get_running_loop()
-        assert call.prompt is not None
-        prompt, repaired, retry = call.prompt, False, 0
-        while True:
-            try:
-                response = await self._attempt(candidate, provider, guard, call, prompt)
-            except ProviderError as exc:
-                if exc.outcome in ENDPOINT_FAILURES:
-                    guard.breaker.failure()
-                elif exc.outcome not in CAPACITY:
-                    guard.breaker.success()  # it answered: the endpoint itself is fine
-                if exc.outcome in REPAIRABLE and exc.raw is not None and not repaired:
-                    repaired = True
-                    prompt = self.prompts.render_repair(call.prompt, exc.raw, exc.message)
-                    continue
-                delay = self.retry.delay(retry, exc)
-                if delay is None or loop.time() + delay >= call.deadline:
-                    raise
-                retry += 1
-                await asyncio.sleep(delay)
-                continue
-            guard.breaker.success()
-            response.meta["repaired"] = repaired
-            return response
+        def again(error: ProviderError) -> bool:
+            """A JSON answer that does not parse or match: one more look, with the errors."""
+            if error.outcome in REPAIRABLE and error.raw is not None and not call.repaired:
+                assert call.prompt is not None
+                call.repaired = True
+                call.prompt = self.prompts.render_repair(call.prompt, error.raw, error.message)
+                return True
+            return False
 
-    def _provider_for(self, candidate: Candidate, call: _Call) -> tuple[LLMProvider, EndpointGuard]:
-        try:
-            provider = self.registry.get(candidate.provider)
-            reason = provider.unavailable_reason()
-        except ProviderUnavailableError as exc:
-            reason = str(exc)
-        if reason:
-            self._record(call, candidate, "unavailable", 0.0)
-            raise ProviderError(f"{candidate.label} is unavailable: {reason}",
-                                provider=candidate.provider, model=candidate.model,
-                                outcome="unavailable")  # fmt: skip
-        return provider, self.guards.get(candidate.provider, provider.max_concurrency)
+        deadline = asyncio.get_running_loop().time() + self.settings.llm_deadline
+        return Plan(what=f"{call.role}/{call.task}", candidates=candidates,
+                    attempt=lambda attempt: self._attempt(attempt, call), timeout=timeout,
+                    deadline=deadline, again=again)  # fmt: skip
 
-    async def _attempt(
-        self,
-        candidate: Candidate,
-        provider: LLMProvider,
-        guard: EndpointGuard,
-        call: _Call,
-        prompt: RenderedPrompt,
-    ) -> LLMProviderResponse:
-        """One call to one candidate, timed, checked and recorded in `call.attempts`."""
-        options: dict[str, Any] = {**candidate.options, **call.options}
-        per_attempt = float(options.pop("timeout", None) or provider.timeout)
-        remaining = call.deadline - asyncio.get_running_loop().time()
-        timeout = max(0.0, min(per_attempt, remaining))
-        options.update(model=candidate.model, payload=call.payload)
+    async def _attempt(self, attempt: Try[Candidate], call: _Call) -> LLMProviderResponse:
+        """One call to one endpoint, its answer checked against the schema."""
+        candidate = attempt.candidate
+        merged = {**candidate.options, **call.options}
+        merged.pop("timeout", None)  # the attempt loop's, not the provider's
+        options = cast(ProviderOptions, merged)
+        options["model"] = candidate.model
+        options["payload"] = call.payload
         if call.mode == "json" and call.schema is not None:
             options["schema"] = call.schema
-        where = candidate.label
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            async with asyncio.timeout(timeout), guard.limiter.slot() as waited:
-                call.queue_ms += waited
-                response = await provider.generate(
-                    prompt.text, call.role, call.task, call.mode, options
-                )
-            if call.validator is not None:
-                self._check(call.validator, response, candidate)
-        except TimeoutError:
-            outcome = "timeout"
-            raise UpstreamTimeoutError(
-                f"{where} did not answer within {timeout:g} s.",
-                provider=candidate.provider, model=candidate.model, outcome=outcome,
-                retryable=True,
-            ) from None  # fmt: skip
-        except QueueFullError:
-            outcome = "queue_full"
-            raise ProviderError(
-                f"{where} is busy: {guard.limiter.limit} calls in flight and "
-                f"{guard.limiter.waiting} waiting (the most it queues).",
-                provider=candidate.provider, model=candidate.model, outcome=outcome,
-            ) from None  # fmt: skip
-        except ProviderError as exc:
-            outcome = exc.outcome
-            raise
-        except GatewayError:
-            outcome = "rejected"
-            raise
-        except Exception as exc:  # a provider bug must not become a 500 without a name on it
-            outcome = "error"
-            log.exception("provider %s failed", where)
-            raise ProviderError(
-                f"{where} failed: {type(exc).__name__}: {exc}",
-                provider=candidate.provider, model=candidate.model,
-            ) from exc  # fmt: skip
-        finally:
-            self._record(call, candidate, outcome, (time.perf_counter() - started) * 1000)
+        provider: LLMProvider = attempt.endpoint.provider
+        assert call.prompt is not None
+        response = await provider.generate(
+            call.prompt.text, call.role, call.task, call.mode, options
+        )
+        if call.validator is not None:
+            errors = self.schemas.errors(call.validator, response.output)
+            if errors:
+                raise OutputValidationError(
+                    f"{candidate.label_on(attempt.endpoint.name)} answered, but the output does "
+                    "not match output_schema: " + "; ".join(errors[:3]),
+                    provider=attempt.endpoint.name, model=candidate.model,
+                    outcome="schema_invalid", details={"errors": errors},
+                    raw=orjson.dumps(response.output).decode(),
+                )  # fmt: skip
         return response
-
-    def _check(
-        self, validator: Validator, response: LLMProviderResponse, candidate: Candidate
-    ) -> None:
-        errors = self.schemas.errors(validator, response.output)
-        if errors:
-            raise OutputValidationError(
-                f"{candidate.label} answered, but the output does not match output_schema: "
-                + "; ".join(errors[:3]),
-                provider=candidate.provider, model=candidate.model, outcome="schema_invalid",
-                details={"errors": errors}, raw=orjson.dumps(response.output).decode(),
-            )  # fmt: skip
-
-    @staticmethod
-    def _record(call: _Call, candidate: Candidate, outcome: str, latency_ms: float) -> None:
-        call.attempts.append({
-            "provider": candidate.provider,
-            "model": candidate.model,
-            "outcome": outcome,
-            "latency_ms": round(latency_ms, 2),
-        })  # fmt: skip
-
-    def _all_failed(
-        self, route: Route[Candidate], call: _Call, failures: list[ProviderError]
-    ) -> GatewayError:
-        """One error for a call whose every candidate failed, naming what each one did."""
-        last = failures[-1]
-        busy = all(f.outcome in CAPACITY or f.outcome == "unavailable" for f in failures) and any(
-            f.outcome in CAPACITY for f in failures
-        )  # nothing broke: every candidate is busy or resting, so the caller should come back
-        if len(failures) == 1 and len(call.attempts) == 1:
-            # one attempt: its own error says it best
-            return ServiceUnavailableError(last.message, details=last.details) if busy else last
-        parts = []
-        for candidate, failure in zip(route.candidates, failures, strict=False):
-            outcomes = [
-                a["outcome"]
-                for a in call.attempts
-                if (a["provider"], a["model"]) == (candidate.provider, candidate.model)
-            ]
-            tries = f"{len(outcomes)} attempt{'s' * (len(outcomes) != 1)}"
-            parts.append(
-                f"{candidate.label}: {tries} ({', '.join(outcomes)}), last: {failure.message}"
-            )
-        summary = (f"Every candidate for {call.role}/{call.task} failed. " + " ".join(
-            f"{i}) {p}" for i, p in enumerate(parts, 1)))  # fmt: skip
-        details: dict[str, Any] = {
-            "failures": [
-                {"provider": f.provider, "model": f.model, "outcome": f.outcome,
-                 "message": f.message}
-                for f in failures
-            ]
-        }  # fmt: skip
-        if isinstance(last.details, dict) and "errors" in last.details:
-            details["errors"] = last.details["errors"]  # the schema errors of the last answer
-        if busy:
-            return ServiceUnavailableError(summary, details=details)
-        # the last failure's class keeps its status: 504 after a timeout, 502 otherwise
-        return type(last)(summary, provider=last.provider, model=last.model,
-                          outcome=last.outcome, details=details)  # fmt: skip

@@ -1,114 +1,36 @@
-"""The Router: picks the candidates for a (role, task) in the current generator mode.
-
-Precedence: an exact role and task beats role + '*', which beats '*' + task, which beats
-'*' + '*', which beats the mode's `default`.
-"""
+"""The LLM router: the shared Router over the routing file's `modes`, held to its task
+catalogue (`tasks`), so a call for a task nobody serves is a 404 that lists the known ones."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic
 
 from sparklio.core.config import GeneratorMode
-from sparklio.exceptions import ConfigError, RouteNotFoundError
-from sparklio.services.llm.routing import WILDCARD, C, ModeRoutes, models_by_provider
+from sparklio.exceptions import RouteNotFoundError
+from sparklio.services.gateway.router import Route, Router
+from sparklio.services.gateway.routing import Candidate, RoutingFile
+
+__all__ = ["LLMRouter", "Route"]
 
 
-@dataclass(frozen=True, slots=True)
-class Route(Generic[C]):
-    """The outcome of routing: the rule that matched and its candidates, primary first."""
+class LLMRouter(Router[Candidate]):
+    """Routes (role, task) to LLM candidates in one generator mode."""
 
-    rule: str
-    candidates: tuple[C, ...]
+    def __init__(self, routing: RoutingFile, mode: GeneratorMode, *, path: Path | None = None):
+        super().__init__(routing.modes, mode, path=path)
+        self.catalogue = routing.tasks
 
-
-class Router(Generic[C]):
-    """Routes (role, task) to candidates for one generator mode of a routing section
-    (`modes` for model calls, `media.modes` for images)."""
-
-    def __init__(
-        self,
-        modes: Mapping[Any, ModeRoutes[C]],
-        mode: GeneratorMode,
-        *,
-        catalogue: dict[str, list[str]] | None = None,
-        path: Path | None = None,
-        section: str = "modes",
-    ) -> None:
-        routes = modes.get(mode)
-        if routes is None:
-            raise ConfigError(
-                f"The routing file has no section for GENERATOR_MODE={mode!r} under "
-                f"'{section}'; it has: {', '.join(modes) or 'none'}."
-            )
-        self.mode = mode
-        self.path = path
-        self.catalogue = catalogue
-        self._routes: ModeRoutes[C] = routes
-        self._rules: dict[tuple[str, str], Route[C]] = {
-            (rule.role, rule.task): Route(rule.name, tuple(rule.candidates))
-            for rule in routes.rules
-        }
-        self._default: Route[C] | None = (
-            Route("default", tuple(routes.default)) if routes.default else None
-        )
-
-    def models_by_provider(self) -> dict[str, list[str]]:
-        """The providers this mode routes to, with their models."""
-        return models_by_provider([self._routes])
-
-    def route(self, role: str, task: str) -> Route[C]:
-        """The route for (role, task); RouteNotFoundError when nothing covers it."""
+    def route(self, role: str, task: str) -> Route[Candidate]:
         if self.catalogue is not None and task not in self.catalogue.get(role, ()):
             raise RouteNotFoundError(
                 f"Unknown role/task {role}/{task}: the routing file lists no such task. "
                 f"Known tasks: {', '.join(self.known_tasks())}.",
                 details={"role": role, "task": task, "known": self.known_tasks()},
             )
-        rules = self._rules
-        route = (
-            rules.get((role, task))
-            or rules.get((role, WILDCARD))
-            or rules.get((WILDCARD, task))
-            or rules.get((WILDCARD, WILDCARD))
-            or self._default
-        )
-        if route is None:
-            known = [r.rule for r in self._rules.values()]
-            raise RouteNotFoundError(
-                f"No route for {role}/{task} in {self.mode} mode: no rule matches and there is "
-                f"no default. Known routes: {', '.join(known) or 'none'}.",
-                details={"role": role, "task": task, "known": known},
-            )
-        return route
+        return super().route(role, task)
 
     def known_tasks(self) -> list[str]:
         """'role/task' for every task in the catalogue, or the rules when there is none."""
         if self.catalogue is not None:
             return [f"{r}/{t}" for r, tasks in self.catalogue.items() for t in tasks]
-        return [route.rule for route in self._rules.values()]
-
-    def table(self) -> list[dict[str, Any]]:
-        """The effective routing table of this mode, most specific rules first."""
-
-        def specificity(item: tuple[tuple[str, str], Route[C]]) -> tuple[int, tuple[str, str]]:
-            (role, task), _ = item
-            return (role == WILDCARD) * 2 + (task == WILDCARD), (role, task)
-
-        rows = [
-            (route.rule, role, task, route.candidates)
-            for (role, task), route in sorted(self._rules.items(), key=specificity)
-        ]
-        if self._default is not None:
-            rows.append(("default", WILDCARD, WILDCARD, self._default.candidates))
-        return [
-            {
-                "rule": rule,
-                "role": role,
-                "task": task,
-                "candidates": [c.model_dump() for c in candidates],
-            }
-            for rule, role, task, candidates in rows
-        ]
+        return super().known_tasks()

@@ -2,8 +2,10 @@
 
 `submit()` routes (role, task) through the routing file's media section, fills the route's
 workflow template (a missing placeholder is a 422 before anything is queued), stores the job
-and starts it; the job waits for a slot on its provider endpoint, runs with the provider's
-timeout, falls back to the route's next candidate when one fails, and records every attempt.
+and starts it; the job runs through the same attempt loop as model calls: it waits for a slot
+on the least busy healthy endpoint of its candidate, runs with the endpoint's timeout, is
+retried after a transient failure, skips an endpoint whose circuit is open, falls back to the
+route's next candidate, and records every attempt.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from sparklio.exceptions import (
     RouteNotFoundError,
     ServiceUnavailableError,
 )
-from sparklio.services.llm.resilience import Limiter, QueueFullError
-from sparklio.services.llm.router import Route, Router
-from sparklio.services.llm.routing import MediaCandidate, RoutingFile
+from sparklio.services.gateway.attempts import AttemptLoop, Plan, Trail, Try
+from sparklio.services.gateway.endpoints import Endpoints
+from sparklio.services.gateway.guard import RetryPolicy
+from sparklio.services.gateway.providers import Registry
+from sparklio.services.gateway.router import Route, Router
+from sparklio.services.gateway.routing import MediaCandidate, RoutingFile
 from sparklio.services.media.assets import AssetStore
 from sparklio.services.media.jobs import JobStore, MediaJob, MediaRequest, new_job_id
-from sparklio.services.media.providers.base import MediaProvider
-from sparklio.services.media.providers.registry import MediaRegistry
+from sparklio.services.media.providers.base import MediaProvider, MediaProviderResponse
 from sparklio.services.media.workflows import WorkflowLibrary
-from sparklio.services.providers import ProviderUnavailableError
 
 log = logging.getLogger("sparklio.media")
 
@@ -47,18 +50,18 @@ class MediaGateway:
     def __init__(
         self,
         settings: Settings,
-        registry: MediaRegistry,
+        endpoints: Endpoints[MediaProvider],
         router: Router[MediaCandidate] | None,
         workflows: WorkflowLibrary,
         jobs: JobStore,
     ) -> None:
         self.settings = settings
-        self.registry = registry
+        self.endpoints = endpoints
         self.router = router
         self.workflows = workflows
         self.jobs = jobs
         self.assets = AssetStore(settings.home / "assets")
-        self._limiters: dict[str, Limiter] = {}
+        self.loop = AttemptLoop(endpoints, RetryPolicy.from_settings(settings))
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
@@ -67,27 +70,29 @@ class MediaGateway:
         settings: Settings,
         routing: RoutingFile,
         path: Path,
-        registry: MediaRegistry,
+        registry: Registry[MediaProvider],
         jobs: JobStore,
     ) -> MediaGateway:
         """The gateway for the routing file's media section; ConfigError for a bad one."""
-        registry.configure(routing.providers)
+        max_queue = settings.media_max_queue
+        endpoints = Endpoints(registry, settings, routing.providers, max_queue=max_queue)
         workflows = WorkflowLibrary(settings.workflows_dir)
         router = None
+        problems: list[str] = []
         if routing.media is not None:
             router = Router(
                 routing.media.modes, settings.generator_mode, path=path, section="media.modes"
             )
-            problems = []
+            problems.extend(endpoints.check(router.models_by_endpoint()))
             for _, candidate in _candidates(router):
                 if candidate.workflow is not None:
                     try:
                         workflows.get(candidate.workflow)
                     except ConfigError as exc:
                         problems.append(f"media route {candidate.label}: {exc}")
-            if problems:
-                raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
-        return cls(settings, registry, router, workflows, jobs)
+        if problems:
+            raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
+        return cls(settings, endpoints, router, workflows, jobs)
 
     def _router(self) -> Router[MediaCandidate]:
         if self.router is None:
@@ -110,12 +115,13 @@ class MediaGateway:
         if request.seed is None:
             # a fresh seed per job: ComfyUI hands back the old image for an identical graph
             request.seed = secrets.randbelow(2**48)
-        self.options_for(job, route.candidates[0])  # a missing placeholder is a 422 now
-        primary = route.candidates[0].provider
-        limiter = self._limiters.get(primary)
-        if limiter is not None and limiter.waiting >= limiter.max_queue:
+        primary = route.candidates[0]
+        self.options_for(job, primary)  # a missing placeholder is a 422 now
+        limiters = [self.endpoints.get(name).guard.limiter for name in primary.targets]
+        if all(limiter.waiting >= limiter.max_queue for limiter in limiters):
+            waiting = sum(limiter.waiting for limiter in limiters)
             raise ServiceUnavailableError(
-                f"{limiter.waiting} image jobs already wait for {primary}; try again later."
+                f"{waiting} image jobs already wait for {primary.where}; try again later."
             )
         self.jobs.add(job)
         await self.jobs.save(job, user_id)
@@ -156,15 +162,28 @@ class MediaGateway:
         return options
 
     async def _run(self, job: MediaJob, route: Route[MediaCandidate]) -> None:
-        failures: list[ProviderError] = []
+        trail = Trail(job.attempts, describe=lambda c: {"workflow": c.workflow})
+        plan = Plan(
+            what=f"{job.request.role}/{job.request.task}",
+            candidates=route.candidates,
+            attempt=lambda attempt: self._attempt(job, attempt),
+            timeout=lambda _, endpoint: endpoint.config.timeout,
+            queue_in_timeout=False,  # a job waits its turn on a busy server, then is timed
+            retry_timeouts=False,
+            after_timeout="; the work was stopped on the server",
+        )
         try:
-            for candidate in route.candidates:
-                try:
-                    await self._attempt(job, candidate)
-                    return
-                except ProviderError as exc:
-                    failures.append(exc)
-            await self._finish(job, "failed", error=_summary(job, failures))
+            try:
+                response = await self.loop.run(plan, trail)
+            except GatewayError as exc:
+                job.meta["queue_ms"] = round(trail.queue_ms, 1)
+                error = {"type": str(getattr(exc, "outcome", exc.type)), "message": exc.message}
+                await self._finish(job, "failed", error=error)
+                return
+            job.meta["queue_ms"] = round(trail.queue_ms, 1)
+            job.assets = response.outputs
+            job.meta.update(response.meta, usage=response.usage)
+            await self._finish(job, "succeeded")
         except asyncio.CancelledError:
             await asyncio.shield(
                 self._finish(
@@ -182,86 +201,25 @@ class MediaGateway:
                 error={"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"},
             )
 
-    async def _attempt(self, job: MediaJob, candidate: MediaCandidate) -> None:
-        started = time.perf_counter()
-        outcome = "ok"
+    async def _attempt(self, job: MediaJob, attempt: Try[MediaCandidate]) -> MediaProviderResponse:
+        """One attempt of a job on one endpoint, once it holds a slot there."""
+        candidate, endpoint = attempt.candidate, attempt.endpoint
+        job.status, job.started_at = "running", job.started_at or time.time()
+        job.provider, job.model = endpoint.name, candidate.model
+        await self.jobs.save(job)
         try:
-            provider = self._provider(candidate)
-            limiter = self._limiter(candidate.provider, provider)
-            async with limiter.slot() as waited:
-                job.meta["queue_ms"] = round(job.meta.get("queue_ms", 0) + waited, 1)
-                job.status, job.started_at = "running", job.started_at or time.time()
-                job.provider, job.model = candidate.provider, candidate.model
-                await self.jobs.save(job)
-                options = self.options_for(job, candidate)
-                async with asyncio.timeout(provider.timeout):
-                    response = await provider.generate(
-                        job.request.prompt,
-                        job.request.role,
-                        job.request.task,
-                        options,
-                        lambda f, m: _progress(job, f, m),
-                    )
-        except QueueFullError:
-            outcome = "queue_full"
-            raise ProviderError(
-                f"{candidate.label} is busy: too many jobs wait for it.",
-                provider=candidate.provider,
-                model=candidate.model,
-                outcome=outcome,
-            ) from None
-        except TimeoutError:
-            outcome = "timeout"
-            raise ProviderError(
-                f"{candidate.label} did not finish within {provider.timeout:g} s; the work was "
-                "stopped on the server.",
-                provider=candidate.provider,
-                model=candidate.model,
-                outcome=outcome,
-            ) from None
-        except ProviderError as exc:
-            outcome = exc.outcome
-            raise
+            options = self.options_for(job, candidate)
         except GatewayError as exc:  # e.g. a fallback's workflow needs a value it lacks
-            outcome = "rejected"
-            raise ProviderError(
-                exc.message, provider=candidate.provider, model=candidate.model, outcome=outcome
-            ) from None
-        finally:
-            job.attempts.append(
-                {
-                    "provider": candidate.provider,
-                    "model": candidate.model,
-                    "workflow": candidate.workflow,
-                    "outcome": outcome,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-                }
-            )
-        job.assets = response.outputs
-        job.meta.update(response.meta, usage=response.usage)
-        await self._finish(job, "succeeded")
-
-    def _provider(self, candidate: MediaCandidate) -> MediaProvider:
-        try:
-            provider = self.registry.get(candidate.provider)
-            reason = provider.unavailable_reason()
-        except ProviderUnavailableError as exc:
-            reason = str(exc)
-        if reason:
-            raise ProviderError(
-                f"{candidate.label} is unavailable: {reason}",
-                provider=candidate.provider,
-                model=candidate.model,
-                outcome="unavailable",
-            )
-        return provider
-
-    def _limiter(self, name: str, provider: MediaProvider) -> Limiter:
-        limiter = self._limiters.get(name)
-        if limiter is None:
-            limiter = Limiter(provider.max_concurrency, self.settings.media_max_queue)
-            self._limiters[name] = limiter
-        return limiter
+            raise ProviderError(exc.message, provider=endpoint.name, model=candidate.model,
+                                outcome="rejected") from None  # fmt: skip
+        provider: MediaProvider = endpoint.provider
+        return await provider.generate(
+            job.request.prompt,
+            job.request.role,
+            job.request.task,
+            options,
+            lambda f, m: _progress(job, f, m),
+        )
 
     async def _finish(
         self, job: MediaJob, status: str, error: dict[str, Any] | None = None
@@ -293,22 +251,12 @@ class MediaGateway:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.jobs.aclose()  # writes job states the database missed, if it can
-        await self.registry.aclose()
+        await self.endpoints.aclose()
 
 
 def _progress(job: MediaJob, fraction: float, message: str) -> None:
     job.progress = round(min(max(fraction, job.progress), 1.0), 3)
     job.message = message
-
-
-def _summary(job: MediaJob, failures: list[ProviderError]) -> dict[str, Any]:
-    if len(failures) == 1:
-        return {"type": failures[0].outcome, "message": failures[0].message}
-    parts = " ".join(f"{i}) {f.message}" for i, f in enumerate(failures, 1))
-    return {
-        "type": failures[-1].outcome,
-        "message": f"Every candidate for {job.request.role}/{job.request.task} failed. {parts}",
-    }
 
 
 def _candidates(router: Router[MediaCandidate]) -> list[tuple[str, MediaCandidate]]:

@@ -32,7 +32,7 @@ async def health(gateway: GatewayDep, request: Request) -> Response:
             "call_log": call_log,
             "version": __version__,
             "generator_mode": gateway.router.mode,
-            # per provider endpoint: circuit state, calls in flight and waiting
-            "endpoints": gateway.guards.snapshot(),
+            # per endpoint used so far: circuit state, calls in flight and waiting
+            "endpoints": gateway.endpoints.snapshot(),
         }
     )

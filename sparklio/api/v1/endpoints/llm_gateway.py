@@ -12,12 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from sparklio.api.deps import GatewayDep
-from sparklio.exceptions import SparklioError
+from sparklio.services.gateway.routing import NAME_PATTERN
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.options import OPTIONS_SCHEMA
-from sparklio.services.llm.providers.base import LLMProviderResponse, ProviderHealth
-from sparklio.services.llm.routing import NAME_PATTERN
+from sparklio.services.llm.providers.base import LLMProviderResponse
 
 router = APIRouter(prefix="/llm", tags=["llm"])
 
@@ -136,19 +135,8 @@ async def routes(gateway: GatewayDep) -> Response:
 
 @router.get("/providers")
 async def providers(gateway: GatewayDep) -> Response:
-    """Each provider the routing file names, with a health check and its models."""
-    named = (gateway.routing or gateway.router).models_by_provider()
-
-    async def check(name: str, models: list[str]) -> dict[str, Any]:
-        try:
-            provider = gateway.registry.get(name)
-            async with asyncio.timeout(HEALTH_TIMEOUT):
-                health = await provider.health(models)
-        except TimeoutError:
-            health = ProviderHealth(available=False, message=f"no answer in {HEALTH_TIMEOUT:g} s")
-        except SparklioError as exc:
-            health = ProviderHealth(available=False, message=str(exc))
-        return {"name": name, **health.model_dump(), "models_named": models}
-
-    results = await asyncio.gather(*(check(n, m) for n, m in named.items()))
+    """Each endpoint the routing file names or declares: its kind and address, a health
+    check with its models, and its load (circuit, calls in flight and waiting)."""
+    named = gateway.routing.models_by_endpoint()
+    results = await gateway.endpoints.report(named, HEALTH_TIMEOUT)
     return json_response({"generator_mode": gateway.router.mode, "providers": results})

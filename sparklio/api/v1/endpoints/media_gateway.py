@@ -11,12 +11,10 @@ from starlette.responses import FileResponse, Response
 
 from sparklio.api.deps import MediaGatewayDep
 from sparklio.api.v1.endpoints.llm_gateway import HEALTH_TIMEOUT, json_response
-from sparklio.exceptions import SparklioError
+from sparklio.services.gateway.routing import NAME_PATTERN
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
-from sparklio.services.llm.routing import NAME_PATTERN
 from sparklio.services.media.assets import EXTENSIONS
 from sparklio.services.media.jobs import MediaJob, MediaRequest
-from sparklio.services.providers import ProviderHealth
 
 router = APIRouter(prefix="/media", tags=["media"])
 
@@ -172,17 +170,6 @@ async def routes(gateway: MediaGatewayDep) -> Response:
 @router.get("/providers")
 async def providers(gateway: MediaGatewayDep) -> Response:
     """Each media provider routed in this mode, with a health check (checkpoints installed)."""
-    named = gateway.router.models_by_provider() if gateway.router else {}
-
-    async def check(name: str, models: list[str]) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(HEALTH_TIMEOUT):
-                health = await gateway.registry.get(name).health(models)
-        except TimeoutError:
-            health = ProviderHealth(available=False, message=f"no answer in {HEALTH_TIMEOUT:g} s")
-        except SparklioError as exc:
-            health = ProviderHealth(available=False, message=str(exc))
-        return {"name": name, **health.model_dump(), "models_named": models}
-
-    results = await asyncio.gather(*(check(n, m) for n, m in named.items()))
+    named = gateway.router.models_by_endpoint() if gateway.router else {}
+    results = await gateway.endpoints.report(named, HEALTH_TIMEOUT)
     return json_response({"generator_mode": gateway.settings.generator_mode, "providers": results})

@@ -7,12 +7,15 @@ from typing import Any
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
-from sparklio.services.http import HTTPProvider
+from sparklio.services.gateway.http import HTTPProvider
+from sparklio.services.gateway.providers import EndpointConfig, EndpointDefaults
 from sparklio.services.llm.providers.base import (
     LLMProvider,
     LLMProviderResponse,
     OutputMode,
     ProviderHealth,
+    ProviderOptions,
+    picked,
     usage,
 )
 
@@ -25,28 +28,29 @@ PASSED_OPTIONS = ("temperature", "top_p", "top_k")
 class AnthropicProvider(HTTPProvider, LLMProvider):
     """Claude through `POST /v1/messages`; 429 honours retry-after, 529 (overloaded) retries."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.base_url = settings.anthropic_base_url.rstrip("/")
-        self.timeout = settings.anthropic_timeout
-        self.max_concurrency = settings.anthropic_max_concurrency
+    def __init__(self, settings: Settings, endpoint: EndpointConfig | None = None) -> None:
+        super().__init__(settings, endpoint)
         self.messages_url = f"{self.base_url}/v1/messages"
-        key = settings.anthropic_api_key
+        key = self.endpoint.api_key
         self.headers = {"anthropic-version": API_VERSION}
         if key:
             self.headers["x-api-key"] = key.get_secret_value()
+
+    @classmethod
+    def defaults(cls, settings: Settings) -> EndpointDefaults:
+        return EndpointDefaults(base_url=settings.anthropic_base_url,
+                                timeout=settings.anthropic_timeout,
+                                max_concurrency=settings.anthropic_max_concurrency,
+                                api_key=settings.anthropic_api_key,
+                                api_key_env="ANTHROPIC_API_KEY")  # fmt: skip
 
     @property
     def vendor(self) -> str:
         return "anthropic"
 
-    @property
-    def supports_json(self) -> bool:
-        return True
-
     def unavailable_reason(self) -> str | None:
         if "x-api-key" not in self.headers:
-            return "ANTHROPIC_API_KEY is not set: set it to use Anthropic models."
+            return f"{self.endpoint.api_key_env} is not set: set it to use Anthropic models."
         return None
 
     def error_message(self, status: int, body: Any, model: str) -> str:
@@ -62,7 +66,7 @@ class AnthropicProvider(HTTPProvider, LLMProvider):
         role: str,
         task: str,
         mode: OutputMode,
-        options: dict[str, Any],
+        options: ProviderOptions,
     ) -> LLMProviderResponse:
         model = options["model"]
         body: dict[str, Any] = {
@@ -70,7 +74,7 @@ class AnthropicProvider(HTTPProvider, LLMProvider):
             "max_tokens": options.get("max_tokens", DEFAULT_MAX_TOKENS),
             "messages": [{"role": "user", "content": prompt}],
         }
-        body.update((k, options[k]) for k in PASSED_OPTIONS if k in options)
+        body.update(picked(options, PASSED_OPTIONS))
         if "stop" in options:
             stop = options["stop"]
             body["stop_sequences"] = [stop] if isinstance(stop, str) else stop
@@ -94,13 +98,13 @@ class AnthropicProvider(HTTPProvider, LLMProvider):
         if not isinstance(blocks, list):
             raise ProviderError(
                 f"{where}: the answer has no content blocks: {str(answer)[:200]}",
-                provider=self.vendor, model=model, outcome="stream_error", retryable=True,
+                provider=self.name, model=model, outcome="stream_error", retryable=True,
             )  # fmt: skip
         stop_reason = answer.get("stop_reason")
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
         meta: dict[str, Any] = {"stop_reason": stop_reason, "upstream_id": answer.get("id")}
         if stop_reason == "refusal":
-            raise ProviderError(f"{where} refused to answer.", provider=self.vendor, model=model,
+            raise ProviderError(f"{where} refused to answer.", provider=self.name, model=model,
                                 outcome="refused")  # fmt: skip
         truncated = stop_reason == "max_tokens"
         tool = next((b for b in blocks if b.get("type") == "tool_use"), None)
@@ -108,7 +112,7 @@ class AnthropicProvider(HTTPProvider, LLMProvider):
             if not isinstance(tool.get("input"), dict):
                 raise ProviderError(
                     f"{where} called the {TOOL_NAME!r} tool without a JSON object.",
-                    provider=self.vendor, model=model, outcome="invalid_json", raw=text,
+                    provider=self.name, model=model, outcome="invalid_json", raw=text,
                 )  # fmt: skip
             output: dict[str, Any] = tool["input"]
         else:  # text mode, a cut-off answer, or a model that answered in text after all
@@ -117,7 +121,7 @@ class AnthropicProvider(HTTPProvider, LLMProvider):
             )
         counts = answer.get("usage") or {}
         return LLMProviderResponse(
-            provider=self.vendor,
+            provider=self.name,
             model=model,
             usage=usage(counts.get("input_tokens", 0), counts.get("output_tokens", 0)),
             output=output,

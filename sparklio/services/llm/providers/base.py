@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from typing import Any, Dict, Literal  # noqa: UP035  # the contract is spelled with Dict
+from collections.abc import Collection
+from typing import Any, Dict, Literal, Required, TypedDict  # noqa: UP035  # the contract is spelled with Dict
 
 import orjson
 from pydantic import BaseModel, Field
 
 from sparklio.exceptions import ProviderError
-from sparklio.services.providers import Provider, ProviderHealth
+from sparklio.services.gateway.providers import Provider, ProviderHealth
 
 __all__ = [
+    "GATEWAY_OPTIONS",
     "LLMProvider",
     "LLMProviderResponse",
     "OutputMode",
     "ProviderHealth",
+    "ProviderOptions",
     "parse_json_object",
+    "picked",
     "usage",
 ]
 
@@ -41,6 +45,43 @@ class LLMProviderResponse(BaseModel):
     usage: Dict[str, int] = Field(default_factory=dict)  # noqa: UP006
     output: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
     meta: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
+
+
+class ProviderOptions(TypedDict, total=False):
+    """What `generate` gets in `options`: the keys the gateway sets, the caller's options and
+    the route's (from the routing file), merged in that order of precedence, caller first.
+
+    A provider reads the keys it knows and ignores the rest; the route may add keys a kind
+    understands (e.g. Ollama's `num_ctx`, `keep_alive`), which arrive as they are.
+    """
+
+    # set by the gateway (a caller may not: see GATEWAY_OPTIONS)
+    model: Required[str]
+    """The model to call, from the routing file."""
+    payload: dict[str, Any]
+    """The caller's data, for providers that build answers from it (the mock)."""
+    schema: dict[str, Any]
+    """The answer's JSON Schema, in json mode when the caller gave one."""
+    # the caller's or the route's (checked by sparklio.services.llm.options)
+    temperature: float
+    max_tokens: int
+    max_completion_tokens: int
+    seed: int
+    stop: str | list[str]
+    top_p: float
+    frequency_penalty: float
+    presence_penalty: float
+    keep_alive: str
+
+
+#: The keys only the gateway sets: the routing file picks the model, and the schema and
+#: payload have fields of their own in a request.
+GATEWAY_OPTIONS = frozenset({"model", "payload", "schema"})
+
+
+def picked(options: ProviderOptions, names: Collection[str]) -> dict[str, Any]:
+    """The options among `names` that are set, as they are (e.g. for a request body)."""
+    return {key: value for key, value in options.items() if key in names}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -81,17 +122,13 @@ def parse_json_object(text: str, where: str) -> dict[str, Any]:
 
 
 class LLMProvider(Provider):
-    """One model backend. Subclasses are registered by vendor name in the provider registry.
+    """One model backend. Subclasses are registered by kind in the provider registry; one
+    instance serves one endpoint. `options` passed to `generate` are a `ProviderOptions`.
 
-    `options` passed to `generate` carry `model` (always), `temperature`, `max_tokens`, `seed`,
-    `schema` (json mode, when the caller gave one), `payload` (the caller's data, for providers
-    that build answers from it) and any provider-specific extras from the routing file.
+    Every provider answers in both modes: in json mode the prompt asks for JSON, `answer()`
+    parses it, and the gateway checks it against the schema (repairing once), so a backend
+    without a native JSON mode still serves json calls.
     """
-
-    @property
-    def supports_json(self) -> bool:
-        """Whether the backend can be asked for JSON output natively."""
-        return False
 
     @abstractmethod
     async def generate(
@@ -100,7 +137,7 @@ class LLMProvider(Provider):
         role: str,
         task: str,
         mode: OutputMode,
-        options: dict[str, Any],
+        options: ProviderOptions,
     ) -> LLMProviderResponse:
         """Answer one prompt."""
 
@@ -117,14 +154,14 @@ class LLMProvider(Provider):
         """The `output` for a model's answer text: the parsed object in json mode (a cut-off
         answer is the outcome `truncated`), `{"text": ...}` in text mode, where a cut-off
         answer is still returned, flagged `meta.truncated`, since it was paid for."""
-        where = f"{self.vendor}/{model}"
+        where = self.where(model)
         if mode == "json":
             if truncated:
                 raise ProviderError(
                     f"{where} stopped at its token limit{f' ({reason})' if reason else ''}; the "
                     "JSON is cut off. Raise max_tokens "
                     "(or the context size) for this route.",
-                    provider=self.vendor, model=model, outcome="truncated", raw=text,
+                    provider=self.name, model=model, outcome="truncated", raw=text,
                 )  # fmt: skip
             return parse_json_object(text, where)
         if truncated:

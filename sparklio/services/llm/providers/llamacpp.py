@@ -30,11 +30,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ConfigError, ProviderError
+from sparklio.services.gateway.providers import EndpointConfig, EndpointDefaults
 from sparklio.services.llm.providers.base import (
     LLMProvider,
     LLMProviderResponse,
     OutputMode,
     ProviderHealth,
+    ProviderOptions,
+    picked,
     usage,
 )
 
@@ -147,22 +150,21 @@ class _Loaded:
 class LlamaCppProvider(LLMProvider):
     """llama-cpp-python, in-process."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.timeout = settings.llamacpp_timeout
-        self.max_concurrency = settings.llamacpp_max_concurrency
+    def __init__(self, settings: Settings, endpoint: EndpointConfig | None = None) -> None:
+        super().__init__(settings, endpoint)
         self.catalogue: dict[str, LocalModel] = dict(_shipped_catalogue().models)
         self._loaded: dict[str, _Loaded] = {}
         self._loading: dict[str, asyncio.Lock] = {}
         self._missing: str | None = None  # why llama_cpp cannot be imported, once known
 
+    @classmethod
+    def defaults(cls, settings: Settings) -> EndpointDefaults:
+        return EndpointDefaults(timeout=settings.llamacpp_timeout,
+                                max_concurrency=settings.llamacpp_max_concurrency)  # fmt: skip
+
     @property
     def vendor(self) -> str:
         return "llamacpp"
-
-    @property
-    def supports_json(self) -> bool:
-        return True
 
     def configure(self, config: dict[str, Any]) -> None:
         try:
@@ -263,7 +265,7 @@ class LlamaCppProvider(LLMProvider):
         )
 
     def _error(self, model: str, reason: str, outcome: str) -> ProviderError:
-        return ProviderError(f"llamacpp/{model}: {reason}.", provider=self.vendor, model=model,
+        return ProviderError(f"{self.where(model)}: {reason}.", provider=self.name, model=model,
                              outcome=outcome)  # fmt: skip
 
     async def generate(
@@ -272,11 +274,11 @@ class LlamaCppProvider(LLMProvider):
         role: str,
         task: str,
         mode: OutputMode,
-        options: dict[str, Any],
+        options: ProviderOptions,
     ) -> LLMProviderResponse:
         name = options["model"]
         loaded = await self._model(name)
-        kwargs: dict[str, Any] = {k: options[k] for k in PASSED_OPTIONS if k in options}
+        kwargs: dict[str, Any] = picked(options, PASSED_OPTIONS)
         kwargs.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
         if mode == "json":
             schema = options.get("schema")
@@ -327,7 +329,7 @@ class LlamaCppProvider(LLMProvider):
             name, mode, text, truncated=truncated, meta=meta, reason="max_tokens reached"
         )
         return LLMProviderResponse(
-            provider=self.vendor,
+            provider=self.name,
             model=name,
             usage=usage(counts.get("prompt_tokens", 0), completion),
             output=output,

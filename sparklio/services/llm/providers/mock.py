@@ -25,6 +25,7 @@ from sparklio.services.llm.providers.base import (
     LLMProvider,
     LLMProviderResponse,
     OutputMode,
+    ProviderOptions,
     usage,
 )
 
@@ -106,17 +107,13 @@ class MockProvider(LLMProvider):
     def vendor(self) -> str:
         return "mock"
 
-    @property
-    def supports_json(self) -> bool:
-        return True
-
     async def generate(
         self,
         prompt: str,
         role: str,
         task: str,
         mode: OutputMode,
-        options: dict[str, Any],
+        options: ProviderOptions,
     ) -> LLMProviderResponse:
         payload = options.get("payload", {})
         schema = options.get("schema") or _GENERIC_SCHEMA
@@ -131,7 +128,7 @@ class MockProvider(LLMProvider):
             completion = MockData(lexicon, seed).paragraph(4)
             output = {"text": completion}
         return LLMProviderResponse(
-            provider=self.vendor,
+            provider=self.name,
             model=str(options.get("model", "mock")),
             usage=usage(_tokens(prompt), _tokens(completion)),
             output=output,

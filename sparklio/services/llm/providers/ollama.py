@@ -12,12 +12,15 @@ import orjson
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
-from sparklio.services.http import HTTPProvider
+from sparklio.services.gateway.http import HTTPProvider
+from sparklio.services.gateway.providers import EndpointConfig, EndpointDefaults
 from sparklio.services.llm.providers.base import (
     LLMProvider,
     LLMProviderResponse,
     OutputMode,
     ProviderHealth,
+    ProviderOptions,
+    picked,
     usage,
 )
 
@@ -29,9 +32,9 @@ NATIVE_OPTIONS = frozenset({
 })  # fmt: skip
 
 
-def ollama_options(options: dict[str, Any]) -> dict[str, Any]:
+def ollama_options(options: ProviderOptions) -> dict[str, Any]:
     """Gateway options -> Ollama's `options` (max_tokens is `num_predict` there)."""
-    mapped = {k: v for k, v in options.items() if k in NATIVE_OPTIONS}
+    mapped = picked(options, NATIVE_OPTIONS)
     if "max_tokens" in options:
         mapped["num_predict"] = options["max_tokens"]
     return mapped
@@ -45,20 +48,18 @@ class OllamaProvider(HTTPProvider, LLMProvider):
     """The team's GPU desktop. Few calls at once (OLLAMA_MAX_CONCURRENCY), models kept loaded
     between calls (OLLAMA_KEEP_ALIVE)."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.base_url = settings.ollama_base_url.rstrip("/")
-        self.timeout = settings.ollama_timeout
-        self.max_concurrency = settings.ollama_max_concurrency
+    def __init__(self, settings: Settings, endpoint: EndpointConfig | None = None) -> None:
+        super().__init__(settings, endpoint)
         self.chat_url = f"{self.base_url}/api/chat"
+
+    @classmethod
+    def defaults(cls, settings: Settings) -> EndpointDefaults:
+        return EndpointDefaults(base_url=settings.ollama_base_url, timeout=settings.ollama_timeout,
+                                max_concurrency=settings.ollama_max_concurrency)  # fmt: skip
 
     @property
     def vendor(self) -> str:
         return "ollama"
-
-    @property
-    def supports_json(self) -> bool:
-        return True
 
     def error_message(self, status: int, body: Any, model: str) -> str:
         message = body.get("error", "") if isinstance(body, dict) else str(body)
@@ -79,7 +80,7 @@ class OllamaProvider(HTTPProvider, LLMProvider):
         role: str,
         task: str,
         mode: OutputMode,
-        options: dict[str, Any],
+        options: ProviderOptions,
     ) -> LLMProviderResponse:
         model = options["model"]
         body: dict[str, Any] = {
@@ -101,7 +102,7 @@ class OllamaProvider(HTTPProvider, LLMProvider):
             model, mode, text, truncated=truncated, meta=meta, reason="done_reason: length"
         )
         return LLMProviderResponse(
-            provider=self.vendor,
+            provider=self.name,
             model=model,
             usage=usage(final.get("prompt_eval_count", 0), final.get("eval_count", 0)),
             output=output,
@@ -133,7 +134,7 @@ class OllamaProvider(HTTPProvider, LLMProvider):
     def _stream_error(self, model: str, reason: str) -> ProviderError:
         return ProviderError(
             f"{self.where(model)} failed mid-answer: {reason}",
-            provider=self.vendor, model=model, outcome="stream_error", retryable=True,
+            provider=self.name, model=model, outcome="stream_error", retryable=True,
         )  # fmt: skip
 
     @staticmethod

@@ -8,12 +8,15 @@ from urllib.parse import urlsplit
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
-from sparklio.services.http import HTTPProvider
+from sparklio.services.gateway.http import HTTPProvider
+from sparklio.services.gateway.providers import EndpointConfig, EndpointDefaults
 from sparklio.services.llm.providers.base import (
     LLMProvider,
     LLMProviderResponse,
     OutputMode,
     ProviderHealth,
+    ProviderOptions,
+    picked,
     usage,
 )
 
@@ -53,29 +56,32 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
     """Chat Completions with `response_format` json_schema, or json_object where the server
     lacks json_schema (learnt from its refusal once per endpoint and model, then remembered)."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.base_url = settings.openai_base_url.rstrip("/")
-        self.timeout = settings.openai_timeout
-        self.max_concurrency = settings.openai_max_concurrency
+    def __init__(self, settings: Settings, endpoint: EndpointConfig | None = None) -> None:
+        super().__init__(settings, endpoint)
         self.chat_url = f"{self.base_url}/chat/completions"
-        key = settings.openai_api_key
+        key = self.endpoint.api_key
         self.headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
         #: the FORMATS each (endpoint, model) turned down, so later calls skip them
         self._refused: dict[tuple[str, str], set[str]] = {}
+
+    @classmethod
+    def defaults(cls, settings: Settings) -> EndpointDefaults:
+        return EndpointDefaults(base_url=settings.openai_base_url, timeout=settings.openai_timeout,
+                                max_concurrency=settings.openai_max_concurrency,
+                                api_key=settings.openai_api_key,
+                                api_key_env="OPENAI_API_KEY")  # fmt: skip
 
     @property
     def vendor(self) -> str:
         return "openai"
 
-    @property
-    def supports_json(self) -> bool:
-        return True
-
     def unavailable_reason(self) -> str | None:
         # local OpenAI-compatible servers usually need no key; api.openai.com always does
         if not self.headers and urlsplit(self.base_url).hostname == "api.openai.com":
-            return "OPENAI_API_KEY is not set: set it, or point OPENAI_BASE_URL at a local server."
+            return (
+                f"{self.endpoint.api_key_env} is not set: set it, or point the endpoint's "
+                "base URL (OPENAI_BASE_URL) at a local server."
+            )
         return None
 
     def error_message(self, status: int, body: Any, model: str) -> str:
@@ -104,11 +110,11 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
         role: str,
         task: str,
         mode: OutputMode,
-        options: dict[str, Any],
+        options: ProviderOptions,
     ) -> LLMProviderResponse:
         model = options["model"]
         body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
-        body.update((k, options[k]) for k in PASSED_OPTIONS if k in options)
+        body.update(picked(options, PASSED_OPTIONS))
         schema = options.get("schema")
         if mode != "json":
             return self._response(await self._complete(body, model), model, mode)
@@ -171,12 +177,12 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
         except (KeyError, IndexError, TypeError):
             raise ProviderError(
                 f"{where}: the answer has no choices[0].message: {str(answer)[:200]}",
-                provider=self.vendor, model=model, outcome="stream_error", retryable=True,
+                provider=self.name, model=model, outcome="stream_error", retryable=True,
             ) from None  # fmt: skip
         if message.get("refusal"):
             raise ProviderError(
                 f"{where} refused: {message['refusal']}",
-                provider=self.vendor, model=model, outcome="refused",
+                provider=self.name, model=model, outcome="refused",
             )  # fmt: skip
         text = message.get("content") or ""
         truncated = choice.get("finish_reason") == "length"
@@ -190,7 +196,7 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
         )
         counts = answer.get("usage") or {}
         return LLMProviderResponse(
-            provider=self.vendor,
+            provider=self.name,
             model=model,
             usage=usage(counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)),
             output=output,

@@ -1,10 +1,10 @@
 """The LLM provider registry: built-in providers, and outside ones through the entry-point
-group `sparklio.llm_providers`. See `sparklio.services.providers` for how names resolve."""
+group `sparklio.llm_providers`. See `sparklio.services.gateway.providers` for how names resolve."""
 
 from __future__ import annotations
 
+from sparklio.services.gateway.providers import ProviderUnavailableError, Registry
 from sparklio.services.llm.providers.base import LLMProvider
-from sparklio.services.providers import ProviderUnavailableError, Registry
 
 ENTRY_POINT_GROUP = "sparklio.llm_providers"
 

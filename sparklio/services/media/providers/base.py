@@ -14,8 +14,8 @@ from typing import Any, Dict, List  # noqa: UP035  # the contract is spelled wit
 from pydantic import BaseModel, Field
 
 from sparklio.core.config import Settings
+from sparklio.services.gateway.providers import EndpointConfig, Provider
 from sparklio.services.media.assets import AssetStore, MediaAsset
-from sparklio.services.providers import Provider
 
 __all__ = ["MediaAsset", "MediaProvider", "MediaProviderResponse", "Progress"]
 
@@ -41,8 +41,8 @@ class MediaProvider(Provider):
     `options` the caller gave (e.g. `palette` for the mock).
     """
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, endpoint: EndpointConfig | None = None) -> None:
+        super().__init__(settings, endpoint)
         self.assets = AssetStore(settings.home / "assets")
 
     @abstractmethod

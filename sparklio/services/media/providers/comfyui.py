@@ -20,9 +20,9 @@ import orjson
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
-from sparklio.services.http import HTTPProvider
+from sparklio.services.gateway.http import HTTPProvider
+from sparklio.services.gateway.providers import EndpointDefaults, ProviderHealth
 from sparklio.services.media.providers.base import MediaProvider, MediaProviderResponse, Progress
-from sparklio.services.providers import ProviderHealth
 
 POLL_INTERVAL = 0.5
 STOP_TIMEOUT = 5.0
@@ -31,11 +31,11 @@ STOP_TIMEOUT = 5.0
 class ComfyUIProvider(HTTPProvider, MediaProvider):
     """The team's ComfyUI: one prompt per job, progress from its websocket."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.base_url = settings.comfyui_base_url.rstrip("/")
-        self.timeout = settings.comfyui_timeout
-        self.max_concurrency = settings.comfyui_max_concurrency
+    @classmethod
+    def defaults(cls, settings: Settings) -> EndpointDefaults:
+        return EndpointDefaults(base_url=settings.comfyui_base_url,
+                                timeout=settings.comfyui_timeout,
+                                max_concurrency=settings.comfyui_max_concurrency)  # fmt: skip
 
     @property
     def vendor(self) -> str:
@@ -47,7 +47,9 @@ class ComfyUIProvider(HTTPProvider, MediaProvider):
         return super().error_message(status, body, model)
 
     def is_retryable(self, status: int, body: Any) -> bool:
-        return False  # a rejected graph stays rejected; a failed render is not worth a rerun
+        # a rejected graph (400) stays rejected, and so does a render that failed (500); a
+        # proxy or a restarting server in front of ComfyUI (502-504) is worth another try
+        return status in (502, 503, 504)
 
     async def generate(
         self,
@@ -86,7 +88,7 @@ class ComfyUIProvider(HTTPProvider, MediaProvider):
                 await socket.close()
         progress(1.0, "done")
         return MediaProviderResponse(
-            provider=self.vendor,
+            provider=self.name,
             model=model,
             outputs=outputs,
             usage={"images": len(outputs), "seconds": round(time.perf_counter() - started, 2)},
@@ -206,7 +208,7 @@ class ComfyUIProvider(HTTPProvider, MediaProvider):
 
     def _error(self, model: str, reason: str, outcome: str) -> ProviderError:
         return ProviderError(
-            f"comfyui/{model}: {reason}", provider=self.vendor, model=model, outcome=outcome
+            f"{self.where(model)}: {reason}", provider=self.name, model=model, outcome=outcome
         )
 
     async def health(self, models: list[str]) -> ProviderHealth:

@@ -114,7 +114,7 @@ class MockImageProvider(MediaProvider):
             outputs.append(await self.assets.save(data))
             progress((index + 1) / count, f"image {index + 1} of {count}")
         return MediaProviderResponse(
-            provider=self.vendor,
+            provider=self.name,
             model=str(options.get("model", "mock")),
             outputs=outputs,
             usage={"images": count},

@@ -3,8 +3,8 @@ group `sparklio.media_providers`."""
 
 from __future__ import annotations
 
+from sparklio.services.gateway.providers import Registry
 from sparklio.services.media.providers.base import MediaProvider
-from sparklio.services.providers import Registry
 
 MEDIA_PROVIDERS: dict[str, str] = {
     "mock": "sparklio.services.media.providers.mock:MockImageProvider",

@@ -1,5 +1,6 @@
-"""The gateway's defences against real model servers: retry timing, a circuit breaker and a
-concurrency limit per provider endpoint. On the happy path each costs a few attribute reads."""
+"""The gateways' defences against real model and image servers: retry timing, and per
+endpoint a circuit breaker and a concurrency limit with a queue. On the happy path each costs
+a few attribute reads."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 from sparklio.core.config import Settings
-from sparklio.exceptions import ProviderError
+from sparklio.exceptions import ProviderError, ServiceUnavailableError
 
 #: Failures that say something about the endpoint's health (not about the request or model).
 ENDPOINT_FAILURES = frozenset({
@@ -74,6 +75,12 @@ class CircuitBreaker:
         self._probe_claims += 1
         return True
 
+    def ready(self) -> bool:
+        """Whether `allow()` would let a call through now (without claiming the probe)."""
+        if self.opened_at is None:
+            return True
+        return not self.probing and time.monotonic() - self.opened_at >= self.cooldown
+
     @contextmanager
     def admit(self) -> Iterator[bool]:
         """Whether a call may go to the endpoint, for the length of that call. A call that
@@ -108,8 +115,12 @@ class CircuitBreaker:
         return "half_open" if self.probing else "open"
 
 
-class QueueFullError(Exception):
-    """Every slot is busy and the waiting line is full."""
+class QueueFullError(ServiceUnavailableError):
+    """Every slot of an endpoint is busy and its waiting line is full (the attempt loop turns
+    it into the outcome `queue_full`)."""
+
+    def __init__(self) -> None:
+        super().__init__("every slot is busy and the waiting line is full")
 
 
 @dataclass
@@ -152,31 +163,17 @@ class Limiter:
 
 @dataclass
 class EndpointGuard:
+    """What stands in front of one endpoint: its breaker and its limiter."""
+
     breaker: CircuitBreaker
     limiter: Limiter
 
+    def busy(self) -> float:
+        """How loaded the endpoint is: calls in flight and waiting, per slot."""
+        used = self.limiter.in_flight + self.limiter.waiting
+        return used / self.limiter.limit if self.limiter.limit else float(used)
 
-class Guards:
-    """One breaker and one limiter per provider endpoint, made on first use."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._guards: dict[str, EndpointGuard] = {}
-
-    def get(self, endpoint: str, max_concurrency: int | None) -> EndpointGuard:
-        guard = self._guards.get(endpoint)
-        if guard is None:
-            guard = self._guards[endpoint] = EndpointGuard(
-                CircuitBreaker(self.settings.llm_breaker_failures,
-                               self.settings.llm_breaker_cooldown),
-                Limiter(max_concurrency, self.settings.llm_max_queue),
-            )  # fmt: skip
-        return guard
-
-    def snapshot(self) -> dict[str, dict[str, object]]:
-        """State per endpoint, for /health and the providers listing."""
-        return {
-            name: {"circuit": g.breaker.state, "in_flight": g.limiter.in_flight,
-                   "waiting": g.limiter.waiting}
-            for name, g in self._guards.items()
-        }  # fmt: skip
+    def snapshot(self) -> dict[str, object]:
+        return {"circuit": self.breaker.state, "in_flight": self.limiter.in_flight,
+                "waiting": self.limiter.waiting, "max_concurrency": self.limiter.limit,
+                "max_queue": self.limiter.max_queue}  # fmt: skip

@@ -22,7 +22,7 @@ from multidict import CIMultiDictProxy
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
-from sparklio.services.providers import Provider, ProviderHealth
+from sparklio.services.gateway.providers import EndpointConfig, Provider, ProviderHealth
 
 #: Statuses worth trying again: timeouts, rate limits and overloaded or failing servers.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -61,13 +61,14 @@ def retry_after(headers: CIMultiDictProxy[str]) -> float | None:
 
 
 class HTTPProvider(Provider):
-    """A provider with one keep-alive aiohttp session, opened on first use, closed at
-    shutdown. Subclasses set `base_url` and implement `error_message`."""
+    """A provider with one keep-alive aiohttp session to its endpoint's `base_url`, opened on
+    first use, closed at shutdown. Subclasses implement `error_message`."""
 
     base_url: str
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, endpoint: EndpointConfig | None = None) -> None:
+        super().__init__(settings, endpoint)
+        self.base_url = self.endpoint.base_url or ""
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -90,9 +91,6 @@ class HTTPProvider(Provider):
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def where(self, model: str) -> str:
-        return f"{self.vendor}/{model}"
 
     def error_message(self, status: int, body: Any, model: str) -> str:
         """The human part of an upstream error body; subclasses know their protocol."""
@@ -119,7 +117,7 @@ class HTTPProvider(Provider):
             raise ProviderError(
                 f"{where}: refusing a call to {urlsplit(url).hostname}: ALLOW_REMOTE_CALLS is "
                 "false (the test suite's spend guard).",
-                provider=self.vendor,
+                provider=self.name,
                 model=model,
                 outcome="spend_guard",
             )
@@ -141,7 +139,7 @@ class HTTPProvider(Provider):
             raise ProviderError(
                 f"{where}: {'connection refused' if refused else 'cannot connect'} at "
                 f"{self.base_url} ({exc.os_error or exc}).",
-                provider=self.vendor,
+                provider=self.name,
                 model=model,
                 # nobody listens: trying again in a second will not help, the next one might
                 outcome="connection_refused" if refused else "connection_error",
@@ -150,7 +148,7 @@ class HTTPProvider(Provider):
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             raise ProviderError(
                 f"{where}: the connection was cut mid-answer ({type(exc).__name__}: {exc}).",
-                provider=self.vendor,
+                provider=self.name,
                 model=model,
                 outcome="stream_error",
                 retryable=True,
@@ -158,7 +156,7 @@ class HTTPProvider(Provider):
         except aiohttp.ClientError as exc:
             raise ProviderError(
                 f"{where}: {type(exc).__name__}: {exc}",
-                provider=self.vendor,
+                provider=self.name,
                 model=model,
                 outcome="connection_error",
                 retryable=True,
@@ -173,7 +171,7 @@ class HTTPProvider(Provider):
         status = resp.status
         return ProviderError(
             f"{self.where(model)} answered {status}: {self.error_message(status, body, model)}",
-            provider=self.vendor,
+            provider=self.name,
             model=model,
             outcome=f"http_{status}",
             retryable=self.is_retryable(status, body),
@@ -188,7 +186,7 @@ class HTTPProvider(Provider):
         except orjson.JSONDecodeError:
             raise ProviderError(
                 f"{self.where(model)}: the answer is not JSON: {raw[:200]!r}",
-                provider=self.vendor,
+                provider=self.name,
                 model=model,
                 outcome="stream_error",
                 retryable=True,

@@ -1,21 +1,25 @@
-"""What LLM and media providers share: the lifecycle around `generate`, and the registry
-that finds them by vendor name.
+"""What LLM and media providers share: the lifecycle around `generate`, the endpoint a
+provider instance serves, and the registry that finds provider classes by kind.
 
-A provider is named by an import path `"package.module:Class"` and imported only when first
-used, so an optional dependency costs nothing until a route needs it. Outside packages add
-providers through an entry-point group; tests and apps may `register()` a class. Adding a
+A provider kind is named by an import path `"package.module:Class"` and imported only when
+first used, so an optional dependency costs nothing until a route needs it. Outside packages
+add kinds through an entry-point group; tests and apps may `register()` a class. Adding a
 provider never touches a gateway or a router.
+
+One provider instance serves one endpoint (`EndpointConfig`: a name, a base URL, a key, a
+timeout, a concurrency): the default endpoint of a kind comes from the settings of today
+(`OLLAMA_BASE_URL`...), more come from the routing file's `providers` section.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Dict, Generic, TypeVar, cast  # noqa: UP035
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ConfigError
@@ -29,6 +33,35 @@ class ProviderHealth(BaseModel):
     models: Dict[str, bool] = Field(default_factory=dict)  # noqa: UP006  # model -> present
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointDefaults:
+    """What a kind's default endpoint is, from the settings (`Provider.defaults`)."""
+
+    timeout: float
+    base_url: str | None = None
+    max_concurrency: int | None = None
+    api_key: SecretStr | None = None
+    #: the setting the key comes from, to name it when it is missing
+    api_key_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """One server a provider instance talks to: what the routing file's `providers` section
+    says about it, over its kind's defaults. The key is resolved from the environment variable
+    the routing file names; the file never holds a key."""
+
+    name: str
+    kind: str
+    timeout: float
+    base_url: str | None = None
+    max_concurrency: int | None = None
+    api_key: SecretStr | None = field(default=None, repr=False)
+    api_key_env: str | None = None
+    #: the kind's own settings (e.g. llamacpp's model catalogue), for `Provider.configure`
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 class Provider(ABC):
     """The lifecycle every provider has; LLMProvider and MediaProvider add `generate`."""
 
@@ -37,25 +70,48 @@ class Provider(ABC):
     #: Calls the gateway lets run at once against this provider; None = no limit.
     max_concurrency: int | None = None
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, endpoint: EndpointConfig | None = None) -> None:
         self.settings = settings
-        self.timeout = settings.llm_timeout
+        if endpoint is None:  # built by hand: the default endpoint of its kind
+            defaults = self.defaults(settings)
+            endpoint = EndpointConfig(
+                name=self.vendor, kind=self.vendor, timeout=defaults.timeout,
+                base_url=defaults.base_url, max_concurrency=defaults.max_concurrency,
+                api_key=defaults.api_key, api_key_env=defaults.api_key_env,
+            )  # fmt: skip
+        self.endpoint = endpoint
+        #: the endpoint's name: what responses, errors and the call log call this provider
+        self.name = endpoint.name
+        self.timeout = endpoint.timeout
+        self.max_concurrency = endpoint.max_concurrency
+
+    @classmethod
+    def defaults(cls, settings: Settings) -> EndpointDefaults:
+        """The default endpoint of this kind, from the settings; providers that talk to a
+        server override it (OLLAMA_BASE_URL, OPENAI_API_KEY, ...)."""
+        return EndpointDefaults(timeout=settings.llm_timeout)
 
     @property
     @abstractmethod
     def vendor(self) -> str:
-        """The registry name: 'ollama' | 'openai' | 'comfyui' | 'mock' | ..."""
+        """The kind, as the registry names it: 'ollama' | 'openai' | 'comfyui' | 'mock' | ..."""
+
+    def where(self, model: str) -> str:
+        """`endpoint/model`, how messages name what was called."""
+        return f"{self.name}/{model}"
 
     def configure(self, config: dict[str, Any]) -> None:
-        """Take this provider's section of the routing file (`providers.<vendor>`).
+        """Take the kind's own settings of this endpoint's entry in the routing file's
+        `providers` section (beyond kind, base_url, api_key_env, timeout, max_concurrency
+        and max_queue).
 
         Most providers have none; a provider that has settings there overrides this and
         raises ConfigError for a bad one, so the mistake shows at start.
         """
         if config:
             raise ConfigError(
-                f"Provider {self.vendor!r} takes no settings in the routing file's 'providers' "
-                f"section (got {', '.join(config)})."
+                f"Provider kind {self.vendor!r} takes no settings of its own in the routing "
+                f"file's 'providers' section (got {', '.join(config)})."
             )
 
     def check_models(self, models: list[str]) -> list[str]:
@@ -90,7 +146,7 @@ class ProviderUnavailableError(ConfigError):
 
 
 class Registry(Generic[P]):
-    """Maps vendor names to provider classes and holds one instance of each in use."""
+    """Maps kind names to provider classes (imported on first use)."""
 
     #: The base class every provider of this registry subclasses.
     base: ClassVar[type] = Provider
@@ -99,46 +155,29 @@ class Registry(Generic[P]):
     #: The entry-point group outside packages add providers through.
     entry_point_group: ClassVar[str] = ""
 
-    def __init__(self, settings: Settings, *, load_entry_points: bool = True) -> None:
-        self.settings = settings
+    def __init__(self, *, load_entry_points: bool = True) -> None:
         self._specs: dict[str, str | type[P]] = dict(self.builtins)
         if load_entry_points and self.entry_point_group:
             for ep in entry_points(group=self.entry_point_group):
                 self._specs.setdefault(ep.name, ep.value)
-        self._instances: dict[str, P] = {}
-        self._configs: dict[str, dict[str, Any]] = {}
-
-    def configure(self, configs: dict[str, dict[str, Any]]) -> None:
-        """Per-provider settings from the routing file's `providers` section."""
-        self._configs = dict(configs)
-        self._instances.clear()
 
     def register(self, name: str, provider: str | type[P]) -> None:
-        """Add or replace a provider: a class, or its import path `"module:Class"`."""
+        """Add or replace a kind: a class, or its import path `"module:Class"`."""
         self._specs[name] = provider
-        self._instances.pop(name, None)
 
     def names(self) -> list[str]:
-        """Every vendor name this registry knows, sorted."""
+        """Every kind this registry knows, sorted."""
         return sorted(self._specs)
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
 
-    def get(self, name: str) -> P:
-        """The shared instance of provider `name`, created on first use."""
-        instance = self._instances.get(name)
-        if instance is None:
-            instance = self._load(name)(self.settings)
-            instance.configure(self._configs.get(name, {}))
-            self._instances[name] = instance
-        return instance
-
-    def _load(self, name: str) -> type[P]:
+    def load(self, name: str) -> type[P]:
+        """The class of kind `name`; ProviderUnavailableError when it cannot be imported."""
         spec = self._specs.get(name)
         if spec is None:
             raise ProviderUnavailableError(
-                f"Unknown provider {name!r}; known providers: {', '.join(self.names())}."
+                f"Unknown provider kind {name!r}; known kinds: {', '.join(self.names())}."
             )
         if not isinstance(spec, str):
             return spec
@@ -154,8 +193,3 @@ class Registry(Generic[P]):
                 f"Provider {name!r}: {spec!r} is not a {self.base.__name__}."
             )
         return cast("type[P]", cls)  # checked against self.base just above
-
-    async def aclose(self) -> None:
-        """Close every provider that was created."""
-        instances, self._instances = list(self._instances.values()), {}
-        await asyncio.gather(*(p.aclose() for p in instances), return_exceptions=True)

@@ -1,4 +1,5 @@
-"""The routing file: which provider and model serve each (role, task), per generator mode.
+"""The routing file: the endpoints (`providers`), and which endpoint and model serve each
+(role, task), per generator mode, for model calls (`modes`) and images (`media.modes`).
 
 It loads into pydantic models with `extra="forbid"`, so a typo fails at start with a message
 that names the file, the line, the key and what was expected.
@@ -19,6 +20,10 @@ from sparklio.exceptions import ConfigError
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 NAME_RE = re.compile(NAME_PATTERN)
+#: Endpoint names may also have '-' and '.': `ollama-desktop`, `vllm.gpu2`.
+ENDPOINT_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+ENDPOINT_RE = re.compile(ENDPOINT_PATTERN)
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WILDCARD = "*"
 
 
@@ -26,24 +31,89 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Candidate(_Strict):
-    """One provider and model that can serve a route, with options for it."""
+class EndpointSpec(BaseModel):
+    """One server, under the routing file's `providers` section, by its name:
+    `ollama-desktop: {kind: ollama, base_url: http://desktop:11434, max_concurrency: 2}`.
 
-    provider: str = Field(min_length=1)
+    An entry named after a kind (`ollama`, `llamacpp`...) changes that kind's default
+    endpoint, which the settings (`OLLAMA_BASE_URL`...) define. Keys beyond these are the
+    kind's own settings (e.g. llamacpp's `models`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str | None = Field(default=None, min_length=1)
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    api_key_env: str | None = Field(
+        default=None, pattern=ENV_NAME,
+        description="The environment variable that holds the key (never the key itself).",
+    )  # fmt: skip
+    timeout: float | None = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_queue: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("api_key" in data or "key" in data):
+            raise ValueError(
+                "a key never goes in the routing file: name the environment variable that "
+                "holds it, e.g. api_key_env: OPENAI_API_KEY"
+            )
+        return data
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The kind's own settings: every key this model does not know."""
+        return dict(self.model_extra or {})
+
+
+class _Targets(_Strict):
+    """Where a candidate may be sent: one endpoint or kind (`provider`), or several endpoints
+    that serve the same model (`endpoints`: the call goes to the least busy healthy one)."""
+
+    provider: str | None = Field(default=None, min_length=1)
+    endpoints: tuple[str, ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Any:
+        if (self.provider is None) == (self.endpoints is None):
+            raise ValueError(
+                "a candidate names either `provider` (one endpoint or kind) or `endpoints` "
+                "(a list of endpoints that serve the model), not both and not neither"
+            )
+        if self.endpoints is not None and len(set(self.endpoints)) != len(self.endpoints):
+            raise ValueError(f"endpoints lists a name twice: {list(self.endpoints)}")
+        return self
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The endpoint (or kind) names this candidate may go to, in the file's order."""
+        return self.endpoints if self.endpoints is not None else (self.provider or "",)
+
+    @property
+    def where(self) -> str:
+        return self.provider or "|".join(self.endpoints or ())
+
+
+class Candidate(_Targets):
+    """One model that can serve a route, where it runs, and options for it."""
+
     model: str = Field(min_length=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    def label_on(self, endpoint: str) -> str:
+        return f"{endpoint}/{self.model}"
+
     @property
     def label(self) -> str:
-        return f"{self.provider}/{self.model}"
+        return self.label_on(self.where)
 
 
-class MediaCandidate(_Strict):
-    """One media provider and workflow that can serve a route, with the workflow's
+class MediaCandidate(_Targets):
+    """One media workflow that can serve a route, where it runs, with the workflow's
     parameters (checkpoint, steps, cfg, sampler, scheduler, default width and height...).
     `model` defaults to the checkpoint, else the workflow, so reports name what rendered."""
 
-    provider: str = Field(min_length=1)
     model: str = Field(min_length=1)
     workflow: str | None = Field(default=None, min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -54,12 +124,16 @@ class MediaCandidate(_Strict):
         if isinstance(data, dict) and not data.get("model"):
             params = data.get("params") or {}
             name = params.get("checkpoint") if isinstance(params, dict) else None
-            data = {**data, "model": str(name or data.get("workflow") or data.get("provider"))}
+            fallback = data.get("provider") or "|".join(data.get("endpoints") or ())
+            data = {**data, "model": str(name or data.get("workflow") or fallback)}
         return data
+
+    def label_on(self, endpoint: str) -> str:
+        return f"{endpoint}/{self.workflow or self.model}"
 
     @property
     def label(self) -> str:
-        return f"{self.provider}/{self.workflow or self.model}"
+        return self.label_on(self.where)
 
 
 C = TypeVar("C", Candidate, MediaCandidate)
@@ -134,17 +208,37 @@ class RoutingFile(_Strict):
         description="USD per million tokens, by provider and model; unlisted models cost 0.",
     )
 
-    def cost(self, provider: str | None, model: str | None, prompt: int, completion: int) -> float:
-        """Estimated cost of a call in USD (0 for local and unlisted models)."""
-        price = self.prices.get(provider or "", {}).get(model or "")
-        if price is None:
-            return 0.0
-        return (prompt * price.input + completion * price.output) / 1_000_000
+    def cost(
+        self, names: Iterable[str | None], model: str | None, prompt: int, completion: int
+    ) -> float:
+        """Estimated cost of a call in USD (0 for local and unlisted models), priced under
+        the first of `names` (the endpoint, then its kind) that lists the model."""
+        for name in names:
+            price = self.prices.get(name or "", {}).get(model or "")
+            if price is not None:
+                return (prompt * price.input + completion * price.output) / 1_000_000
+        return 0.0
 
-    providers: dict[str, dict[str, Any]] = Field(
+    providers: dict[str, EndpointSpec] = Field(
         default_factory=dict,
-        description="Settings for a provider, by vendor name (e.g. llamacpp's model catalogue).",
+        description="The endpoints, by name: each of a kind, with its base URL, key (by "
+        "environment variable), timeout and concurrency.",
     )
+
+    @field_validator("providers")
+    @classmethod
+    def _endpoint_names(cls, value: dict[str, EndpointSpec]) -> dict[str, EndpointSpec]:
+        for name in value:
+            if not ENDPOINT_RE.match(name):
+                raise ValueError(
+                    f"endpoint names are lowercase letters, digits, '_', '-' and '.' (got {name!r})"
+                )
+        return value
+
+    def kind_of(self, name: str) -> str:
+        """The kind of endpoint `name` (a name with no entry is a kind's default endpoint)."""
+        spec = self.providers.get(name)
+        return (spec.kind if spec is not None else None) or name
 
     @field_validator("tasks")
     @classmethod
@@ -155,21 +249,26 @@ class RoutingFile(_Strict):
                     raise ValueError(f"role and task names must be lowercase names (got {name!r})")
         return value
 
-    def models_by_provider(self) -> dict[str, list[str]]:
-        """Every LLM provider named anywhere in the file, with the models named for it."""
-        return models_by_provider(self.modes.values())
+    def models_by_endpoint(self) -> dict[str, list[str]]:
+        """Every LLM endpoint (or kind) named anywhere in the file, with its models."""
+        return models_by_endpoint(self.modes.values())
+
+    def endpoint_names(self, kinds: Collection[str]) -> list[str]:
+        """The endpoints of the `providers` section whose kind is one of `kinds`."""
+        return [name for name in self.providers if self.kind_of(name) in kinds]
 
 
-def models_by_provider(sections: Iterable[ModeRoutes[Any]]) -> dict[str, list[str]]:
-    """Every provider the sections' defaults and rules name, with its models in order."""
+def models_by_endpoint(sections: Iterable[ModeRoutes[Any]]) -> dict[str, list[str]]:
+    """Every endpoint (or kind) the sections' candidates name, with its models in order."""
     found: dict[str, list[str]] = {}
     for routes in sections:
         chains = [routes.default or [], *(rule.candidates for rule in routes.rules)]
         for chain in chains:
             for candidate in chain:
-                models = found.setdefault(candidate.provider, [])
-                if candidate.model not in models:
-                    models.append(candidate.model)
+                for target in candidate.targets:
+                    models = found.setdefault(target, [])
+                    if candidate.model not in models:
+                        models.append(candidate.model)
     return found
 
 
@@ -218,20 +317,28 @@ def _check_references(
     known_media: Collection[str],
 ) -> None:
     problems: list[str] = []
+    kinds = sorted({*known, *known_media})
+    for name, spec in routing.providers.items():
+        if spec.kind is None and name not in kinds:
+            problems.append(
+                f"{_where(node, ('providers', name))}: endpoint {name!r} needs a kind (one of: "
+                f"{', '.join(kinds)}), e.g. {name}: {{kind: ollama, base_url: http://host:11434}}"
+            )
+        elif spec.kind is not None and spec.kind not in kinds:
+            problems.append(
+                f"{_where(node, ('providers', name, 'kind'))}: unknown provider kind "
+                f"{spec.kind!r}; expected one of: {', '.join(kinds)}"
+            )
+    llm = [*known, *routing.endpoint_names(known)]
     sections: list[tuple[tuple[str, ...], Any, Collection[str], dict[str, list[str]] | None]] = [
-        (("modes",), routing.modes, known, routing.tasks)
+        (("modes",), routing.modes, llm, routing.tasks)
     ]
     if routing.media is not None:
-        sections.append((("media", "modes"), routing.media.modes, known_media, None))
+        media = [*known_media, *routing.endpoint_names(known_media)]
+        sections.append((("media", "modes"), routing.media.modes, media, None))
     for prefix, modes, names, catalogue in sections:
         for mode, routes in modes.items():
             problems.extend(_section_problems((*prefix, mode), routes, node, names, catalogue))
-    for name in routing.providers:
-        if name not in {*known, *known_media}:
-            problems.append(
-                f"{_where(node, ('providers', name))}: unknown provider {name!r}; expected one "
-                f"of: {', '.join(sorted({*known, *known_media}))}"
-            )
     if problems:
         raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
 
@@ -257,11 +364,13 @@ def _section_problems(
         problems.extend(_catalogue_problems(catalogue, rule, _where(node, loc)))
     for loc, chain in chains:
         for j, candidate in enumerate(chain):
-            if candidate.provider not in known:
-                problems.append(
-                    f"{_where(node, (*loc, j, 'provider'))}: unknown provider "
-                    f"{candidate.provider!r}; expected one of: {', '.join(sorted(known))}"
-                )
+            key = "provider" if candidate.provider is not None else "endpoints"
+            for target in candidate.targets:
+                if target not in known:
+                    problems.append(
+                        f"{_where(node, (*loc, j, key))}: unknown provider {target!r}; expected "
+                        f"an endpoint or kind: {', '.join(sorted(known))}"
+                    )
     return problems
 
 

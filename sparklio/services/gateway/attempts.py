@@ -1,0 +1,277 @@
+"""The attempt loop both gateways run: try a route's candidates in order until one answers.
+
+For each candidate the loop picks the least busy healthy endpoint it names (skipping one that
+is unavailable or whose circuit is open), waits for a slot there, and runs one attempt under a
+timeout. A failure of the endpoint itself sends the next attempt to another endpoint of the same
+candidate at once; otherwise a transient failure is retried after a backoff (or the upstream's
+Retry-After); then the next candidate is tried. Every attempt is recorded in a `Trail`; when all
+candidates fail, one error says what each did.
+
+What an attempt does (an LLM call and its schema check, an image job) is the gateway's: it
+hands the loop a function of a `Try`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sparklio.exceptions import (
+    GatewayError,
+    ProviderError,
+    ServiceUnavailableError,
+    UpstreamTimeoutError,
+)
+from sparklio.services.gateway.endpoints import Endpoint, Endpoints
+from sparklio.services.gateway.guard import ENDPOINT_FAILURES, QueueFullError, RetryPolicy
+from sparklio.services.gateway.routing import C
+
+log = logging.getLogger("sparklio.gateway")
+
+R = TypeVar("R")
+
+#: Failures that say "busy or switched off", not "broken": the caller should come back.
+CAPACITY = frozenset({"queue_full", "circuit_open"})
+#: Failures after which another endpoint of the same candidate is tried at once.
+FAILOVER = ENDPOINT_FAILURES | {"unavailable", "queue_full"}
+
+
+@dataclass(slots=True)
+class Try(Generic[C]):
+    """What one attempt gets: the candidate, the endpoint chosen for it, and its time."""
+
+    candidate: C
+    endpoint: Endpoint[Any]
+    timeout: float
+
+
+@dataclass(slots=True)
+class Trail:
+    """The record of one call's attempts: what `meta.attempts` and the call log show."""
+
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    queue_ms: float = 0.0
+    #: extra fields for each attempt's record (e.g. the media workflow)
+    describe: Callable[[Any], dict[str, Any]] | None = None
+
+    def record(self, candidate: Any, endpoint: str, outcome: str, latency_ms: float) -> None:
+        entry = {"provider": endpoint, "model": candidate.model, "outcome": outcome,
+                 "latency_ms": round(latency_ms, 2)}  # fmt: skip
+        if self.describe is not None:
+            entry.update(self.describe(candidate))
+        self.attempts.append(entry)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan(Generic[C, R]):
+    """How a gateway wants one call run."""
+
+    #: what the call is, for messages: "copywriter/channel_copy"
+    what: str
+    candidates: Sequence[C]
+    attempt: Callable[[Try[C]], Awaitable[R]]
+    #: seconds one attempt on an endpoint may take
+    timeout: Callable[[C, Endpoint[Any]], float]
+    #: event-loop time by which every try must be over; None for no deadline
+    deadline: float | None = None
+    #: whether waiting for a slot counts against the attempt's timeout (image jobs wait
+    #: their turn on a one-at-a-time server without a clock running)
+    queue_in_timeout: bool = True
+    #: whether an attempt that ran out of time is worth another try on the same candidate
+    #: (a model call is; an image render that took too long will take too long again)
+    retry_timeouts: bool = True
+    #: what a timeout message adds after "did not answer within N s"
+    after_timeout: str = ""
+    #: called with a failure; True to try the same candidate again at once (a JSON repair)
+    again: Callable[[ProviderError], bool] | None = None
+
+
+class AttemptLoop:
+    """Runs plans over a table of endpoints with one retry policy."""
+
+    def __init__(self, endpoints: Endpoints[Any], retry: RetryPolicy) -> None:
+        self.endpoints = endpoints
+        self.retry = retry
+
+    async def run(self, plan: Plan[C, R], trail: Trail) -> R:
+        """The first answer of the plan's candidates; a GatewayError naming what each did."""
+        loop = asyncio.get_running_loop()
+        failures: list[tuple[C, int, ProviderError]] = []
+        for candidate in plan.candidates:
+            start = len(trail.attempts)
+            try:
+                return await self._candidate(plan, candidate, trail)
+            except ProviderError as exc:
+                failures.append((candidate, start, exc))
+            if plan.deadline is not None and loop.time() >= plan.deadline:
+                break
+        raise all_failed(plan.what, trail, failures)
+
+    async def _candidate(self, plan: Plan[C, R], candidate: C, trail: Trail) -> R:
+        """Attempts on one candidate until one answers or trying it further is pointless."""
+        loop = asyncio.get_running_loop()
+        excluded: set[str] = set()
+        retry = 0
+        while True:
+            endpoint = self._pick(candidate, excluded, trail)
+            breaker = endpoint.guard.breaker
+            # a probe that ends without a verdict (cancelled, queue full, a bad request) is
+            # given back on the way out, whatever the way out is
+            with breaker.admit() as allowed:
+                if not allowed:  # cannot happen between _pick and here: nothing awaited
+                    raise self._skipped(candidate, [endpoint], trail)
+                try:
+                    result = await self._attempt(plan, candidate, endpoint, trail)
+                    breaker.success()
+                    return result
+                except ProviderError as exc:
+                    if exc.outcome in ENDPOINT_FAILURES:
+                        breaker.failure()
+                    elif exc.outcome not in CAPACITY:
+                        breaker.success()  # it answered: the endpoint itself is fine
+                    error = exc
+            if plan.again is not None and plan.again(error):
+                continue
+            if error.outcome in FAILOVER and self._others(candidate, {*excluded, endpoint.name}):
+                excluded.add(endpoint.name)
+                continue
+            delay = self.retry.delay(retry, error)
+            if delay is None:
+                raise error
+            if plan.deadline is not None and loop.time() + delay >= plan.deadline:
+                raise error
+            retry += 1
+            await asyncio.sleep(delay)
+
+    def _others(self, candidate: Any, excluded: set[str]) -> bool:
+        return any(
+            self.endpoints.get(name).usable() for name in candidate.targets if name not in excluded
+        )
+
+    def _pick(self, candidate: C, excluded: set[str], trail: Trail) -> Endpoint[Any]:
+        """The least busy endpoint of the candidate that can take a call now."""
+        chosen: Endpoint[Any] | None = None
+        skipped: list[Endpoint[Any]] = []
+        for name in candidate.targets:
+            if name in excluded:
+                continue
+            endpoint = self.endpoints.get(name)
+            if not endpoint.usable():
+                skipped.append(endpoint)
+            elif chosen is None or endpoint.guard.busy() < chosen.guard.busy():
+                chosen = endpoint
+        if chosen is None:
+            raise self._skipped(candidate, skipped, trail)
+        return chosen
+
+    @staticmethod
+    def _skipped(candidate: Any, skipped: list[Endpoint[Any]], trail: Trail) -> ProviderError:
+        """The error for a candidate none of whose endpoints can take a call, each recorded."""
+        reasons: list[str] = []
+        outcome = "unavailable"
+        for endpoint in skipped:
+            reason = endpoint.unavailable_reason()
+            where = candidate.label_on(endpoint.name)
+            if reason:
+                trail.record(candidate, endpoint.name, "unavailable", 0.0)
+                reasons.append(f"{where} is unavailable: {reason}")
+            else:
+                breaker = endpoint.guard.breaker
+                outcome = "circuit_open"
+                trail.record(candidate, endpoint.name, outcome, 0.0)
+                reasons.append(
+                    f"{where} skipped: its circuit is open after {breaker.failures} failures in "
+                    f"a row; one probe call is let through after {breaker.cooldown:g} s."
+                )
+        name = skipped[-1].name if skipped else candidate.where
+        return ProviderError(" ".join(reasons) or f"{candidate.label}: no endpoint is left.",
+                             provider=name, model=candidate.model, outcome=outcome)  # fmt: skip
+
+    async def _attempt(
+        self, plan: Plan[C, R], candidate: C, endpoint: Endpoint[Any], trail: Trail
+    ) -> R:
+        """One attempt on one endpoint, timed and recorded in the trail."""
+        timeout = plan.timeout(candidate, endpoint)
+        if plan.deadline is not None:
+            timeout = max(0.0, min(timeout, plan.deadline - asyncio.get_running_loop().time()))
+        limiter = endpoint.guard.limiter
+        where = candidate.label_on(endpoint.name)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            if plan.queue_in_timeout:
+                async with asyncio.timeout(timeout), limiter.slot() as waited:
+                    trail.queue_ms += waited
+                    return await plan.attempt(Try(candidate, endpoint, timeout))
+            async with limiter.slot() as waited:
+                trail.queue_ms += waited
+                async with asyncio.timeout(timeout):
+                    return await plan.attempt(Try(candidate, endpoint, timeout))
+        except TimeoutError:
+            outcome = "timeout"
+            raise UpstreamTimeoutError(
+                f"{where} did not answer within {timeout:g} s{plan.after_timeout}.",
+                provider=endpoint.name, model=candidate.model, outcome=outcome,
+                retryable=plan.retry_timeouts,
+            ) from None  # fmt: skip
+        except QueueFullError:
+            outcome = "queue_full"
+            raise ProviderError(
+                f"{where} is busy: {limiter.limit} calls in flight and {limiter.waiting} "
+                "waiting (the most it queues).",
+                provider=endpoint.name, model=candidate.model, outcome=outcome,
+            ) from None  # fmt: skip
+        except ProviderError as exc:
+            outcome = exc.outcome
+            raise
+        except GatewayError:
+            outcome = "rejected"
+            raise
+        except Exception as exc:  # a provider bug must not become a 500 without a name on it
+            outcome = "error"
+            log.exception("provider %s failed", where)
+            raise ProviderError(
+                f"{where} failed: {type(exc).__name__}: {exc}",
+                provider=endpoint.name, model=candidate.model,
+            ) from exc  # fmt: skip
+        finally:
+            trail.record(candidate, endpoint.name, outcome, (time.perf_counter() - started) * 1000)
+
+
+def all_failed(
+    what: str, trail: Trail, failures: list[tuple[Any, int, ProviderError]]
+) -> GatewayError:
+    """One error for a call whose every candidate failed, naming what each one did."""
+    last = failures[-1][2]
+    busy = all(f.outcome in CAPACITY or f.outcome == "unavailable" for _, _, f in failures) and any(
+        f.outcome in CAPACITY for _, _, f in failures
+    )  # nothing broke: every candidate is busy or resting, so the caller should come back
+    if len(failures) == 1 and len(trail.attempts) == 1:
+        # one attempt: its own error says it best
+        return ServiceUnavailableError(last.message, details=last.details) if busy else last
+    ends = [start for _, start, _ in failures[1:]] + [len(trail.attempts)]
+    parts = []
+    for (candidate, start, failure), end in zip(failures, ends, strict=True):
+        outcomes = [a["outcome"] for a in trail.attempts[start:end]]
+        tries = f"{len(outcomes)} attempt{'s' * (len(outcomes) != 1)}"
+        parts.append(f"{candidate.label}: {tries} ({', '.join(outcomes)}), last: {failure.message}")
+    summary = f"Every candidate for {what} failed. " + " ".join(
+        f"{i}) {p}" for i, p in enumerate(parts, 1)
+    )
+    details: dict[str, Any] = {
+        "failures": [
+            {"provider": f.provider, "model": f.model, "outcome": f.outcome, "message": f.message}
+            for _, _, f in failures
+        ]
+    }
+    if isinstance(last.details, dict) and "errors" in last.details:
+        details["errors"] = last.details["errors"]  # the schema errors of the last answer
+    if busy:
+        return ServiceUnavailableError(summary, details=details)
+    # the last failure's class keeps its status: 504 after a timeout, 502 otherwise
+    return type(last)(summary, provider=last.provider, model=last.model,
+                      outcome=last.outcome, details=details)  # fmt: skip
