@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from typing import Any, Dict, Literal  # noqa: UP035  # the contract is spelled with Dict
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
 
 from sparklio.exceptions import ProviderError
 from sparklio.services.providers import Provider, ProviderHealth
+from sparklio.wire.llm import LLMProviderResponse, OutputMode
 
 __all__ = [
     "LLMProvider",
@@ -25,22 +25,7 @@ __all__ = [
     "usage",
 ]
 
-OutputMode = Literal["json", "text"]
 _FENCE = re.compile(r"^```(?:json|JSON)?\s*\n?(.*?)\n?```\s*$", re.S)
-
-
-class LLMProviderResponse(BaseModel):
-    """One answer: who gave it, what it cost and what it said.
-
-    In json mode `output` is the parsed JSON object; in text mode it is `{"text": "..."}`.
-    `usage` has `prompt_tokens`, `completion_tokens` and `total_tokens`.
-    """
-
-    provider: str
-    model: str
-    usage: Dict[str, int] = Field(default_factory=dict)  # noqa: UP006
-    output: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
-    meta: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
