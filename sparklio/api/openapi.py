@@ -12,7 +12,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field
+
+from sparklio.wire.errors import ErrorBody, ErrorInfo
 
 #: Operations anyone may call, without credentials.
 PUBLIC = frozenset({("get", "/health"), ("post", "/api/v1/auth/login")})
@@ -24,29 +25,6 @@ RETRY_AFTER = {
         "schema": {"type": "integer", "minimum": 0},
     }
 }
-
-
-class ErrorInfo(BaseModel):
-    """What went wrong."""
-
-    type: str = Field(
-        description="A stable name to branch on: invalid_request, unauthorized, forbidden, "
-        "not_found, payload_too_large, too_many_requests, database_unavailable, "
-        "provider_error, internal_error, ..."
-    )
-    message: str = Field(description="What went wrong and what to do about it.")
-    details: Any = Field(
-        default=None, description="Where applicable: the fields at fault, the attempts made."
-    )
-
-
-class ErrorBody(BaseModel):
-    """The body of every error answer."""
-
-    error: ErrorInfo
-    request_id: str | None = Field(
-        description="The request's id (also in the X-Request-ID header): the server log has it."
-    )
 
 
 #: status -> (description, headers) for the statuses added to operations that can answer them

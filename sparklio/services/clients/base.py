@@ -9,7 +9,6 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from sparklio.core.config import load_settings
 from sparklio.exceptions import (
     GatewayConnectionError,
     GatewayError,
@@ -18,7 +17,8 @@ from sparklio.exceptions import (
     UpstreamTimeoutError,
     error_class_for,
 )
-from sparklio.services.jsonvalues import check_json_value
+from sparklio.services.clients.settings import load_client_settings
+from sparklio.wire.jsonvalues import check_json_value
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,7 +38,7 @@ class GatewayHTTPClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if base_url is None or api_key is None:
-            settings = load_settings()
+            settings = load_client_settings()
             base_url = base_url or settings.gateway_base_url
             api_key = api_key if api_key is not None else settings.gateway_api_key
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

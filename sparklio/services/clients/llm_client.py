@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from sparklio.exceptions import OutputValidationError
 from sparklio.services.clients.base import GatewayHTTPClient
-from sparklio.services.llm.providers.base import LLMProviderResponse, OutputMode
+from sparklio.wire.llm import LLMProviderResponse, OutputMode
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sparklio.exceptions import GatewayError, ProviderError, UpstreamTimeoutError
 from sparklio.services.clients.base import GatewayHTTPClient
-from sparklio.services.media.jobs import MediaJob
+from sparklio.wire.media import MediaJob
 
 #: Called with the job each time its progress or status changes.
 ProgressCallback = Callable[[MediaJob], Awaitable[None] | None]

@@ -17,8 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparklio.exceptions import ConfigError
+from sparklio.wire.llm import NAME_PATTERN
 
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 NAME_RE = re.compile(NAME_PATTERN)
 #: Endpoint names may also have '-' and '.': `ollama-desktop`, `vllm.gpu2`.
 ENDPOINT_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"

@@ -9,27 +9,15 @@ import re
 from pathlib import Path
 
 from PIL import Image
-from pydantic import BaseModel
 
 from sparklio.core.files import write_private
 from sparklio.exceptions import InvalidRequestError, NotFoundError
+from sparklio.wire.media import MediaAsset
 
 ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 MIME_TYPES = {ext: mime for mime, ext in EXTENSIONS.items()}
 DOWNLOAD_PATH = "/api/v1/media/assets/{id}"
-
-
-class MediaAsset(BaseModel):
-    """One generated file: what it is and where to download it."""
-
-    id: str
-    mime_type: str
-    width: int
-    height: int
-    size_bytes: int
-    sha256: str
-    url: str
 
 
 class AssetStore:
@@ -77,3 +65,6 @@ class AssetStore:
             if mime is not None:
                 return path, mime
         raise NotFoundError(f"No asset {asset_id}: it was never stored here, or was removed.")
+
+
+__all__ = ["ASSET_ID", "DOWNLOAD_PATH", "EXTENSIONS", "MIME_TYPES", "AssetStore", "MediaAsset"]

@@ -17,59 +17,36 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Self
 
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sparklio.db.errors import describe, is_outage, outage_error
 from sparklio.db.models import MediaJobRow
 from sparklio.exceptions import InvalidRequestError, NotFoundError
-from sparklio.services.media.assets import MediaAsset
+from sparklio.wire.media import FINISHED, JobStatus, MediaRequest
+from sparklio.wire.media import MediaJob as WireMediaJob
 
 log = logging.getLogger("sparklio.media")
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
+class MediaJob(WireMediaJob):
+    """One image job as the server keeps it: the job the API reports (`sparklio.wire.MediaJob`,
+    which this is), stored as that JSON in its media_jobs row."""
 
-class MediaRequest(BaseModel):
-    """What the caller asked for."""
+    @classmethod
+    def from_row(cls, row: MediaJobRow) -> Self:
+        """The job a media_jobs row holds."""
+        return cls.model_validate(row.data)
 
-    role: str
-    task: str
-    prompt: str
-    negative_prompt: str = ""
-    width: int | None = None
-    height: int | None = None
-    count: int = 1
-    seed: int | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class MediaJob(BaseModel):
-    """One image job as the API reports it."""
-
-    job_id: str
-    status: JobStatus = "queued"
-    progress: float = 0.0
-    message: str = ""
-    request: MediaRequest
-    provider: str | None = None
-    model: str | None = None
-    rule: str | None = None
-    assets: list[MediaAsset] = Field(default_factory=list)
-    error: dict[str, Any] | None = None
-    attempts: list[dict[str, Any]] = Field(default_factory=list)
-    meta: dict[str, Any] = Field(default_factory=dict)
-    created_at: float = Field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
+    def to_row(self, row: MediaJobRow | None = None, user_id: str | None = None) -> MediaJobRow:
+        """A new row for this job (made by `user_id`), or `row` brought up to date with it."""
+        data = self.model_dump(mode="json")
+        if row is None:
+            return MediaJobRow(job_id=self.job_id, status=self.status, data=data, user_id=user_id)
+        row.status, row.data, row.updated_at = self.status, data, datetime.now(UTC)
+        return row
 
 
 def new_job_id() -> str:
@@ -112,7 +89,7 @@ class JobStore:
             # run late (the database was down at start): this process's jobs are not leftovers
             rows = [row for row in rows if row.job_id not in self._jobs]
             for row in rows:
-                job = MediaJob.model_validate(row.data)
+                job = MediaJob.from_row(row)
                 was = "running" if job.started_at else "queued"
                 job.status, job.finished_at = "failed", time.time()
                 job.error = {
@@ -120,8 +97,7 @@ class JobStore:
                     "message": f"interrupted by restart: the gateway stopped while this job "
                     f"was {was}. Submit it again.",
                 }
-                row.status, row.data = job.status, job.model_dump(mode="json")
-                row.updated_at = datetime.now(UTC)
+                job.to_row(row)
         return len(rows)
 
     def add(self, job: MediaJob) -> None:
@@ -148,7 +124,7 @@ class JobStore:
             raise
         if row is None or (owner is not None and row.user_id != owner):
             raise missing
-        return MediaJob.model_validate(row.data)
+        return MediaJob.from_row(row)
 
     async def save(self, job: MediaJob, user_id: str | None = None) -> None:
         """Write a status change; wake waiters when the job finished.
@@ -190,14 +166,12 @@ class JobStore:
                 self._forget(job.job_id)  # the row is the record from now on
 
     async def _write(self, job: MediaJob, user_id: str | None) -> None:
-        data = job.model_dump(mode="json")
         async with self.sessions() as session, session.begin():
             row = await session.get(MediaJobRow, job.job_id)
             if row is None:
-                session.add(MediaJobRow(job_id=job.job_id, status=job.status, data=data,
-                                        user_id=user_id))  # fmt: skip
+                session.add(job.to_row(user_id=user_id))
             else:
-                row.status, row.data, row.updated_at = job.status, data, datetime.now(UTC)
+                job.to_row(row)
 
     def _forget(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
@@ -284,3 +258,6 @@ class JobStore:
 
     def active(self) -> list[MediaJob]:
         return list(self._jobs.values())
+
+
+__all__ = ["FINISHED", "JobStatus", "JobStore", "MediaJob", "MediaRequest", "new_job_id"]

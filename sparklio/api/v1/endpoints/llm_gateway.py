@@ -3,57 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from sparklio.api.deps import GatewayDep
-from sparklio.services.gateway.routing import NAME_PATTERN
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.options import OPTIONS_SCHEMA
 from sparklio.services.llm.providers.base import LLMProviderResponse
+from sparklio.wire.llm import GenerateRequest
 
 router = APIRouter(prefix="/llm", tags=["llm"])
 
 HEALTH_TIMEOUT = 3.0
-
-
-class GenerateRequest(BaseModel):
-    """One call: who asks, what for, with which data, and the answer's shape."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "role": "copywriter",
-                    "task": "channel_copy",
-                    "payload": {"product": "Dawon green tea", "channel": "instagram"},
-                    "output_schema": {
-                        "type": "object",
-                        "properties": {"headline": {"type": "string", "maxLength": 30}},
-                        "required": ["headline"],
-                    },
-                }
-            ]
-        },
-    )
-
-    role: str = Field(pattern=NAME_PATTERN, description="Who asks, e.g. 'copywriter'.")
-    task: str = Field(pattern=NAME_PATTERN, description="What for, e.g. 'channel_copy'.")
-    payload: dict[str, Any] = Field(description="The data the prompt is built from.")
-    mode: Literal["json", "text"] = Field(default="json", description="Output mode.")
-    options: dict[str, Any] | None = Field(
-        default=None, description="temperature, max_tokens, seed, timeout, provider extras."
-    )
-    output_schema: dict[str, Any] | None = Field(
-        default=None, description="JSON Schema the json answer must validate against."
-    )
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:

@@ -6,19 +6,15 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import FileResponse, Response
 
 from sparklio.api.deps import MediaGatewayDep
 from sparklio.api.v1.endpoints.llm_gateway import HEALTH_TIMEOUT, json_response
-from sparklio.services.gateway.routing import NAME_PATTERN
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.media.assets import EXTENSIONS
-from sparklio.services.media.jobs import MediaJob, MediaRequest
+from sparklio.wire.media import GenerateImageRequest, MediaJob, MediaRequest
 
 router = APIRouter(prefix="/media", tags=["media"])
-
-MIN_SIZE, MAX_SIZE, MAX_COUNT = 64, 4096, 8
 
 # The id formats are documented but checked by the stores, whose 422 says what an id looks like.
 JobId = Annotated[
@@ -31,46 +27,6 @@ AssetId = Annotated[
     Path(description="The asset's id (the sha256 of its bytes), from a job's assets.",
          json_schema_extra={"pattern": "^[0-9a-f]{64}$"}),
 ]  # fmt: skip
-
-
-class GenerateImageRequest(BaseModel):
-    """One image request: who asks, what for, and what to draw."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "role": "vision_generator",
-                    "task": "image",
-                    "prompt": "A cup of Dawon green tea on an office desk, soft afternoon light",
-                    "width": 768,
-                    "height": 512,
-                    "options": {"palette": ["#2E7D32", "#F5F5DC"]},
-                }
-            ]
-        },
-    )
-
-    role: str = Field(pattern=NAME_PATTERN)
-    task: str = Field(pattern=NAME_PATTERN)
-    prompt: str = Field(min_length=1, max_length=10_000)
-    negative_prompt: str = Field(default="", max_length=10_000)
-    width: int | None = Field(default=None, ge=MIN_SIZE, le=MAX_SIZE)
-    height: int | None = Field(default=None, ge=MIN_SIZE, le=MAX_SIZE)
-    count: int = Field(default=1, ge=1, le=MAX_COUNT)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("width", "height")
-    @classmethod
-    def _multiple_of_8(cls, value: int | None) -> int | None:
-        if value is not None and value % 8:
-            raise ValueError(
-                f"must be a multiple of 8 (image models work in 8-pixel blocks); "
-                f"try {value - value % 8} or {value - value % 8 + 8}"
-            )
-        return value
 
 
 def _job_body(job: MediaJob) -> dict[str, Any]:

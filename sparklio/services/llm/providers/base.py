@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from abc import abstractmethod
 from collections.abc import Collection
-from typing import Any, Dict, Literal, Required, TypedDict  # noqa: UP035  # the contract is spelled with Dict
+from typing import Any, Required, TypedDict
 
 import orjson
-from pydantic import BaseModel, Field
 
 from sparklio.exceptions import ProviderError
 from sparklio.services.gateway.providers import Provider, ProviderHealth
+from sparklio.wire.llm import LLMProviderResponse, OutputMode
 
 __all__ = [
     "GATEWAY_OPTIONS",
@@ -29,22 +29,7 @@ __all__ = [
     "usage",
 ]
 
-OutputMode = Literal["json", "text"]
 _FENCE = re.compile(r"^```(?:json|JSON)?\s*\n?(.*?)\n?```\s*$", re.S)
-
-
-class LLMProviderResponse(BaseModel):
-    """One answer: who gave it, what it cost and what it said.
-
-    In json mode `output` is the parsed JSON object; in text mode it is `{"text": "..."}`.
-    `usage` has `prompt_tokens`, `completion_tokens` and `total_tokens`.
-    """
-
-    provider: str
-    model: str
-    usage: Dict[str, int] = Field(default_factory=dict)  # noqa: UP006
-    output: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
-    meta: Dict[str, Any] = Field(default_factory=dict)  # noqa: UP006
 
 
 class ProviderOptions(TypedDict, total=False):
