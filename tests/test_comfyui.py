@@ -15,7 +15,7 @@ from PIL import Image
 
 from sparklio.main import close_app, create_app
 from tests.conftest import client_for, make_settings
-from tests.fakes import Delay, DropSocket, Fail, FakeComfyUI, Stall
+from tests.fakes import Delay, DropSocket, Fail, FakeComfyUI, Stall, refused_url
 from tests.live import until
 
 SDXL = "sd_xl_base_1.0.safetensors"
@@ -208,3 +208,43 @@ async def test_health_says_whether_the_routed_checkpoints_are_installed(tmp_path
     assert comfy["name"] == "comfyui" and comfy["available"] is True
     assert comfy["models"] == {SDXL: False}
     assert f"checkpoints not installed: {SDXL}" in comfy["message"]
+
+
+async def test_a_transient_comfyui_failure_is_retried(tmp_path: Path) -> None:
+    async with FakeComfyUI() as fake, comfy_gateway(tmp_path, fake, llm_backoff_base=0.01) as http:
+        fake.unavailable = 1  # a proxy answers 503 once while ComfyUI restarts
+        job = await run(http, IMAGE)
+    assert job["status"] == "succeeded", job
+    assert [a["outcome"] for a in job["attempts"]] == ["http_503", "ok"]
+    assert len(fake.prompts) == 1  # the refused prompt was never queued
+
+
+async def test_a_comfyui_whose_circuit_is_open_is_skipped(tmp_path: Path) -> None:
+    routes = ROUTES.replace(
+        "                   scheduler: normal, width: 512, height: 512}\n",
+        "                   scheduler: normal, width: 512, height: 512}\n"
+        "        - {provider: mock, model: placeholder}\n",
+    )
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes)
+    app = create_app(make_settings(generator_mode="live", llm_routing_file=path,
+                                   comfyui_base_url=refused_url(), llm_breaker_failures=1,
+                                   llm_breaker_cooldown=600))  # fmt: skip
+    try:
+        async with await client_for(app, "http://gw") as http:
+            # nothing listens: the first job falls back to the placeholder and opens the circuit
+            first = await run(http, IMAGE)
+            second = await run(http, IMAGE)
+            listing = (await http.get("/api/v1/media/providers")).json()["providers"]
+    finally:
+        await close_app(app)
+    assert first["status"] == second["status"] == "succeeded"
+    assert [(a["provider"], a["outcome"]) for a in first["attempts"]] == [
+        ("comfyui", "connection_refused"),
+        ("mock", "ok"),
+    ]
+    assert [(a["provider"], a["outcome"]) for a in second["attempts"]] == [
+        ("comfyui", "circuit_open"),
+        ("mock", "ok"),
+    ]
+    assert {row["name"]: row["circuit"] for row in listing}["comfyui"] == "open"

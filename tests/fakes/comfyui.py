@@ -416,6 +416,8 @@ class FakeComfyUI:
         self.step_delay = 0.01  # seconds between KSampler progress frames
         self.progress_state = True  # send progress_state frames, as 0.3.64 does
         self.default: ComfyBehaviour = Run()
+        #: how many POST /prompt a reverse proxy in front answers 503 (ComfyUI restarting)
+        self.unavailable = 0
         self._script: deque[ComfyBehaviour] = deque()
         self._number = 0
         self._seq = 0
@@ -742,6 +744,9 @@ class FakeComfyUI:
     # -- POST /prompt ------------------------------------------------------------------------
 
     async def _post_prompt(self, request: web.Request) -> web.Response:
+        if self.unavailable > 0:  # the proxy in front answers while ComfyUI restarts
+            self.unavailable -= 1
+            return web.Response(status=503, text="503 Service Unavailable")
         try:
             data = json.loads(await request.read())
             return await self._submit(data)

@@ -162,10 +162,11 @@ class AttemptLoop:
             endpoint = self.endpoints.get(name)
             if not endpoint.usable():
                 skipped.append(endpoint)
-            elif chosen is None or endpoint.guard.busy() < chosen.guard.busy():
+            elif chosen is None or _load(endpoint) < _load(chosen):
                 chosen = endpoint
         if chosen is None:
             raise self._skipped(candidate, skipped, trail)
+        chosen.picks += 1
         return chosen
 
     @staticmethod
@@ -240,6 +241,11 @@ class AttemptLoop:
             ) from exc  # fmt: skip
         finally:
             trail.record(candidate, endpoint.name, outcome, (time.perf_counter() - started) * 1000)
+
+
+def _load(endpoint: Endpoint[Any]) -> tuple[float, int]:
+    """Least busy first; of equals, the one picked least."""
+    return endpoint.guard.busy(), endpoint.picks
 
 
 def all_failed(

@@ -43,6 +43,9 @@ class Endpoint(Generic[P]):
         self._build = build
         self._provider: P | None = None
         self._error: str | None = None
+        #: calls sent here so far: of two endpoints equally busy, the one picked less often
+        #: gets the next call, so calls spread even when each ends before the next begins
+        self.picks = 0
 
     @property
     def provider(self) -> P:
