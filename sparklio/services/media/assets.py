@@ -12,7 +12,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from sparklio.core.files import write_private
-from sparklio.exceptions import InvalidRequestError, NotFoundError
+from sparklio.exceptions import InvalidMediaError, InvalidRequestError, NotFoundError
 
 ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
@@ -39,7 +39,9 @@ class AssetStore:
         self.root = root
 
     async def save(self, data: bytes) -> MediaAsset:
-        """Store an image (PNG, JPEG, WebP or GIF) and describe it; off the event loop."""
+        """Store an image (PNG, JPEG, WebP or GIF) and describe it; off the event loop.
+        InvalidMediaError (a ProviderError: the provider's output is at fault) for bytes that
+        are not one."""
         return await asyncio.to_thread(self._save, data)
 
     def _save(self, data: bytes) -> MediaAsset:
@@ -48,9 +50,11 @@ class AssetStore:
                 width, height = image.size
                 mime = Image.MIME.get(image.format or "", "")
         except OSError as exc:
-            raise ValueError(f"not an image: {exc}") from None
+            raise InvalidMediaError(f"not an image: {exc}") from None
         if mime not in EXTENSIONS:
-            raise ValueError(f"unsupported image type {mime or 'unknown'}")
+            raise InvalidMediaError(
+                f"unsupported image type {mime or 'unknown'} (PNG, JPEG, WebP or GIF are kept)"
+            )
         digest = hashlib.sha256(data).hexdigest()
         path = self.root / f"{digest}.{EXTENSIONS[mime]}"
         if not path.exists():
