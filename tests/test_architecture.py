@@ -69,3 +69,20 @@ def test_no_model_name_in_python_code() -> None:
         for match in pattern.finditer(path.read_text(encoding="utf-8"))
     ]
     assert hits == []
+
+
+def test_api_modules_import_no_helpers_from_each_other() -> None:
+    """Endpoint modules take shared helpers from the modules whose job they are."""
+    allowed = ("sparklio.api.deps", "sparklio.api.auth", "sparklio.api.responses",
+               "sparklio.api.errors")  # fmt: skip
+    endpoints = sorted((ROOT / "sparklio" / "api" / "v1" / "endpoints").glob("*.py"))
+    assert len(endpoints) >= 5
+    problems = [
+        f"{path.name} imports {name}"
+        for path in endpoints
+        for name in imports(path)
+        if name.startswith("sparklio.api") and not name.startswith(allowed)
+    ]
+    problems += [f"errors.py imports {name}" for name in imports(ROOT / "sparklio/api/errors.py")
+                 if name == "sparklio.api.middleware"]  # fmt: skip
+    assert problems == []

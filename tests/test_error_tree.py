@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sparklio.agents.pipeline import load_brief
+from sparklio.core.config import Settings
 from sparklio.exceptions import (
     AgentError,
     BriefError,
@@ -153,3 +154,26 @@ def test_error_body_is_the_shape_every_error_answer_has() -> None:
         },
         "request_id": "r1",
     }
+
+
+async def test_the_early_and_the_late_413_answer_alike(app: Any, settings: Settings) -> None:
+    """The middleware refuses a Content-Length over the limit before reading the body; FastAPI
+    stops a chunked body as it arrives: one error body, whoever sends it."""
+    limit = settings.max_request_bytes
+
+    async def chunks() -> Any:
+        for _ in range(limit // 100_000 + 2):
+            yield b"x" * 100_000
+
+    async with await client_for(app) as http:
+        early = await http.post("/api/v1/llm/generate", content=b"x" * (limit + 1),
+                                headers={"X-Request-ID": "early-1"})  # fmt: skip
+        late = await http.post("/api/v1/llm/generate", content=chunks(),
+                               headers={"X-Request-ID": "late-1"})  # fmt: skip
+    assert early.status_code == late.status_code == 413
+    assert early.headers["connection"] == "close"  # the rest of the body is not read
+    assert early.headers["content-type"] == late.headers["content-type"] == "application/json"
+    message = early.json()["error"]["message"]
+    assert "MAX_REQUEST_BYTES" in message
+    assert early.json() == error_body("payload_too_large", message, request_id="early-1")
+    assert late.json() == error_body("payload_too_large", message, request_id="late-1")

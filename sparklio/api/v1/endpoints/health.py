@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from sparklio import __version__
 from sparklio.api.deps import GatewayDep
-from sparklio.api.v1.endpoints.llm_gateway import json_response
+from sparklio.api.responses import json_response
 
 router = APIRouter(tags=["health"])
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from sparklio.api.deps import GatewayDep
+from sparklio.api.responses import HEALTH_TIMEOUT, json_response
 from sparklio.exceptions import SparklioError
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.llm.gateway import LLMGateway
@@ -20,8 +20,6 @@ from sparklio.services.llm.providers.base import LLMProviderResponse, ProviderHe
 from sparklio.services.llm.routing import NAME_PATTERN
 
 router = APIRouter(prefix="/llm", tags=["llm"])
-
-HEALTH_TIMEOUT = 3.0
 
 
 class GenerateRequest(BaseModel):
@@ -55,11 +53,6 @@ class GenerateRequest(BaseModel):
     output_schema: dict[str, Any] | None = Field(
         default=None, description="JSON Schema the json answer must validate against."
     )
-
-
-def json_response(content: Any, status_code: int = 200) -> Response:
-    """A JSON response serialised with orjson (several times faster than the default)."""
-    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
 # The body is parsed by pydantic straight from bytes (no dependency injection, no stdlib json):

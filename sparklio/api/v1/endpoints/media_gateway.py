@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import FileResponse, Response
 
 from sparklio.api.deps import MediaGatewayDep
-from sparklio.api.v1.endpoints.llm_gateway import HEALTH_TIMEOUT, json_response
+from sparklio.api.responses import HEALTH_TIMEOUT, json_response
 from sparklio.exceptions import SparklioError
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.llm.routing import NAME_PATTERN

@@ -8,7 +8,7 @@ from typing import Annotated, Any, get_args
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from sparklio.api.v1.endpoints.llm_gateway import json_response
+from sparklio.api.responses import json_response
 from sparklio.exceptions import InvalidRequestError
 from sparklio.services.usage import GroupBy, usage_report
 
