@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sparklio.api.deps import services_of
 from sparklio.api.responses import error_response, too_large_message
 from sparklio.db.errors import is_outage, outage_error
 from sparklio.exceptions import (
@@ -119,7 +120,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         details = [{"field": "body", "problem": "not valid JSON", "type": "json_invalid"}]
         return _error(request, 422, "invalid_request", message, details)
     if exc.status_code == 413:
-        message = too_large_message(request.app.state.settings.max_request_bytes)
+        message = too_large_message(services_of(request.app).settings.max_request_bytes)
     elif exc.status_code == 404:
         message = f"No such endpoint: {request.method} {request.url.path}. See /docs."
     elif exc.status_code == 405:

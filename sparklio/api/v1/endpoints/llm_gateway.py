@@ -14,7 +14,6 @@ from sparklio.api.deps import GatewayDep
 from sparklio.api.responses import HEALTH_TIMEOUT, json_response
 from sparklio.exceptions import SparklioError
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
-from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.options import OPTIONS_SCHEMA
 from sparklio.services.llm.providers.base import LLMProviderResponse, ProviderHealth
 from sparklio.services.llm.routing import NAME_PATTERN
@@ -90,7 +89,7 @@ def _check_floats(body: GenerateRequest) -> None:
         504: {"description": "The provider did not answer in time."},
     },
 )
-async def generate(request: Request) -> Response:
+async def generate(request: Request, gateway: GatewayDep) -> Response:
     """Route, prompt and call a model; the answer's `meta` says how it was made."""
     raw = await request.body()
     try:
@@ -99,7 +98,6 @@ async def generate(request: Request) -> Response:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     if may_hold_nonfinite(raw):  # pydantic reads NaN and 1e999; JSON cannot write them back
         await asyncio.to_thread(_check_floats, body)  # a walk of up to a megabyte: off the loop
-    gateway: LLMGateway = request.app.state.gateway
     response = await gateway.generate(
         body.role,
         body.task,
