@@ -52,7 +52,7 @@ async def main(rounds: int, max_tokens: int) -> None:
             _env_file=None, generator_mode="live", llm_routing_file=routes, log_level="warning"
         )
         app = create_app(settings)
-        gateway = app.state.gateway
+        gateway = app.state.services.gateway
         provider = gateway.endpoints.get("llamacpp").provider
         entry = provider.catalogue[MODEL]
         threads = settings.llamacpp_threads or os.cpu_count() or 1
@@ -64,7 +64,7 @@ async def main(rounds: int, max_tokens: int) -> None:
                        n_threads=threads, verbose=False)  # fmt: skip
         transport = httpx.ASGITransport(app=app)
         client = LLMGatewayClient(base_url="http://gateway", transport=transport, timeout=600,
-                                  api_key=await app.state.auth.local_token())  # fmt: skip
+                                  api_key=await app.state.services.auth.local_token())  # fmt: skip
 
         def call_direct() -> tuple[int, float]:
             direct.reset()

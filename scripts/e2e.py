@@ -39,11 +39,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sparklio.agents.base import AgentError, StepRecord
-from sparklio.agents.pipeline import BriefError, BriefFile, Campaign, load_brief, run_campaign
+from sparklio.agents.base import StepRecord
+from sparklio.agents.pipeline import BriefFile, Campaign, load_brief, run_campaign
 from sparklio.agents.report import collect_images, write_report
 from sparklio.core.config import load_settings
-from sparklio.exceptions import GatewayError
+from sparklio.exceptions import AgentError, BriefError, GatewayError
 from sparklio.services.auth import local_token_for
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient

@@ -14,12 +14,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from sparklio.exceptions import (
+    AgentError,
+    BriefError,
     ConfigError,
     DatabaseUnavailableError,
     ForbiddenError,
     GatewayConnectionError,
     GatewayError,
     GatewayResponseError,
+    InvalidMediaError,
     InvalidRequestError,
     NotFoundError,
     OutputValidationError,
@@ -60,12 +63,15 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AgentError",
+    "BriefError",
     "ConfigError",
     "DatabaseUnavailableError",
     "ForbiddenError",
     "GatewayConnectionError",
     "GatewayError",
     "GatewayResponseError",
+    "InvalidMediaError",
     "InvalidRequestError",
     "LLMGatewayClient",
     "MediaGatewayClient",

@@ -97,6 +97,7 @@ def serve(
 ) -> None:
     """Serve the gateway's HTTP API (docs at /docs)."""
     from sparklio import serving
+    from sparklio.api.deps import services_of
     from sparklio.main import create_app
 
     settings = _settings()
@@ -107,7 +108,7 @@ def serve(
         api = create_app(settings, migrate_in_child=True)
     except ConfigError as exc:
         _fail(str(exc), 2)
-    mode = api.state.gateway.router.mode
+    mode = services_of(api).gateway.router.mode
     found = member_key(settings)
     # this line goes to stderr: the server's log when not on a terminal
     key = shown_key(*found, on_terminal=sys.stderr.isatty()) if found else None
@@ -289,11 +290,12 @@ async def gateway_connection(url: str | None) -> AsyncIterator[dict[str, Any]]:
     if url is not None:
         yield {"base_url": url}
         return
+    from sparklio.api.deps import services_of
     from sparklio.main import close_app, create_app
 
     api = create_app(_settings())
     try:
-        key = await api.state.auth.local_token()
+        key = await services_of(api).auth.local_token()
         yield {"base_url": "http://sparklio.local", "api_key": key,
                "transport": httpx.ASGITransport(app=api)}  # fmt: skip
     finally:  # no lifespan runs in-process: close the providers and the database here

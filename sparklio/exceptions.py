@@ -3,9 +3,12 @@
 ```
 SparklioError                        anything Sparklio raises on purpose
 ├── ConfigError                      bad settings, routing file or prompt folder (at start)
+│   └── ProviderUnavailableError     (services.providers) no such provider, or not installed
+├── AgentError                       a pipeline step failed; has .step and the gateway's .error
 └── GatewayError                     a gateway call failed; has .status, .message, .request_id
     ├── InvalidRequestError          422  the request is malformed (field, JSON, schema)
-    │   └── PayloadTooLargeError     413  the body is over MAX_REQUEST_BYTES
+    │   ├── PayloadTooLargeError     413  the body is over MAX_REQUEST_BYTES
+    │   └── BriefError               (CLI, agents) the brief cannot be read
     ├── UnauthorizedError            401  no credentials, or ones that are not valid
     ├── ForbiddenError               403  valid credentials that may not do this (revoked, inactive)
     ├── TooManyRequestsError         429  slow down (e.g. failed logins); has .retry_after
@@ -17,12 +20,15 @@ SparklioError                        anything Sparklio raises on purpose
     ├── GatewayResponseError         502  (client side) the answer is not the gateway's JSON
     └── ProviderError                502  the provider failed; has .provider, .model
         ├── OutputValidationError    502  the answer does not match the output schema
+        ├── InvalidMediaError        502  a media provider's output is not an image we store
         └── UpstreamTimeoutError     504  the provider did not answer in time
 ```
 
 The HTTP API maps each class to its status code and an error body
-`{"error": {"type", "message", "details"}, "request_id"}`; `LLMGatewayClient` turns that
-body back into the same class, so callers catch the same exceptions in-process and over HTTP.
+`{"error": {"type", "message", "details"}, "request_id"}`, written by `error_body` alone;
+`LLMGatewayClient` turns that body back into the same class, so callers catch the same
+exceptions in-process and over HTTP. An exception Sparklio defines outside this tree is
+internal control flow that never reaches a user (tests/test_error_tree.py lists them).
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AgentError",
+    "BriefError",
     "ConfigError",
     "DatabaseUnavailableError",
     "ForbiddenError",
     "GatewayConnectionError",
     "GatewayError",
     "GatewayResponseError",
+    "InvalidMediaError",
     "InvalidRequestError",
     "NotFoundError",
     "OutputValidationError",
@@ -47,8 +56,20 @@ __all__ = [
     "TooManyRequestsError",
     "UnauthorizedError",
     "UpstreamTimeoutError",
+    "error_body",
     "error_class_for",
 ]
+
+
+def error_body(
+    error_type: str, message: str, details: Any = None, request_id: str | None = None
+) -> dict[str, Any]:
+    """The body of every error answer, `{"error": {"type", "message", "details"},
+    "request_id"}`; `details` is left out when there are none."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error, "request_id": request_id}
 
 
 class SparklioError(Exception):
@@ -82,13 +103,19 @@ class GatewayError(SparklioError):
 
     def to_body(self) -> dict[str, Any]:
         """The JSON error body the HTTP API sends."""
-        error: dict[str, Any] = {"type": self.type, "message": self.message}
-        if self.details is not None:
-            error["details"] = self.details
-        return {"error": error, "request_id": self.request_id}
+        return error_body(self.type, self.message, self.details, self.request_id)
 
     def __str__(self) -> str:
         return self.message
+
+
+class AgentError(SparklioError):
+    """A pipeline step failed; says which step, and the gateway's error."""
+
+    def __init__(self, step: str, error: GatewayError) -> None:
+        super().__init__(f"step {step} failed: {error.type} ({error.status}): {error.message}")
+        self.step = step
+        self.error = error
 
 
 class InvalidRequestError(GatewayError):
@@ -96,6 +123,11 @@ class InvalidRequestError(GatewayError):
 
     status = 422
     type = "invalid_request"
+
+
+class BriefError(InvalidRequestError):
+    """A campaign brief that cannot be read (no such file, empty, not YAML or JSON, wrong
+    keys); the message says why."""
 
 
 class PayloadTooLargeError(InvalidRequestError):
@@ -214,6 +246,16 @@ class OutputValidationError(ProviderError):
     type = "output_invalid"
 
 
+class InvalidMediaError(ProviderError):
+    """A media provider's output is not an image the asset store keeps (PNG, JPEG, WebP or
+    GIF): not an image at all, or one of another type."""
+
+    type = "media_invalid"
+
+    def __init__(self, message: str, *, outcome: str = "invalid_image", **kwargs: Any) -> None:
+        super().__init__(message, outcome=outcome, **kwargs)
+
+
 class UpstreamTimeoutError(ProviderError):
     """The provider did not answer within its timeout."""
 
@@ -237,6 +279,7 @@ _BY_TYPE: dict[str, type[GatewayError]] = {
         GatewayConnectionError,
         ProviderError,
         OutputValidationError,
+        InvalidMediaError,
         UpstreamTimeoutError,
     )
 }

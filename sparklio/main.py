@@ -11,6 +11,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from sparklio import __version__
+from sparklio.api.deps import install_services, services_of
 from sparklio.api.errors import install_error_handlers
 from sparklio.api.middleware import RequestContextMiddleware
 from sparklio.api.openapi import install_openapi
@@ -29,6 +30,7 @@ from sparklio.db.engine import (
 from sparklio.db.monitor import DatabaseMonitor
 from sparklio.services.auth import AuthService
 from sparklio.services.calllog import CallLog
+from sparklio.services.container import Services
 from sparklio.services.gateway.routing import load_routing_file, routing_path
 from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.providers.registry import ProviderRegistry
@@ -94,14 +96,8 @@ def create_app(
         summary="The one door every model call of the Sparklio studio goes through.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.gateway = gateway
-    app.state.media = media
-    app.state.db_engine = engine
-    app.state.db_sessions = db
-    app.state.auth = auth
-    app.state.call_log = call_log
-    app.state.db_monitor = monitor
+    services = Services(settings, gateway, media, engine, db, auth, call_log, monitor)
+    install_services(app, services)  # what endpoints reach through api.deps
     install_error_handlers(app)
     install_openapi(app)  # the security scheme, every error status and the real error body
     app.add_middleware(
@@ -122,14 +118,14 @@ async def close_app(app: FastAPI) -> None:
     Every step runs even when one before it fails (the error is raised at the end): an engine
     left undisposed keeps its pooled connections until the garbage collector finds them, and
     aiosqlite's then warn "deleted before being closed" in whatever runs at that moment."""
-    state = app.state
+    services = services_of(app)
     async with contextlib.AsyncExitStack() as stack:  # runs the callbacks last-in first
-        stack.push_async_callback(dispose, state.db_engine)  # once its connections are back
-        stack.push_async_callback(state.db_monitor.aclose)
+        stack.push_async_callback(dispose, services.db_engine)  # once its connections are back
+        stack.push_async_callback(services.db_monitor.aclose)
         # writes what is buffered, or spills it to its file; before the engine goes
-        stack.push_async_callback(state.call_log.aclose)
-        stack.push_async_callback(state.gateway.aclose)
-        stack.push_async_callback(state.media.aclose)  # its jobs' last saves use the engine
+        stack.push_async_callback(services.call_log.aclose)
+        stack.push_async_callback(services.gateway.aclose)
+        stack.push_async_callback(services.media.aclose)  # its jobs' last saves use the engine
 
 
 def _database_monitor(

@@ -76,9 +76,19 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     await close_app(app)
 
 
+def provide(app: FastAPI, dependency: Callable[..., Any], value: Any) -> None:
+    """Make `dependency` (a getter of sparklio.api.deps) hand `value` to `app`'s endpoints:
+    for a small app that holds only some of what create_app builds."""
+
+    async def provided() -> Any:
+        return value
+
+    app.dependency_overrides[dependency] = provided
+
+
 async def token_for(app: FastAPI) -> str:
     """A login token for the app's local user: what an in-process CLI run uses."""
-    token: str = await app.state.auth.local_token()
+    token: str = await app.state.services.auth.local_token()
     return token
 
 

@@ -35,7 +35,7 @@ def client(app: FastAPI, key: str | None = None) -> httpx.AsyncClient:
 
 
 async def test_keys_guard_the_gateway(app: FastAPI) -> None:
-    [admin, member] = await app.state.auth.ensure_test_users()  # what make run does
+    [admin, member] = await app.state.services.auth.ensure_test_users()  # what make run does
     async with client(app) as anonymous:
         for path in ("/api/v1/llm/generate", "/api/v1/media/generate"):
             refused = await anonymous.post(path, json=CALL)
@@ -58,7 +58,7 @@ async def test_keys_guard_the_gateway(app: FastAPI) -> None:
 
 
 async def test_a_thousand_calls_are_all_counted_by_role(app: FastAPI) -> None:
-    [admin, _] = await app.state.auth.ensure_test_users()
+    [admin, _] = await app.state.services.auth.ensure_test_users()
     async with client(app, admin.api_key) as http:
         roles = ["copywriter", "brief", "reviewer", "strategist"]
         tasks = {"copywriter": "channel_copy", "brief": "analyze", "reviewer": "review",
@@ -73,7 +73,7 @@ async def test_a_thousand_calls_are_all_counted_by_role(app: FastAPI) -> None:
         failed = await http.post("/api/v1/llm/generate",
                                  json={**CALL, "output_schema": {"type": "objekt"}})  # fmt: skip
         assert failed.status_code == 422  # a failed call: counted as an error
-        await app.state.call_log.flush()
+        await app.state.services.call_log.flush()
         usage = (await http.get("/api/v1/usage?group_by=role")).json()
     counts = {g["key"]: g["calls"] for g in usage["groups"]}
     assert counts == {"copywriter": 251, "brief": 250, "reviewer": 250, "strategist": 250}
@@ -92,10 +92,10 @@ async def test_a_database_outage_costs_no_call_and_no_record(
     migrate(url)
     app = create_app(make_settings(database_url=url, sparklio_home=tmp_path / "home"))
     try:
-        [admin, _] = await app.state.auth.ensure_test_users()
+        [admin, _] = await app.state.services.auth.ensure_test_users()
         async with client(app, admin.api_key) as http:
             before = [await http.post("/api/v1/llm/generate", json=CALL) for _ in range(20)]
-            await app.state.call_log.flush()
+            await app.state.services.call_log.flush()
             postgres.stop()
             try:
                 during = [await http.post("/api/v1/llm/generate", json=CALL) for _ in range(30)]
@@ -105,9 +105,9 @@ async def test_a_database_outage_costs_no_call_and_no_record(
                 postgres.start()
             for _ in range(100):  # the writer's back-off is at most 10 s
                 await asyncio.sleep(0.2)
-                if app.state.call_log.stats()["spilled"] == 0:
+                if app.state.services.call_log.stats()["spilled"] == 0:
                     break
-            await app.state.call_log.flush()
+            await app.state.services.call_log.flush()
             usage = (await http.get("/api/v1/usage")).json()
     finally:
         await close_app(app)

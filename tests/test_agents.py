@@ -13,11 +13,10 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from sparklio.agents import brand_agent, brief_agent, strategist_agent, vision_generator_agent
-from sparklio.agents.base import AgentError
 from sparklio.agents.copywriter_agent import LIMITS, ChannelCopy, copy_schema
 from sparklio.agents.pipeline import Campaign, load_brief, run_campaign
 from sparklio.agents.reviewer_agent import ModelReview, check_copy
-from sparklio.exceptions import ProviderError
+from sparklio.exceptions import AgentError, ProviderError
 from sparklio.main import close_app, create_app
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient

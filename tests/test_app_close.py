@@ -20,13 +20,13 @@ async def test_closing_while_a_query_waits_leaves_no_connection_behind(tmp_path:
     path = tmp_path / "sparklio.db"
     app = create_app(make_settings(sparklio_home=tmp_path / "home",
                                    database_url=f"sqlite+aiosqlite:///{path}"))  # fmt: skip
-    engine = app.state.db_engine
-    await app.state.auth.local_token()  # the app has used (and pooled) a connection
+    engine = app.state.services.db_engine
+    await app.state.services.auth.local_token()  # the app has used (and pooled) a connection
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
         writing = asyncio.create_task(
-            app.state.auth.create_user("late@example.com", "a long password")
+            app.state.services.auth.create_user("late@example.com", "a long password")
         )
         while engine.pool.checkedout() == 0:  # the insert has its connection and waits
             assert not writing.done(), writing.exception()

@@ -230,3 +230,56 @@ def test_relative_imports_resolve_from_modules_and_packages() -> None:
     up_two = sparklio_imports("sparklio.wire.llm", Module("from ..db import models"))
     assert from_module == from_package == {"sparklio.wire.media", "sparklio.wire.media.X"}
     assert up_two == {"sparklio.db", "sparklio.db.models"}
+
+
+#: Still reads the old names through AppState's read-through (the lead moves it to the
+#: services object with the CLI's in-process helper).
+
+
+def app_state_reads(path: Path) -> list[str]:
+    """Each `<x>.state.<name>` in the code, `request.state` (the request's own) aside."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "state"
+            and not (isinstance(node.value.value, ast.Name) and node.value.value.id == "request")
+        ):
+            found.append(ast.unparse(node))
+    return found
+
+
+def test_only_the_dependencies_read_the_app_state() -> None:
+    """Endpoints, dependencies and handlers reach what create_app built through the aliases
+    and `services_of` of sparklio.api.deps, never through `app.state` themselves."""
+    hits = sorted(
+        f"{path.relative_to(ROOT)}: {read}"
+        for path in (ROOT / "sparklio").rglob("*.py")
+        for read in app_state_reads(path)
+    )
+    # install_services stores it, services_of reads it
+    assert hits == ["sparklio/api/deps.py: app.state.services"] * 2
+
+
+def test_the_app_state_check_itself_sees_a_read(tmp_path: Path) -> None:
+    code = tmp_path / "endpoint.py"
+    code.write_text("gw = request.app.state.gateway\nid = request.state.request_id\n")
+    assert app_state_reads(code) == ["request.app.state.gateway"]
+
+
+def test_api_modules_import_no_helpers_from_each_other() -> None:
+    """Endpoint modules take shared helpers from the modules whose job they are."""
+    allowed = ("sparklio.api.deps", "sparklio.api.auth", "sparklio.api.responses",
+               "sparklio.api.errors")  # fmt: skip
+    endpoints = sorted((ROOT / "sparklio" / "api" / "v1" / "endpoints").glob("*.py"))
+    assert len(endpoints) >= 5
+    problems = [
+        f"{path.name} imports {name}"
+        for path in endpoints
+        for name in imports(path)
+        if name.startswith("sparklio.api") and not name.startswith(allowed)
+    ]
+    problems += [f"errors.py imports {name}" for name in imports(ROOT / "sparklio/api/errors.py")
+                 if name == "sparklio.api.middleware"]  # fmt: skip
+    assert problems == []

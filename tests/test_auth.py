@@ -28,6 +28,7 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sparklio.api.auth import AdminDep, PrincipalDep
+from sparklio.api.deps import get_auth, get_settings
 from sparklio.api.errors import install_error_handlers
 from sparklio.api.v1.endpoints import auth as auth_endpoints
 from sparklio.core.config import Settings
@@ -35,7 +36,7 @@ from sparklio.db.engine import make_engine, migrate, sessions
 from sparklio.db.models import ApiKey, User
 from sparklio.exceptions import InvalidRequestError
 from sparklio.services.auth import AuthService
-from tests.conftest import make_settings
+from tests.conftest import make_settings, provide
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 #: argon2id with small parameters: the same code path, a fraction of a millisecond a hash
@@ -94,8 +95,8 @@ def service(engine: AsyncEngine, settings: Settings) -> AuthService:
 def make_app(service: AuthService) -> FastAPI:
     """What create_app wires, and a protected route or two."""
     app = FastAPI()
-    app.state.settings = service.settings
-    app.state.auth = service
+    provide(app, get_settings, service.settings)
+    provide(app, get_auth, service)
     install_error_handlers(app)
     app.include_router(auth_endpoints.router, prefix="/api/v1")
 

@@ -69,7 +69,7 @@ async def running(app: FastAPI, token: str | None = None) -> AsyncIterator[httpx
     """The app with its lifespan (start and shutdown), and a client on it."""
     async with app.router.lifespan_context(app):
         if token is None:
-            token = await app.state.auth.local_token()
+            token = await app.state.services.auth.local_token()
         transport = httpx.ASGITransport(app=app)
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://gw",
@@ -141,7 +141,7 @@ async def test_health_never_waits_on_a_database_that_hangs(tmp_path: Path) -> No
     app = create_app(settings_for(tmp_path, url), migrate_db=False)
     try:
         async with running(
-            app, app.state.auth.issue_token("u" * 32, "member").access_token
+            app, app.state.services.auth.issue_token("u" * 32, "member").access_token
         ) as http:
             slowest = 0.0
             for _ in range(20):
@@ -176,7 +176,7 @@ async def test_the_gateway_starts_while_the_database_is_down_and_migrates_once_i
     await stopped(postgres)
     try:
         app = create_app(settings_for(tmp_path, url))  # used to raise ConfigError here
-        token = app.state.auth.issue_token("a" * 32, "member").access_token
+        token = app.state.services.auth.issue_token("a" * 32, "member").access_token
         async with running(app, token) as http:
             body = await until(lambda: _database_down(http), "the first probe")
             assert body["database"]["migrations"] == "pending"
@@ -498,7 +498,7 @@ async def test_only_a_served_app_marks_leftover_jobs_interrupted(tmp_path: Path)
     first = create_app(settings)
     job = MediaJob(job_id="2" * 32, status="running", started_at=1.0,
                    request={"role": "r", "task": "t", "prompt": "p"})  # fmt: skip
-    await first.state.media.jobs.save(job)  # as a running server has it
+    await first.state.services.media.jobs.save(job)  # as a running server has it
     await close_app(first)
     url = f"/api/v1/media/jobs/{job.job_id}"
 

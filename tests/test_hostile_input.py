@@ -152,7 +152,7 @@ async def test_media_options_beyond_64_bits_are_a_422_and_no_job_is_made(
     response = await http.post("/api/v1/media/generate", json={**IMAGE, "options": {"n": HUGE}})
     assert response.status_code == 422, response.text
     assert error_of(response)["message"].startswith("options.n: integer ")
-    assert app.state.media.jobs.active() == []
+    assert app.state.services.media.jobs.active() == []
 
 
 @pytest.mark.parametrize(
@@ -180,7 +180,7 @@ async def test_usage_through_the_last_day_there_is_counts_todays_calls(
     http: httpx.AsyncClient, app: FastAPI
 ) -> None:
     assert (await http.post("/api/v1/llm/generate", json=CALL)).status_code == 200
-    await app.state.call_log.flush()
+    await app.state.services.call_log.flush()
     response = await http.get("/api/v1/usage?from=2000-01-01&to=9999-12-31")
     assert response.status_code == 200, response.text
     assert response.json()["total"]["calls"] == 1

@@ -118,7 +118,7 @@ async def test_a_timed_out_generation_stops_and_frees_the_model(tmp_path: Path) 
         timed_out = await http.post("/api/v1/llm/generate", json=long)
         # wait until the model's one worker thread is idle: a generation that went on would
         # hold it until its 2,000th token
-        provider = app.state.gateway.endpoints.get("llamacpp").provider
+        provider = app.state.services.gateway.endpoints.get("llamacpp").provider
         loaded = provider._loaded["smollm2-135m-instruct"]
         await asyncio.get_running_loop().run_in_executor(loaded.executor, lambda: None)
         filled = loaded.llama.n_tokens  # the context the stopped generation left behind

@@ -124,10 +124,10 @@ async def test_a_job_cut_off_by_a_restart_reports_failed(tmp_path: Path) -> None
     first = create_app(settings)
     job = MediaJob(job_id="1" * 32, status="running", started_at=1.0,
                    request={"role": "r", "task": "t", "prompt": "p"})  # fmt: skip
-    await first.state.media.jobs.save(job)  # as the job stood when the process died
+    await first.state.services.media.jobs.save(job)  # as the job stood when the process died
     await close_app(first)
     second = create_app(settings)
-    assert await second.state.media.jobs.recover() == 1  # what the server does at start
+    assert await second.state.services.media.jobs.recover() == 1  # what the server does at start
     async with await client_for(second, "http://gw") as http:
         body = (await http.get(f"/api/v1/media/jobs/{'1' * 32}")).json()
     await close_app(second)

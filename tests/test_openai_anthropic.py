@@ -269,7 +269,7 @@ async def test_openai_key_for_api_openai_com_is_refused_by_the_spend_guard(
     # conftest sets ALLOW_REMOTE_CALLS=false; the key makes the provider available
     async with live_gateway(tmp_path, OPENAI_ROUTES, openai_api_key="sk-real") as (app, http):
         response = await http.post(GENERATE, json=CALL)
-        provider = app.state.gateway.endpoints.get("openai").provider
+        provider = app.state.services.gateway.endpoints.get("openai").provider
         # no connection was opened: the guard runs before the HTTP session is even made
         assert provider._session is None
     error = error_of(response, 502)

@@ -40,7 +40,7 @@ async def test_requests_that_need_the_database_are_a_503_while_it_is_down(
     migrate(url)
     app = create_app(make_settings(database_url=url, sparklio_home=tmp_path / "home"))
     try:
-        [admin, member] = await app.state.auth.ensure_test_users()
+        [admin, member] = await app.state.services.auth.ensure_test_users()
         headers = {"Authorization": f"Bearer {admin.api_key}"}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://gw", headers=headers) as http:  # fmt: skip

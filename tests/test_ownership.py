@@ -44,8 +44,8 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
 
 async def client_of(app: FastAPI, email: str, role: str = "member") -> httpx.AsyncClient:
     """A client with a fresh user's own API key."""
-    user = await app.state.auth.create_user(email, "a long enough password", role)
-    key, _ = await app.state.auth.create_api_key(user.id, "test")
+    user = await app.state.services.auth.create_user(email, "a long enough password", role)
+    key, _ = await app.state.services.auth.create_api_key(user.id, "test")
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
                              headers={"Authorization": f"Bearer {key}"})  # fmt: skip
 
@@ -89,7 +89,7 @@ async def test_a_finished_job_read_from_the_database_is_still_its_makers_alone(
         made = (await ana.post("/api/v1/media/generate?wait=0.2", json=IMAGE)).json()
         job = f"/api/v1/media/jobs/{made['job_id']}"
         assert (await admin.delete(job)).json()["status"] == "cancelled"  # an admin may
-        assert app.state.media.jobs.active() == []  # from now on only its row has it
+        assert app.state.services.media.jobs.active() == []  # from now on only its row has it
         statuses = [(await c.get(job)).status_code for c in (ana, ben, admin)]
         ben_cancel = await ben.delete(job)
     assert statuses == [200, 404, 200]

@@ -154,7 +154,7 @@ async def test_at_most_max_concurrency_calls_reach_ollama_and_all_50_complete(
             calls = [asyncio.create_task(http.post("/api/v1/llm/generate", json=CALL))
                      for _ in range(50)]  # fmt: skip
             # the upstream holds every answer until all 50 calls are in: 2 sent, 48 in line
-            guards = app.state.gateway.endpoints
+            guards = app.state.services.gateway.endpoints
             await until(lambda: guards.snapshot().get("ollama", {}).get("waiting") == 48)
             gate.set()
             responses = await asyncio.gather(*calls)
@@ -177,7 +177,7 @@ async def test_a_full_queue_answers_503_with_retry_after_not_a_hang(tmp_path: Pa
                                 llm_max_queue=8) as (app, http):  # fmt: skip
             calls = [asyncio.create_task(http.post("/api/v1/llm/generate", json=CALL))
                      for _ in range(50)]  # fmt: skip
-            guards = app.state.gateway.endpoints
+            guards = app.state.services.gateway.endpoints
 
             def settled() -> bool:
                 endpoint = guards.snapshot().get("ollama", {"in_flight": 0, "waiting": 0})

@@ -13,10 +13,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert
 
+from sparklio.api.deps import get_sessions
 from sparklio.api.errors import install_error_handlers
 from sparklio.api.v1.endpoints import usage
 from sparklio.db.engine import make_engine, sessions
 from sparklio.db.models import LLMCall
+from tests.conftest import provide
 from tests.pg import db_url, postgres
 
 __all__ = ["db_url", "postgres"]  # fixtures, used by name
@@ -84,7 +86,7 @@ async def http(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with engine.begin() as connection:
         await connection.execute(insert(LLMCall), CALLS)
     app = FastAPI()
-    app.state.db_sessions = sessions(engine)
+    provide(app, get_sessions, sessions(engine))
     install_error_handlers(app)
     app.include_router(usage.router, prefix="/api/v1")
     transport = httpx.ASGITransport(app=app)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from sparklio.exceptions import GatewayError
+from sparklio.exceptions import AgentError, GatewayError
 from sparklio.services.clients.llm_client import LLMGatewayClient
 
 M = TypeVar("M", bound=BaseModel)
@@ -30,15 +30,6 @@ class StepRecord(BaseModel):
     attempts: list[dict[str, Any]] = Field(default_factory=list)
     fallback: bool = False
     repaired: bool = False
-
-
-class AgentError(Exception):
-    """A pipeline step failed; says which step, and the gateway's error."""
-
-    def __init__(self, step: str, error: GatewayError) -> None:
-        super().__init__(f"step {step} failed: {error.type} ({error.status}): {error.message}")
-        self.step = step
-        self.error = error
 
 
 async def ask(

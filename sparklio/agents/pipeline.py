@@ -32,6 +32,7 @@ from sparklio.agents.copywriter_agent import ChannelCopy
 from sparklio.agents.reviewer_agent import Review
 from sparklio.agents.strategist_agent import Strategy
 from sparklio.agents.vision_generator_agent import CampaignImage, VisualConcept
+from sparklio.exceptions import BriefError
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
 
@@ -45,10 +46,6 @@ class BriefFile(BaseModel):
     brief: str = Field(min_length=1)
     product_facts: dict[str, Any] = Field(default_factory=dict)
     brand_guide: str | None = None
-
-
-class BriefError(ValueError):
-    """A brief that cannot be read; the message says why."""
 
 
 def load_brief(source: str) -> BriefFile:

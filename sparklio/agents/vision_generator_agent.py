@@ -8,11 +8,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from sparklio.agents.base import AgentError, StepRecord, ask
+from sparklio.agents.base import StepRecord, ask
 from sparklio.agents.brand_agent import BrandProfile
 from sparklio.agents.copywriter_agent import ChannelCopy
 from sparklio.agents.strategist_agent import Strategy
-from sparklio.exceptions import GatewayError
+from sparklio.exceptions import AgentError, GatewayError
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
 

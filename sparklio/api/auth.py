@@ -1,8 +1,8 @@
 """Authentication dependencies: who is calling, from `Authorization: Bearer <key or token>`,
 and from which address (for the login limits).
 
-`create_app` puts one `AuthService` in `app.state.auth`; these hand it and the caller's
-`Principal` to endpoints. Async on purpose (see `sparklio.api.deps`).
+These hand endpoints the caller's `Principal`, checked by the app's one `AuthService`
+(`AuthServiceDep`). Async on purpose (see `sparklio.api.deps`).
 """
 
 from __future__ import annotations
@@ -14,19 +14,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.datastructures import Headers
 
+from sparklio.api.deps import AuthServiceDep, SettingsDep
 from sparklio.exceptions import ForbiddenError
-from sparklio.services.auth import AuthService, Principal
+from sparklio.services.auth import Principal
 
 
-async def get_auth(request: Request) -> AuthService:
-    auth: AuthService = request.app.state.auth
-    return auth
-
-
-async def require_principal(request: Request) -> Principal:
+async def require_principal(request: Request, auth: AuthServiceDep) -> Principal:
     """The caller, or UnauthorizedError (401) / ForbiddenError (403). Also kept in
     `request.state.principal`, for logging and the call log."""
-    auth: AuthService = request.app.state.auth
     principal = await auth.authenticate(request.headers.get("authorization"))
     request.state.principal = principal
     return principal
@@ -43,12 +38,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-async def client_address(request: Request) -> str:
+async def client_address(request: Request, settings: SettingsDep) -> str:
     """The caller's address: the TCP peer, unless the peer is a proxy listed in
     FORWARDED_ALLOW_IPS; then the client its X-Forwarded-For (else Forwarded) header names."""
     peer = request.client.host if request.client else ""
-    allowed = request.app.state.settings.forwarded_allow_ips
-    return forwarded_client(peer, request.headers, allowed) or "unknown"
+    return forwarded_client(peer, request.headers, settings.forwarded_allow_ips) or "unknown"
 
 
 def forwarded_client(peer: str, headers: Headers, allowed: str) -> str:
@@ -122,19 +116,16 @@ def _forwarded_for(headers: Headers) -> list[str]:
     return hops
 
 
-AuthServiceDep = Annotated[AuthService, Depends(get_auth)]
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
 ClientAddressDep = Annotated[str, Depends(client_address)]
 
 __all__ = [
     "AdminDep",
-    "AuthServiceDep",
     "ClientAddressDep",
     "PrincipalDep",
     "client_address",
     "forwarded_client",
-    "get_auth",
     "require_admin",
     "require_principal",
 ]

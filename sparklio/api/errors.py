@@ -7,12 +7,10 @@ and answered with a 500 that names that id.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,7 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sparklio.api.middleware import too_large_message
+from sparklio.api.deps import services_of
+from sparklio.api.responses import error_response, too_large_message
 from sparklio.db.errors import is_outage, outage_error
 from sparklio.exceptions import (
     DatabaseUnavailableError,
@@ -51,7 +50,7 @@ _HTTP_TYPES = {
 }
 
 
-def error_response(
+def _error(
     request: Request,
     status: int,
     error_type: str,
@@ -59,21 +58,9 @@ def error_response(
     details: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """The JSON error body every failure uses."""
-    error: dict[str, Any] = {"type": error_type, "message": message}
-    if details is not None:
-        error["details"] = details
-    body = {"error": error, "request_id": getattr(request.state, "request_id", None)}
-    try:
-        content = orjson.dumps(body, default=str)
-    except TypeError:  # a message quoting input orjson refuses (a lone surrogate, a huge int)
-        content = json.dumps(body, default=str).encode()  # ASCII, with \u escapes
-    return Response(
-        content,
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+    """The JSON error answer every failure uses, with the request's id."""
+    request_id = getattr(request.state, "request_id", None)
+    return error_response(request_id, status, error_type, message, details, headers)
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -102,7 +89,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         for e in errors
     ]
     message = "Invalid request: " + "; ".join(problems) + ". See /docs for the request schema."
-    return error_response(request, 422, "invalid_request", message, details)
+    return _error(request, 422, "invalid_request", message, details)
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -118,7 +105,7 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, UnauthorizedError):
         headers = {"WWW-Authenticate": "Bearer"}
     error = exc.to_body()["error"]
-    return error_response(
+    return _error(
         request, exc.status, error["type"], error["message"], error.get("details"), headers
     )
 
@@ -131,9 +118,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         reason = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
         message = f"Invalid request: the body is not valid JSON text{reason}. Send UTF-8 JSON."
         details = [{"field": "body", "problem": "not valid JSON", "type": "json_invalid"}]
-        return error_response(request, 422, "invalid_request", message, details)
+        return _error(request, 422, "invalid_request", message, details)
     if exc.status_code == 413:
-        message = too_large_message(request.app.state.settings.max_request_bytes)
+        message = too_large_message(services_of(request.app).settings.max_request_bytes)
     elif exc.status_code == 404:
         message = f"No such endpoint: {request.method} {request.url.path}. See /docs."
     elif exc.status_code == 405:
@@ -141,7 +128,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc.detail)
     error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
-    return error_response(request, exc.status_code, error_type, message, headers=exc.headers)
+    return _error(request, exc.status_code, error_type, message, headers=exc.headers)
 
 
 def database_outage(exc: BaseException) -> bool:
@@ -172,7 +159,7 @@ def _outage_response(request: Request, exc: BaseException) -> Response:
                 request_id, type(exc).__name__, exc)  # fmt: skip
     error = outage_error(exc)
     headers = {"Retry-After": str(DATABASE_RETRY_AFTER)}
-    return error_response(request, error.status, error.type, error.message, headers=headers)
+    return _error(request, error.status, error.type, error.message, headers=headers)
 
 
 def _internal_error(request: Request, exc: BaseException) -> Response:
@@ -180,7 +167,7 @@ def _internal_error(request: Request, exc: BaseException) -> Response:
     log.error(
         "unexpected error on %s %s [%s]", request.method, request.url.path, request_id, exc_info=exc
     )
-    return error_response(
+    return _error(
         request,
         500,
         "internal_error",

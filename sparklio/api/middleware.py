@@ -7,19 +7,14 @@ import asyncio
 import os
 import re
 
-import orjson
 from fastapi import HTTPException  # FastAPI re-raises its own kind while reading a body
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sparklio.api.responses import error_response, too_large_message
+from sparklio.exceptions import PayloadTooLargeError
+
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_ID = re.compile(rb"^[\w.:-]{1,128}$")
-
-
-def too_large_message(limit: int) -> str:
-    return (
-        f"The request body is larger than the gateway accepts ({limit} bytes, "
-        "MAX_REQUEST_BYTES). Send a smaller payload, or raise MAX_REQUEST_BYTES."
-    )
 
 
 def body_deadline(receive: Receive, timeout: float) -> Receive:
@@ -85,31 +80,15 @@ class RequestContextMiddleware:
             await send(message)
 
         if length > self.max_body_size:
-            await self._too_large(request_id, send_with_id)
+            response = error_response(
+                request_id.decode(),
+                PayloadTooLargeError.status,
+                PayloadTooLargeError.type,
+                too_large_message(self.max_body_size),
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send_with_id)
             return
         if length or chunked:
             receive = body_deadline(receive, self.body_timeout)
         await self.app(scope, receive, send_with_id)
-
-    async def _too_large(self, request_id: bytes, send: Send) -> None:
-        body = orjson.dumps(
-            {
-                "error": {
-                    "type": "payload_too_large",
-                    "message": too_large_message(self.max_body_size),
-                },
-                "request_id": request_id.decode(),
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

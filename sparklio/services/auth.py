@@ -1,7 +1,8 @@
 """Who is calling, and may they: users, passwords, API keys and tokens.
 
-`AuthService` is built once per app (the lead wires it into `app.state.auth`) and keeps all of
-its state on the instance: the principal cache, the failed-login windows and the JWT secret.
+`AuthService` is built once per app (`create_app` keeps it in the app's `Services`) and keeps
+all of its state on the instance: the principal cache, the failed-login windows and the JWT
+secret.
 
 - Passwords are hashed with argon2id; hashing and verifying run on a worker thread.
 - API keys are `sk-spk-<random>`; only their sha256 and their first 14 characters are stored.

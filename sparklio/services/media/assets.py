@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from sparklio.core.files import write_private
-from sparklio.exceptions import InvalidRequestError, NotFoundError
+from sparklio.exceptions import InvalidMediaError, InvalidRequestError, NotFoundError
 from sparklio.wire.media import MediaAsset
 
 ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -27,7 +27,9 @@ class AssetStore:
         self.root = root
 
     async def save(self, data: bytes) -> MediaAsset:
-        """Store an image (PNG, JPEG, WebP or GIF) and describe it; off the event loop."""
+        """Store an image (PNG, JPEG, WebP or GIF) and describe it; off the event loop.
+        InvalidMediaError (a ProviderError: the provider's output is at fault) for bytes that
+        are not one."""
         return await asyncio.to_thread(self._save, data)
 
     def _save(self, data: bytes) -> MediaAsset:
@@ -36,9 +38,11 @@ class AssetStore:
                 width, height = image.size
                 mime = Image.MIME.get(image.format or "", "")
         except OSError as exc:
-            raise ValueError(f"not an image: {exc}") from None
+            raise InvalidMediaError(f"not an image: {exc}") from None
         if mime not in EXTENSIONS:
-            raise ValueError(f"unsupported image type {mime or 'unknown'}")
+            raise InvalidMediaError(
+                f"unsupported image type {mime or 'unknown'} (PNG, JPEG, WebP or GIF are kept)"
+            )
         digest = hashlib.sha256(data).hexdigest()
         path = self.root / f"{digest}.{EXTENSIONS[mime]}"
         if not path.exists():

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from sparklio.api.auth import AuthServiceDep, ClientAddressDep, PrincipalDep
+from sparklio.api.auth import ClientAddressDep, PrincipalDep
+from sparklio.api.deps import AuthServiceDep
 from sparklio.db.models import ApiKey
 from sparklio.services.auth import utc
 from sparklio.services.auth_input import text_problem

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
 from sparklio import __version__
-from sparklio.api.deps import GatewayDep
-from sparklio.api.v1.endpoints.llm_gateway import json_response
+from sparklio.api.deps import ServicesDep
+from sparklio.api.responses import json_response
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-async def health(gateway: GatewayDep, request: Request) -> Response:
+async def health(services: ServicesDep) -> Response:
     """Whether the gateway is up, in which generator mode, whether the database answers (as
     of the monitor's last check, at most DB_PROBE_INTERVAL seconds old: this never waits on
     the database), and how the call log keeps up."""
-    state = request.app.state
-    monitor = state.db_monitor
+    gateway, monitor = services.gateway, services.db_monitor
     monitor.start()  # in-process apps run no lifespan: the first /health starts it
     database = monitor.snapshot()
-    call_log = state.call_log.stats()
-    database["media_jobs_unsaved"] = state.media.jobs.unsaved
+    call_log = services.call_log.stats()
+    database["media_jobs_unsaved"] = services.media.jobs.unsaved
     healthy = database["status"] != "down" and call_log["database"] == "ok"
     return json_response(
         {

@@ -5,27 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
 
 from sparklio.api.deps import GatewayDep
+from sparklio.api.responses import HEALTH_TIMEOUT, json_response
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
-from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.options import OPTIONS_SCHEMA
 from sparklio.services.llm.providers.base import LLMProviderResponse
 from sparklio.wire.llm import GenerateRequest
 
 router = APIRouter(prefix="/llm", tags=["llm"])
-
-HEALTH_TIMEOUT = 3.0
-
-
-def json_response(content: Any, status_code: int = 200) -> Response:
-    """A JSON response serialised with orjson (several times faster than the default)."""
-    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
 # The body is parsed by pydantic straight from bytes (no dependency injection, no stdlib json):
@@ -63,7 +55,7 @@ def _check_floats(body: GenerateRequest) -> None:
         504: {"description": "The provider did not answer in time."},
     },
 )
-async def generate(request: Request) -> Response:
+async def generate(request: Request, gateway: GatewayDep) -> Response:
     """Route, prompt and call a model; the answer's `meta` says how it was made."""
     raw = await request.body()
     try:
@@ -72,7 +64,6 @@ async def generate(request: Request) -> Response:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     if may_hold_nonfinite(raw):  # pydantic reads NaN and 1e999; JSON cannot write them back
         await asyncio.to_thread(_check_floats, body)  # a walk of up to a megabyte: off the loop
-    gateway: LLMGateway = request.app.state.gateway
     response = await gateway.generate(
         body.role,
         body.task,

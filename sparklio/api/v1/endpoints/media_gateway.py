@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import FileResponse, Response
 
 from sparklio.api.deps import MediaGatewayDep
-from sparklio.api.v1.endpoints.llm_gateway import HEALTH_TIMEOUT, json_response
+from sparklio.api.responses import HEALTH_TIMEOUT, json_response
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.media.assets import EXTENSIONS
 from sparklio.wire.media import GenerateImageRequest, MediaJob, MediaRequest

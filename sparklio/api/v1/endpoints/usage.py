@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, get_args
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from sparklio.api.v1.endpoints.llm_gateway import json_response
+from sparklio.api.deps import SessionsDep
+from sparklio.api.responses import json_response
 from sparklio.exceptions import InvalidRequestError
 from sparklio.services.usage import GroupBy, usage_report
 
@@ -71,7 +72,7 @@ def parse_when(value: str, name: str, *, end: bool = False) -> datetime:
     },
 )  # fmt: skip
 async def usage(
-    request: Request,
+    sessions: SessionsDep,
     from_: Annotated[
         str | None, Query(alias="from", description=f"Start, inclusive: {_WHEN_HELP}.")
     ] = None,
@@ -98,6 +99,5 @@ async def usage(
         raise InvalidRequestError(
             f"from must be before to (got from={start.isoformat()}, to={end.isoformat()})."
         )
-    report: dict[str, Any] = await usage_report(request.app.state.db_sessions, start, end,
-                                                group_by)  # fmt: skip
+    report: dict[str, Any] = await usage_report(sessions, start, end, group_by)
     return json_response(report)
