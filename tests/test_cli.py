@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sparklio.cli import app
+from tests.fakes import refused_url
 from tests.gateway_process import ROOT, Server
 
 runner = CliRunner()
@@ -25,6 +26,35 @@ def test_routes_shows_the_table() -> None:
     assert result.exit_code == 0, result.output
     assert "mock mode" in result.output
     assert "mock/mock-v1" in result.output
+
+
+def test_routes_shows_the_endpoints_with_health_and_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(
+        f"""version: 1
+providers:
+  ollama-mini: {{kind: ollama, base_url: "{refused_url()}", max_concurrency: 1}}
+modes:
+  live:
+    default:
+      - {{model: "qwen2.5:7b", endpoints: [ollama-mini]}}
+      - {{provider: mock, model: mock-v1}}
+""",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LLM_ROUTING_FILE", str(path))
+    monkeypatch.setenv("GENERATOR_MODE", "live")
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps a narrow table
+    result = runner.invoke(app, ["routes"])
+    assert result.exit_code == 0, result.output
+    assert "ollama-mini/qwen2.5:7b" in result.output and "mock/mock-v1" in result.output
+    [mini] = [line for line in result.output.splitlines() if "│ ollama-mini " in line]
+    assert "ollama" in mini and "down" in mini and "connection refused" in mini
+    assert "closed, 0/1 busy, 0 waiting" in mini
+    [mock] = [line for line in result.output.splitlines() if "│ mock " in line]
+    assert "in-process" in mock and "ok" in mock
 
 
 def test_generate_prints_the_response(tmp_path: Path) -> None:
