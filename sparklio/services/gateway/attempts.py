@@ -66,7 +66,7 @@ class Trail:
         self.attempts.append(entry)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per call, and a frozen __init__ costs more
 class Plan(Generic[C, R]):
     """How a gateway wants one call run."""
 
@@ -154,6 +154,12 @@ class AttemptLoop:
 
     def _pick(self, candidate: C, excluded: set[str], trail: Trail) -> Endpoint[Any]:
         """The least busy endpoint of the candidate that can take a call now."""
+        if candidate.provider is not None and not excluded:  # one endpoint: the common case
+            endpoint = self.endpoints.get(candidate.provider)
+            if endpoint.usable():
+                endpoint.picks += 1
+                return endpoint
+            raise self._skipped(candidate, [endpoint], trail)
         chosen: Endpoint[Any] | None = None
         skipped: list[Endpoint[Any]] = []
         for name in candidate.targets:
