@@ -61,6 +61,7 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
         self.chat_url = f"{self.base_url}/chat/completions"
         key = self.endpoint.api_key
         self.headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        self._unavailable = self._why_unavailable()
         #: the FORMATS each (endpoint, model) turned down, so later calls skip them
         self._refused: dict[tuple[str, str], set[str]] = {}
 
@@ -76,6 +77,10 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
         return "openai"
 
     def unavailable_reason(self) -> str | None:
+        # asked before every attempt: the answer is fixed once the endpoint is built
+        return self._unavailable
+
+    def _why_unavailable(self) -> str | None:
         # local OpenAI-compatible servers usually need no key; api.openai.com always does
         if not self.headers and urlsplit(self.base_url).hostname == "api.openai.com":
             return (
