@@ -57,6 +57,43 @@ class GenerateRequest(BaseModel):
     output_schema: dict[str, Any] | None = Field(
         default=None, description="JSON Schema the json answer must validate against."
     )
+    stream: bool = Field(
+        default=False,
+        description="Answer as text/event-stream: `delta` events as the model writes, then "
+        "one `done` event with the whole response, or an `error` event.",
+    )
 
 
-__all__ = ["NAME_PATTERN", "GenerateRequest", "LLMProviderResponse", "OutputMode"]
+class StreamDelta(BaseModel):
+    """A piece of the answer as the model wrote it (in json mode, raw JSON text)."""
+
+    type: Literal["delta"] = "delta"
+    text: str
+
+
+class StreamDone(BaseModel):
+    """The end of a stream that succeeded: the whole response, as a non-streamed call gives."""
+
+    type: Literal["done"] = "done"
+    response: LLMProviderResponse
+
+
+class StreamFailed(BaseModel):
+    """The end of a stream that broke after it began: what failed, and how."""
+
+    type: Literal["error"] = "error"
+    error: Dict[str, Any]  # noqa: UP006  # {type, message, details: {provider, model, outcome}}
+
+
+StreamEvent = StreamDelta | StreamDone | StreamFailed
+
+__all__ = [
+    "NAME_PATTERN",
+    "GenerateRequest",
+    "LLMProviderResponse",
+    "OutputMode",
+    "StreamDelta",
+    "StreamDone",
+    "StreamEvent",
+    "StreamFailed",
+]

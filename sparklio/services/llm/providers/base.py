@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any, Required, TypedDict
 
 import orjson
@@ -47,6 +47,10 @@ class ProviderOptions(TypedDict, total=False):
     """The caller's data, for providers that build answers from it (the mock)."""
     schema: dict[str, Any]
     """The answer's JSON Schema, in json mode when the caller gave one."""
+    messages: list[dict[str, Any]]
+    """A chat's messages ({role, content}) as the caller sent them (the OpenAI-compatible
+    API): send these instead of one user message holding `prompt` (which is then their text,
+    for providers that can only take one string)."""
     # the caller's or the route's (checked by sparklio.services.llm.options)
     temperature: float
     max_tokens: int
@@ -61,7 +65,7 @@ class ProviderOptions(TypedDict, total=False):
 
 #: The keys only the gateway sets: the routing file picks the model, and the schema and
 #: payload have fields of their own in a request.
-GATEWAY_OPTIONS = frozenset({"model", "payload", "schema"})
+GATEWAY_OPTIONS = frozenset({"model", "payload", "schema", "messages"})
 
 
 def picked(options: ProviderOptions, names: Collection[str]) -> dict[str, Any]:
@@ -125,6 +129,26 @@ class LLMProvider(Provider):
         options: ProviderOptions,
     ) -> LLMProviderResponse:
         """Answer one prompt."""
+
+    async def stream(
+        self,
+        prompt: str,
+        role: str,
+        task: str,
+        mode: OutputMode,
+        options: ProviderOptions,
+    ) -> AsyncIterator[str | LLMProviderResponse]:
+        """Answer one prompt as it is written: text pieces (in json mode, the raw JSON text),
+        then the whole `LLMProviderResponse`, last, exactly as `generate` returns it.
+
+        Raises ProviderError like `generate`, before or after the first piece. This default
+        streams nothing: it yields the whole answer as one piece; a provider whose backend
+        streams overrides it.
+        """
+        response = await self.generate(prompt, role, task, mode, options)
+        output = response.output
+        yield str(output.get("text", "")) if mode == "text" else orjson.dumps(output).decode()
+        yield response
 
     def answer(
         self,
