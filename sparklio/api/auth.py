@@ -14,18 +14,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.datastructures import Headers
 
-from sparklio.api.deps import SettingsDep, services_of
+from sparklio.api.deps import AuthServiceDep, SettingsDep
 from sparklio.exceptions import ForbiddenError
 from sparklio.services.auth import Principal
 
 
-async def require_principal(request: Request) -> Principal:
+async def require_principal(request: Request, auth: AuthServiceDep) -> Principal:
     """The caller, or UnauthorizedError (401) / ForbiddenError (403). Also kept in
-    `request.state.principal`, for logging and the call log.
-
-    It is on every call's path, so it takes the auth service from `services_of` rather than
-    from one more dependency (FastAPI resolves each one per request)."""
-    auth = services_of(request.app).auth
+    `request.state.principal`, for logging and the call log."""
     principal = await auth.authenticate(request.headers.get("authorization"))
     request.state.principal = principal
     return principal
