@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -47,6 +48,9 @@ class Try(Generic[C]):
     candidate: C
     endpoint: Endpoint[Any]
     timeout: float
+    #: with `Plan.hold`: what the attempt holds (its slot on the endpoint), for the result to
+    #: release when it is done with the endpoint (a stream, after its last piece)
+    hold: AsyncExitStack | None = None
 
 
 @dataclass(slots=True)
@@ -86,6 +90,9 @@ class Plan(Generic[C, R]):
     retry_timeouts: bool = True
     #: what a timeout message adds after "did not answer within N s"
     after_timeout: str = ""
+    #: whether a successful attempt keeps its slot on the endpoint: it hands `Try.hold` to
+    #: its result, which closes it (a stream that goes on after the attempt returned)
+    hold: bool = False
     #: called with a failure; True to try the same candidate again at once (a JSON repair)
     again: Callable[[ProviderError], bool] | None = None
 
@@ -210,6 +217,15 @@ class AttemptLoop:
         started = time.perf_counter()
         outcome = "ok"
         try:
+            if plan.hold:
+                stack = AsyncExitStack()
+                try:
+                    async with asyncio.timeout(timeout):
+                        trail.queue_ms += await stack.enter_async_context(limiter.slot())
+                        return await plan.attempt(Try(candidate, endpoint, timeout, stack))
+                except BaseException:
+                    await stack.aclose()
+                    raise
             if plan.queue_in_timeout:
                 async with asyncio.timeout(timeout), limiter.slot() as waited:
                     trail.queue_ms += waited
@@ -237,6 +253,9 @@ class AttemptLoop:
             raise
         except GatewayError:
             outcome = "rejected"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
             raise
         except Exception as exc:  # a provider bug must not become a 500 without a name on it
             outcome = "error"

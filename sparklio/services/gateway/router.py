@@ -77,6 +77,13 @@ class Router(Generic[C]):
             )
         return route
 
+    def candidates(self) -> list[C]:
+        """Every candidate of this mode, in the file's order (repeats included)."""
+        found: list[C] = list(self._routes.default or [])
+        for rule in self._routes.rules:
+            found.extend(rule.candidates)
+        return found
+
     def known_tasks(self) -> list[str]:
         """'role/task' for every rule."""
         return [route.rule for route in self._rules.values()]

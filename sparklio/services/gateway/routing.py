@@ -202,6 +202,10 @@ class RoutingFile(_Strict):
         "calls for anything else get 404.",
     )
     modes: dict[Mode, ModeRoutes[Candidate]]
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Model names for the OpenAI-compatible API: alias -> 'role/task'.",
+    )
     media: MediaRouting | None = None
     prices: dict[str, dict[str, Price]] = Field(
         default_factory=dict,

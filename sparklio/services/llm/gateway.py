@@ -10,10 +10,12 @@ in `meta.attempts`; when all candidates fail, one error says what each did.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,12 +31,15 @@ from sparklio.exceptions import (
     InvalidRequestError,
     OutputValidationError,
     ProviderError,
+    RouteNotFoundError,
     ServiceUnavailableError,
+    UpstreamTimeoutError,
 )
 from sparklio.services.gateway.attempts import AttemptLoop, Plan, Trail, Try
 from sparklio.services.gateway.endpoints import Endpoint, Endpoints
-from sparklio.services.gateway.guard import RetryPolicy
+from sparklio.services.gateway.guard import ENDPOINT_FAILURES, RetryPolicy
 from sparklio.services.gateway.providers import Registry
+from sparklio.services.gateway.router import Route
 from sparklio.services.gateway.routing import NAME_RE, Candidate, RoutingFile
 from sparklio.services.jsonvalues import check_json_value
 from sparklio.services.llm.options import check_options
@@ -48,6 +53,7 @@ from sparklio.services.llm.providers.base import (
 )
 from sparklio.services.llm.router import LLMRouter
 from sparklio.services.llm.schemas import SchemaCache
+from sparklio.wire.llm import StreamDelta, StreamDone, StreamEvent, StreamFailed
 
 log = logging.getLogger("sparklio.gateway")
 
@@ -76,6 +82,23 @@ class _Call:
     prompt: RenderedPrompt | None = None  # rendered once the call is routed
     trail: Trail = field(default_factory=Trail)
     repaired: bool = False
+    #: a chat's messages (the OpenAI-compatible API), sent as they are instead of a template
+    messages: list[dict[str, Any]] | None = None
+    request_id: str = ""
+    user_id: str | None = None
+    started: float = 0.0
+    route: Route[Candidate] | None = None
+
+
+@dataclass(slots=True)
+class _Opened:
+    """A stream whose first piece came: the rest of it, and the slot it holds."""
+
+    first: str | LLMProviderResponse
+    pieces: AsyncIterator[str | LLMProviderResponse]
+    hold: AsyncExitStack
+    endpoint: Endpoint[LLMProvider]
+    candidate: Candidate
 
 
 class LLMGateway:
@@ -140,42 +163,156 @@ class LLMGateway:
         *,
         request_id: str | None = None,
         user_id: str | None = None,
+        messages: list[dict[str, Any]] | None = None,
+        route: Route[Candidate] | None = None,
     ) -> LLMProviderResponse:
-        """Answer one call. Raises a GatewayError subclass that says what went wrong."""
-        started = time.perf_counter()
-        request_id = request_id or uuid.uuid4().hex
+        """Answer one call. Raises a GatewayError subclass that says what went wrong.
+
+        `messages` (with `route`, from `resolve`) is a chat of the OpenAI-compatible API: the
+        messages are the prompt, no template is rendered."""
         call: _Call | None = None
+        started = time.perf_counter()
         try:
-            try:  # compiling a large schema takes up to ~100 ms: fill the cache off the loop
-                large = output_schema is not None and len(orjson.dumps(output_schema)) > 20_000
-            except TypeError:  # an integer past 64 bits: left to the schema check below
-                large = False
-            if large and output_schema is not None:
-                await asyncio.to_thread(self.schemas.validator, output_schema)
-            call = self._prepare(role, task, payload, mode, options, output_schema)
-            route = self.router.route(role, task)
-            call.prompt = self.prompts.render(role, task, call.payload, mode, output_schema)
-            # the start of a call is a debug line: at thousands of calls a second, one INFO
-            # line per call (its end, below) is what a person can follow (bench: -17 % for two)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("→ %s.%s via %s [%s]", role, task, route.candidates[0].label, request_id)
-            response = await self.loop.run(self._plan(route.candidates, call), call.trail)
+            call = await self._start(role, task, payload, mode, options, output_schema,
+                                     request_id, user_id, messages, route, started)  # fmt: skip
+            assert call.route is not None
+            plan = self._plan(call.route.candidates, call)
+            response = await self.loop.run(plan, call.trail)
         except GatewayError as exc:
-            exc.request_id = request_id
-            attempts = call.trail.attempts if call is not None else []
-            if attempts and isinstance(exc, ProviderError | ServiceUnavailableError):
-                exc.details = {**(exc.details or {}), "attempts": attempts}
-            log.info("✗ %s.%s %s: %s [%s]", role, task, exc.type, exc.message, request_id)
-            self._log_call(role, task, request_id, user_id, started, call, None, exc)
-            raise
-        latency_ms = (time.perf_counter() - started) * 1000
-        attempts, prompt = call.trail.attempts, call.prompt
-        assert prompt is not None
+            raise self._failed(role, task, request_id, user_id, started, call, exc) from None
+        return self._finish(call, response)
+
+    async def open_stream(
+        self,
+        role: str,
+        task: str,
+        payload: Mapping[str, Any],
+        mode: OutputMode = "json",
+        options: Mapping[str, Any] | None = None,
+        output_schema: dict[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+        user_id: str | None = None,
+        messages: list[dict[str, Any]] | None = None,
+        route: Route[Candidate] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Start a call whose answer streams. Returns once the first piece came: until then a
+        failure falls back to the next candidate like any call, and when every candidate
+        fails this raises the GatewayError `generate` would. The events are `StreamDelta`s,
+        then one `StreamDone` with the whole response, or a `StreamFailed` naming provider,
+        model and outcome when the stream broke after it began (never a silent end). Closing
+        the iterator early (a client that went away) cancels the upstream call."""
+        call: _Call | None = None
+        started = time.perf_counter()
+        try:
+            call = await self._start(role, task, payload, mode, options, output_schema,
+                                     request_id, user_id, messages, route, started)  # fmt: skip
+            assert call.route is not None
+            plan = self._plan(call.route.candidates, call, stream=True)
+            opened = await self.loop.run(plan, call.trail)
+        except GatewayError as exc:
+            raise self._failed(role, task, request_id, user_id, started, call, exc) from None
+        return self._follow(call, opened)
+
+    def resolve(self, model: str) -> tuple[str, str, Route[Candidate]]:
+        """(role, task, route) for a model name of the OpenAI-compatible API: a route alias
+        of the routing file, `role/task` (routed as the native API routes it, fallbacks and
+        all), or `endpoint/model` when the routing file routes that model to that endpoint.
+        RouteNotFoundError lists what is known."""
+        target = self.routing.aliases.get(model, model)
+        first, sep, rest = target.partition("/")
+        if sep and NAME_RE.match(first) and NAME_RE.match(rest):
+            try:
+                return first, rest, self.router.route(first, rest)
+            except RouteNotFoundError:
+                pass
+        if sep and first in self.endpoints:
+            for candidate in self.router.candidates():
+                if candidate.model == rest and first in candidate.targets:
+                    direct = Candidate(provider=first, model=rest, options=candidate.options)
+                    return "chat", "direct", Route(f"direct:{first}/{rest}", (direct,))
+        known = sorted({*self.routing.aliases, *self.router.known_tasks(), *self.direct_models()})
+        raise RouteNotFoundError(
+            f"Unknown model {model!r}: name a route alias, a role/task, or an endpoint/model "
+            f"the routing file routes. Known: {', '.join(known)}.",
+            details={"model": model, "known": known},
+        )
+
+    def direct_models(self) -> list[str]:
+        """Every `endpoint/model` the routing file routes in this mode."""
+        found = {
+            f"{name}/{candidate.model}"
+            for candidate in self.router.candidates()
+            for name in candidate.targets
+        }
+        return sorted(found)
+
+    async def _start(
+        self,
+        role: str,
+        task: str,
+        payload: Mapping[str, Any],
+        mode: OutputMode,
+        options: Mapping[str, Any] | None,
+        output_schema: dict[str, Any] | None,
+        request_id: str | None,
+        user_id: str | None,
+        messages: list[dict[str, Any]] | None,
+        route: Route[Candidate] | None,
+        started: float,
+    ) -> _Call:
+        """Check the call, route it and render its prompt."""
+        try:  # compiling a large schema takes up to ~100 ms: fill the cache off the loop
+            large = output_schema is not None and len(orjson.dumps(output_schema)) > 20_000
+        except TypeError:  # an integer past 64 bits: left to the schema check below
+            large = False
+        if large and output_schema is not None:
+            await asyncio.to_thread(self.schemas.validator, output_schema)
+        call = self._prepare(role, task, payload, mode, options, output_schema)
+        call.request_id = request_id or uuid.uuid4().hex
+        call.user_id, call.started = user_id, started
+        call.route = route or self.router.route(role, task)
+        if messages is not None:
+            call.messages = messages
+            call.prompt = chat_prompt(messages)
+        else:
+            call.prompt = self.prompts.render(role, task, call.payload, mode, output_schema)
+        # the start of a call is a debug line: at thousands of calls a second, one INFO
+        # line per call (its end) is what a person can follow (bench: -17 % for two)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("→ %s.%s via %s [%s]", role, task, call.route.candidates[0].label,
+                      call.request_id)  # fmt: skip
+        return call
+
+    def _failed(
+        self,
+        role: str,
+        task: str,
+        request_id: str | None,
+        user_id: str | None,
+        started: float,
+        call: _Call | None,
+        exc: GatewayError,
+    ) -> GatewayError:
+        """The error of a call that failed, with its attempts, logged and recorded."""
+        exc.request_id = call.request_id if call is not None else request_id or uuid.uuid4().hex
+        attempts = call.trail.attempts if call is not None else []
+        if attempts and isinstance(exc, ProviderError | ServiceUnavailableError):
+            exc.details = {**(exc.details or {}), "attempts": attempts}
+        log.info("✗ %s.%s %s: %s [%s]", role, task, exc.type, exc.message, exc.request_id)
+        self._log_call(role, task, exc.request_id, user_id, started, call, None, exc)
+        return exc
+
+    def _finish(self, call: _Call, response: LLMProviderResponse) -> LLMProviderResponse:
+        """The response of a call that succeeded, with its meta, logged and recorded."""
+        latency_ms = (time.perf_counter() - call.started) * 1000
+        attempts, prompt, route = call.trail.attempts, call.prompt, call.route
+        assert prompt is not None and route is not None
         primary = route.candidates[0]
         response.meta.update(
-            request_id=request_id,
-            role=role,
-            task=task,
+            request_id=call.request_id,
+            role=call.role,
+            task=call.task,
             generator_mode=self.router.mode,
             rule=route.rule,
             attempts=attempts,
@@ -187,12 +324,63 @@ class LLMGateway:
             prompt_hash=prompt.hash,
             repaired=call.repaired,
         )
-        self._log_call(role, task, request_id, user_id, started, call, response, None)
+        self._log_call(call.role, call.task, call.request_id, call.user_id, call.started, call,
+                       response, None)  # fmt: skip
         if log.isEnabledFor(logging.INFO):
-            log.info("← %s.%s %.1fms %d tok via %s/%s [%s]", role, task, latency_ms,
+            log.info("← %s.%s %.1fms %d tok via %s/%s [%s]", call.role, call.task, latency_ms,
                      response.usage.get("total_tokens", 0), response.provider, response.model,
-                     request_id)  # fmt: skip
+                     call.request_id)  # fmt: skip
         return response
+
+    async def _follow(self, call: _Call, opened: _Opened) -> AsyncIterator[StreamEvent]:
+        """The events of a stream that began: its pieces, then how it ended."""
+        endpoint, candidate = opened.endpoint, opened.candidate
+        where = candidate.label_on(endpoint.name)
+        response: LLMProviderResponse | None = None
+        ended = False
+        try:
+            item = opened.first
+            deadline = call.started + self.settings.llm_deadline
+            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                while not isinstance(item, LLMProviderResponse):
+                    if item:
+                        yield StreamDelta(text=item)
+                    try:
+                        item = await anext(opened.pieces)
+                    except StopAsyncIteration:
+                        raise ProviderError(
+                            f"{where}: the stream ended without its final answer.",
+                            provider=endpoint.name, model=candidate.model,
+                            outcome="stream_error",
+                        ) from None  # fmt: skip
+            response = item
+            self._check(call, response, candidate, endpoint.name)
+            ended = True
+            yield StreamDone(response=self._finish(call, response))
+        except (ProviderError, TimeoutError) as exc:
+            ended = True
+            error = exc if isinstance(exc, ProviderError) else UpstreamTimeoutError(
+                f"{where} did not finish within LLM_DEADLINE ({self.settings.llm_deadline:g} s).",
+                provider=endpoint.name, model=candidate.model, outcome="timeout",
+            )  # fmt: skip
+            if error.outcome in ENDPOINT_FAILURES:
+                endpoint.guard.breaker.failure()
+            # the attempt was recorded "ok" at its first piece: it is how it ended that counts
+            call.trail.attempts[-1]["outcome"] = error.outcome
+            failed = self._failed(call.role, call.task, call.request_id, call.user_id,
+                                  call.started, call, error)  # fmt: skip
+            yield StreamFailed(error={"type": failed.type, "message": failed.message,
+                                      "details": {"provider": error.provider,
+                                                  "model": error.model,
+                                                  "outcome": error.outcome,
+                                                  "attempts": call.trail.attempts}})  # fmt: skip
+        finally:
+            if not ended:  # the consumer went away: the upstream call is cancelled below
+                call.trail.attempts[-1]["outcome"] = "cancelled"
+                cancelled = GatewayError("The client closed the stream.", status=499)
+                self._log_call(call.role, call.task, call.request_id, call.user_id,
+                               call.started, call, None, cancelled)  # fmt: skip
+            await opened.hold.aclose()  # closes the provider's stream and frees the slot
 
     def _log_call(
         self,
@@ -274,9 +462,9 @@ class LLMGateway:
                      validator=validator if mode == "json" else None)  # fmt: skip
 
     def _plan(
-        self, candidates: tuple[Candidate, ...], call: _Call
-    ) -> Plan[Candidate, LLMProviderResponse]:
-        """How the attempt loop runs this call."""
+        self, candidates: tuple[Candidate, ...], call: _Call, stream: bool = False
+    ) -> Plan[Candidate, Any]:
+        """How the attempt loop runs this call (until its first piece, for a stream)."""
 
         def timeout(candidate: Candidate, endpoint: Endpoint[Any]) -> float:
             chosen = call.options.get("timeout", candidate.options.get("timeout"))
@@ -288,17 +476,27 @@ class LLMGateway:
                 assert call.prompt is not None
                 call.repaired = True
                 call.prompt = self.prompts.render_repair(call.prompt, error.raw, error.message)
+                if call.messages is not None:
+                    call.messages = [
+                        *call.messages,
+                        {"role": "assistant", "content": error.raw},
+                        {"role": "user", "content": repair_note(error.message)},
+                    ]
                 return True
             return False
 
         deadline = asyncio.get_running_loop().time() + self.settings.llm_deadline
+        if stream:
+            return Plan(what=f"{call.role}/{call.task}", candidates=candidates,
+                        attempt=lambda attempt: self._open(attempt, call), timeout=timeout,
+                        deadline=deadline, again=again, hold=True)  # fmt: skip
         return Plan(what=f"{call.role}/{call.task}", candidates=candidates,
                     attempt=lambda attempt: self._attempt(attempt, call), timeout=timeout,
                     deadline=deadline, again=again)  # fmt: skip
 
-    async def _attempt(self, attempt: Try[Candidate], call: _Call) -> LLMProviderResponse:
-        """One call to one endpoint, its answer checked against the schema."""
-        candidate = attempt.candidate
+    def _options(self, candidate: Candidate, call: _Call) -> ProviderOptions:
+        """What the provider gets: the route's options, the caller's over them, and the
+        gateway's keys."""
         merged = {**candidate.options, **call.options}
         merged.pop("timeout", None)  # the attempt loop's, not the provider's
         options = cast(ProviderOptions, merged)
@@ -306,19 +504,68 @@ class LLMGateway:
         options["payload"] = call.payload
         if call.mode == "json" and call.schema is not None:
             options["schema"] = call.schema
+        if call.messages is not None:
+            options["messages"] = call.messages
+        return options
+
+    async def _attempt(self, attempt: Try[Candidate], call: _Call) -> LLMProviderResponse:
+        """One call to one endpoint, its answer checked against the schema."""
         provider: LLMProvider = attempt.endpoint.provider
         assert call.prompt is not None
+        options = self._options(attempt.candidate, call)
         response = await provider.generate(
             call.prompt.text, call.role, call.task, call.mode, options
         )
-        if call.validator is not None:
-            errors = self.schemas.errors(call.validator, response.output)
-            if errors:
-                raise OutputValidationError(
-                    f"{candidate.label_on(attempt.endpoint.name)} answered, but the output does "
-                    "not match output_schema: " + "; ".join(errors[:3]),
-                    provider=attempt.endpoint.name, model=candidate.model,
-                    outcome="schema_invalid", details={"errors": errors},
-                    raw=orjson.dumps(response.output).decode(),
-                )  # fmt: skip
+        self._check(call, response, attempt.candidate, attempt.endpoint.name)
         return response
+
+    async def _open(self, attempt: Try[Candidate], call: _Call) -> _Opened:
+        """One streamed call to one endpoint, up to its first piece; the stream keeps the
+        attempt's slot until it ends."""
+        provider: LLMProvider = attempt.endpoint.provider
+        assert call.prompt is not None and attempt.hold is not None
+        options = self._options(attempt.candidate, call)
+        pieces = provider.stream(call.prompt.text, call.role, call.task, call.mode, options)
+        attempt.hold.push_async_callback(pieces.aclose)  # type: ignore[attr-defined]
+        first = await anext(pieces)
+        if isinstance(first, LLMProviderResponse):  # all at once: checked (and repaired) now
+            self._check(call, first, attempt.candidate, attempt.endpoint.name)
+        return _Opened(first, pieces, attempt.hold, attempt.endpoint, attempt.candidate)
+
+    def _check(
+        self, call: _Call, response: LLMProviderResponse, candidate: Candidate, endpoint: str
+    ) -> None:
+        """OutputValidationError when a json answer does not match the caller's schema."""
+        if call.validator is None:
+            return
+        errors = self.schemas.errors(call.validator, response.output)
+        if errors:
+            raise OutputValidationError(
+                f"{candidate.label_on(endpoint)} answered, but the output does not match "
+                "output_schema: " + "; ".join(errors[:3]),
+                provider=endpoint, model=candidate.model, outcome="schema_invalid",
+                details={"errors": errors}, raw=orjson.dumps(response.output).decode(),
+            )  # fmt: skip
+
+
+def chat_prompt(messages: list[dict[str, Any]]) -> RenderedPrompt:
+    """A chat's messages as one prompt: their text, for providers that take one string, and
+    a hash that names them in the call's meta."""
+    text = "\n\n".join(f"{m.get('role', 'user')}: {content_text(m.get('content'))}"
+                        for m in messages)  # fmt: skip
+    return RenderedPrompt(text=text, template="chat",
+                          hash=hashlib.sha256(text.encode()).hexdigest()[:16])  # fmt: skip
+
+
+def content_text(content: Any) -> str:
+    """A message's content as text: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def repair_note(problems: str) -> str:
+    return (f"That answer cannot be used: {problems}. Answer again with only the corrected "
+            "JSON.")  # fmt: skip
