@@ -6,12 +6,14 @@ early 413), is `error_response`'s: the body is `sparklio.exceptions.error_body`'
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from pydantic import BaseModel
+from starlette.responses import Response, StreamingResponse
 
 from sparklio.exceptions import error_body
 
@@ -22,6 +24,32 @@ HEALTH_TIMEOUT = 3.0
 def json_response(content: Any, status_code: int = 200) -> Response:
     """A JSON response serialised with orjson (several times faster than the default)."""
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
+
+
+def sse(event: str, data: Any) -> bytes:
+    """One server-sent event: its name, and its data as one line of JSON."""
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def event_stream(events: AsyncIterator[BaseModel]) -> StreamingResponse:
+    """A `text/event-stream` of the gateway's stream events (`delta`, then `done` or `error`).
+
+    When the client goes away the server cancels the response; closing the events then
+    cancels the upstream call (shielded: the cancellation must not cut that short)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for event in events:
+                name = getattr(event, "type", "message")
+                yield sse(name, event.model_dump())
+        finally:
+            closing = getattr(events, "aclose", None)
+            if closing is not None:
+                await asyncio.shield(closing())
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache",
+                                      "X-Accel-Buffering": "no"})  # fmt: skip
 
 
 def error_response(

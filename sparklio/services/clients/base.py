@@ -3,6 +3,8 @@ the exceptions the gateway raised."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
 
 import httpx
@@ -106,6 +108,39 @@ class GatewayHTTPClient:
     async def _request_bytes(self, method: str, path: str) -> bytes:
         """Send a request and return its raw body (a file), or raise the error it stands for."""
         return (await self._send(method, path)).content
+
+    @asynccontextmanager
+    async def _streaming(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Send a request whose answer streams; the error it stands for when it is not a
+        success (read whole: an error answer is JSON)."""
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        content = _dumps(body) if body is not None else None
+        try:
+            async with self._http.stream(
+                method, path, content=content, headers=headers
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise _error_from(response)
+                yield response
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(
+                f"The gateway at {self.base_url} did not answer in time ({type(exc).__name__}).",
+                request_id=request_id,
+            ) from None
+        except httpx.TransportError as exc:
+            raise GatewayConnectionError(
+                f"Lost the Sparklio gateway at {self.base_url} mid-stream or before: {exc}.",
+                request_id=request_id,
+            ) from None
 
     async def _send(
         self,

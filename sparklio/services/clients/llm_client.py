@@ -13,15 +13,29 @@ server. Error bodies come back as the same exceptions the gateway raised (see
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
 import httpx
+import orjson
 from pydantic import BaseModel, ValidationError
 
-from sparklio.exceptions import OutputValidationError
+from sparklio.exceptions import (
+    GatewayError,
+    GatewayResponseError,
+    OutputValidationError,
+    ProviderError,
+    error_class_for,
+)
 from sparklio.services.clients.base import GatewayHTTPClient
-from sparklio.wire.llm import LLMProviderResponse, OutputMode
+from sparklio.wire.llm import (
+    LLMProviderResponse,
+    OutputMode,
+    StreamDelta,
+    StreamDone,
+    StreamFailed,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -152,6 +166,46 @@ class LLMGatewayClient(GatewayHTTPClient):
         data = await self._request("POST", "/api/v1/llm/generate", body, request_id)
         return self._model(LLMProviderResponse, data, "POST /api/v1/llm/generate")
 
+    async def stream(
+        self,
+        *,
+        role: str,
+        task: str,
+        payload: dict[str, Any],
+        schema: dict[str, Any] | None = None,
+        mode: OutputMode = "json",
+        options: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[StreamDelta | StreamDone]:
+        """Ask the gateway and follow the answer as the model writes it: `StreamDelta`s
+        (text pieces; raw JSON text in json mode), then one `StreamDone` with the whole
+        LLMProviderResponse. A failure before the first piece raises like `generate`; a
+        stream that breaks after it raises the error it ended with (a ProviderError naming
+        provider, model and outcome), never a silent end. Leaving the loop early closes the
+        connection, which cancels the upstream call."""
+        body: dict[str, Any] = {"role": role, "task": task, "payload": payload, "mode": mode,
+                                "stream": True}  # fmt: skip
+        if options:
+            body["options"] = options
+        if schema is not None:
+            body["output_schema"] = schema
+        where = "POST /api/v1/llm/generate (stream)"
+        async with self._streaming("POST", "/api/v1/llm/generate", body, request_id) as response:
+            ended = False
+            async for name, data in server_sent_events(response.aiter_lines()):
+                if name == "delta":
+                    yield self._model(StreamDelta, data, where)
+                elif name == "done":
+                    ended = True
+                    yield self._model(StreamDone, data, where)
+                elif name == "error":
+                    raise stream_error(self._model(StreamFailed, data, where), response)
+            if not ended:
+                raise GatewayResponseError(
+                    f"The gateway at {self.base_url} ended the stream without its final event.",
+                    request_id=response.headers.get("x-request-id"),
+                )
+
     async def routes(self) -> dict[str, Any]:
         """The effective routing table."""
         return await self._request("GET", "/api/v1/llm/routes")
@@ -159,3 +213,30 @@ class LLMGatewayClient(GatewayHTTPClient):
     async def providers(self) -> dict[str, Any]:
         """The providers the routing file names, with their health."""
         return await self._request("GET", "/api/v1/llm/providers")
+
+
+async def server_sent_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]:
+    """(event name, parsed data) for each event of a `text/event-stream`."""
+    name, data = "message", list[str]()
+    async for line in lines:
+        if not line:
+            if data:
+                yield name, orjson.loads("\n".join(data))
+            name, data = "message", []
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def stream_error(failed: StreamFailed, response: httpx.Response) -> GatewayError:
+    """The exception a stream's error event stands for."""
+    error = failed.error
+    found = error.get("details")
+    details: dict[str, Any] = found if isinstance(found, dict) else {}
+    cls = error_class_for(error.get("type"), 502)
+    kwargs: dict[str, Any] = {}
+    if issubclass(cls, ProviderError):
+        kwargs = {k: details[k] for k in ("provider", "model", "outcome") if k in details}
+    return cls(str(error.get("message", "the stream failed")), details=details,
+               request_id=response.headers.get("x-request-id"), **kwargs)  # fmt: skip

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from sparklio.api.deps import GatewayDep
-from sparklio.api.responses import HEALTH_TIMEOUT, json_response
+from sparklio.api.responses import HEALTH_TIMEOUT, event_stream, json_response
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
 from sparklio.services.llm.options import OPTIONS_SCHEMA
 from sparklio.services.llm.providers.base import LLMProviderResponse
@@ -46,7 +46,23 @@ def _check_floats(body: GenerateRequest) -> None:
     response_class=Response,
     openapi_extra={"requestBody": _GENERATE_BODY},
     responses={
-        200: {"model": LLMProviderResponse, "description": "The answer and what it took."},
+        200: {
+            "model": LLMProviderResponse,
+            "description": "The answer and what it took; with `stream: true`, a "
+            "text/event-stream of `delta` events, then `done` (the whole answer) or `error`.",
+            "content": {
+                "text/event-stream": {
+                    "schema": {  # one server-sent event; `data` is the event's JSON
+                        "type": "object",
+                        "properties": {
+                            "event": {"enum": ["delta", "done", "error"]},
+                            "data": {"type": "string"},
+                        },
+                        "required": ["event", "data"],
+                    }
+                }
+            },
+        },
         404: {"description": "No route for the role/task."},
         413: {"description": "The body is larger than MAX_REQUEST_BYTES."},
         422: {"description": "The request or its output_schema is invalid."},
@@ -64,7 +80,8 @@ async def generate(request: Request, gateway: GatewayDep) -> Response:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     if may_hold_nonfinite(raw):  # pydantic reads NaN and 1e999; JSON cannot write them back
         await asyncio.to_thread(_check_floats, body)  # a walk of up to a megabyte: off the loop
-    response = await gateway.generate(
+    call = gateway.open_stream if body.stream else gateway.generate
+    result = await call(
         body.role,
         body.task,
         body.payload,
@@ -74,7 +91,10 @@ async def generate(request: Request, gateway: GatewayDep) -> Response:
         request_id=request.state.request_id,
         user_id=request.state.principal.user_id,
     )
-    return json_response(response.model_dump())
+    if isinstance(result, LLMProviderResponse):
+        return json_response(result.model_dump())
+    # the first piece came (a failure before it was an ordinary error answer, above)
+    return event_stream(result)
 
 
 @router.get("/routes")
