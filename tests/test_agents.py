@@ -119,6 +119,26 @@ async def test_english_brief_gives_english_copy(
     assert "Aurora Trail" in " ".join(c.body + c.headline for c in campaign.copies)
 
 
+async def test_the_copywriter_can_show_copy_as_it_is_written(
+    clients: tuple[LLMGatewayClient, MediaGatewayClient],
+) -> None:
+    llm, media = clients
+    pieces: dict[str, list[str]] = {}
+    campaign = await run_campaign(
+        llm,
+        media,
+        ENGLISH.brief,
+        on_copy=lambda channel, piece: pieces.setdefault(channel, []).append(piece),
+    )
+    first = {c.channel: c for c in campaign.copies}
+    assert set(pieces) == {str(c) for c in campaign.brief.channels}
+    for channel, written in pieces.items():
+        streamed = ChannelCopy.model_validate_json("".join(written))
+        # what the studio showed as it came is the copy the campaign started from
+        assert streamed.headline and streamed.channel == channel
+        assert channel in first
+
+
 def test_rule_checks_find_what_small_models_miss() -> None:
     brand = brand_agent.BrandProfile(
         personality=["calm", "honest"],

@@ -6,6 +6,7 @@ model name. What a step cost (provider, model, latency, tokens) comes back in it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
@@ -40,11 +41,14 @@ async def ask(
     payload: dict[str, Any],
     schema: type[M],
     json_schema: dict[str, Any] | None = None,
+    on_delta: Callable[[str], None] | None = None,
 ) -> tuple[M, StepRecord]:
-    """One typed call: the validated answer and its record; AgentError naming the step."""
+    """One typed call: the validated answer and its record; AgentError naming the step.
+    With `on_delta`, the answer streams and each piece is handed to it as it is written."""
     try:
         result = await llm.generate_result(role=role, task=task, payload=payload, schema=schema,
-                                           json_schema=json_schema)  # fmt: skip
+                                           json_schema=json_schema,
+                                           on_delta=on_delta)  # fmt: skip
     except GatewayError as exc:
         raise AgentError(step, exc) from exc
     meta, usage = result.response.meta, result.response.usage

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -12,6 +14,9 @@ from sparklio.agents.brand_agent import BrandProfile
 from sparklio.agents.brief_agent import Brief, Channel
 from sparklio.agents.strategist_agent import Strategy
 from sparklio.services.clients.llm_client import LLMGatewayClient
+
+#: Called with a channel and a piece of its copy (raw JSON text) as the model writes it.
+CopyDelta = Callable[[str, str], None]
 
 
 class ChannelLimits(BaseModel):
@@ -79,9 +84,11 @@ def _brand_words(brand: BrandProfile) -> dict[str, Any]:
 
 
 async def channel_copy(
-    llm: LLMGatewayClient, data: CopyInput
+    llm: LLMGatewayClient, data: CopyInput, on_delta: CopyDelta | None = None
 ) -> tuple[list[ChannelCopy], list[StepRecord]]:
-    """Copy for every channel of the brief, written in parallel."""
+    """Copy for every channel of the brief, written in parallel. With `on_delta`, each
+    channel's copy streams: `on_delta(channel, piece)` gets the raw JSON as it is written,
+    so a studio can show copy appearing."""
 
     async def one(channel: str) -> tuple[ChannelCopy, StepRecord]:
         plan = next((p for p in data.strategy.channel_plan if p.channel == channel), None)
@@ -97,8 +104,10 @@ async def channel_copy(
             "channel_plan": plan.model_dump() if plan else None,
             "brand": _brand_words(data.brand),
         }
+        shown = None if on_delta is None else partial(on_delta, channel)
         return await ask(llm, f"copywriter:{channel}", "copywriter", "channel_copy", payload,
-                         ChannelCopy, json_schema=copy_schema(channel))  # fmt: skip
+                         ChannelCopy, json_schema=copy_schema(channel),
+                         on_delta=shown)  # fmt: skip
 
     results = await asyncio.gather(*(one(c) for c in dict.fromkeys(data.brief.channels)))
     return [r[0] for r in results], [r[1] for r in results]

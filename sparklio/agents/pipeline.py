@@ -28,7 +28,7 @@ from sparklio.agents import (
 from sparklio.agents.base import StepRecord
 from sparklio.agents.brand_agent import BrandProfile
 from sparklio.agents.brief_agent import Brief
-from sparklio.agents.copywriter_agent import ChannelCopy
+from sparklio.agents.copywriter_agent import ChannelCopy, CopyDelta
 from sparklio.agents.reviewer_agent import Review
 from sparklio.agents.strategist_agent import Strategy
 from sparklio.agents.vision_generator_agent import CampaignImage, VisualConcept
@@ -105,8 +105,10 @@ async def run_campaign(
     product_facts: dict[str, Any] | None = None,
     brand_guide: str | None = None,
     on_step: StepCallback | None = None,
+    on_copy: CopyDelta | None = None,
 ) -> Campaign:
-    """Run every step; AgentError names the step that failed."""
+    """Run every step; AgentError names the step that failed. `on_copy(channel, piece)`
+    follows each channel's copy as the copywriter writes it (the calls then stream)."""
     started = time.perf_counter()
     steps: list[StepRecord] = []
     note = on_step or (lambda step, status: None)
@@ -128,7 +130,7 @@ async def run_campaign(
     steps.append(record)
     note("copywriter", "running")
     copies, records = await copywriter_agent.channel_copy(
-        llm, copywriter_agent.CopyInput(brief=brief, brand=brand, strategy=strategy)
+        llm, copywriter_agent.CopyInput(brief=brief, brand=brand, strategy=strategy), on_copy
     )
     steps.extend(records)
     note("concepts", "running")

@@ -13,7 +13,7 @@ server. Error bodies come back as the same exceptions the gateway raised (see
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
@@ -122,19 +122,26 @@ class LLMGatewayClient(GatewayHTTPClient):
         options: dict[str, Any] | None = None,
         request_id: str | None = None,
         json_schema: dict[str, Any] | None = None,
+        on_delta: Callable[[str], None] | None = None,
     ) -> GatewayResult[M]:
         """A typed call that also returns the response, for callers that report its meta.
 
         `json_schema` sends a stricter schema than the model's own (e.g. a channel's length
-        limits); the answer is still validated into `schema`.
+        limits); the answer is still validated into `schema`. With `on_delta` the answer
+        streams, and each piece (raw JSON text) is handed to it as the model writes it.
         """
         if json_schema is None:
             json_schema = self._schemas.get(schema)
             if json_schema is None:
                 json_schema = self._schemas[schema] = schema.model_json_schema()
-        response = await self._generate(
-            role, task, payload, json_schema, "json", options, request_id
-        )
+        if on_delta is None:
+            response = await self._generate(
+                role, task, payload, json_schema, "json", options, request_id
+            )
+        else:
+            response = await self._streamed(
+                role, task, payload, json_schema, options, request_id, on_delta
+            )
         try:
             data = schema.model_validate(response.output)
         except ValidationError as exc:
@@ -165,6 +172,23 @@ class LLMGatewayClient(GatewayHTTPClient):
             body["output_schema"] = schema
         data = await self._request("POST", "/api/v1/llm/generate", body, request_id)
         return self._model(LLMProviderResponse, data, "POST /api/v1/llm/generate")
+
+    async def _streamed(
+        self,
+        role: str,
+        task: str,
+        payload: dict[str, Any],
+        schema: dict[str, Any] | None,
+        options: dict[str, Any] | None,
+        request_id: str | None,
+        on_delta: Callable[[str], None],
+    ) -> LLMProviderResponse:
+        async for event in self.stream(role=role, task=task, payload=payload, schema=schema,
+                                       options=options, request_id=request_id):  # fmt: skip
+            if isinstance(event, StreamDone):
+                return event.response
+            on_delta(event.text)
+        raise AssertionError("stream() ends with its done event or raises")  # pragma: no cover
 
     async def stream(
         self,
