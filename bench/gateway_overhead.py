@@ -3,7 +3,10 @@
 1. mock: `sparklio serve` in mock mode.
 2. live: `sparklio serve` in live mode, routed to a fast fake OpenAI upstream on 127.0.0.1;
    the same load is also sent to the fake directly, and the difference is what the gateway
-   adds (prompt, routing, resilience, schema check, two HTTP hops).
+   adds (prompt, routing, resilience, schema check, two HTTP hops). Measured three ways:
+   the native API, the OpenAI-compatible `/v1/chat/completions` (non-streaming), and the
+   time to the first token of a streamed call (native `stream: true`) against the fake
+   streaming directly.
 
 The server (`sparklio serve`: granian and its one worker process) is pinned to CPU 0; the
 load generator (a minimal keep-alive HTTP/1.1 client, so it is not what is measured) and the
@@ -159,8 +162,38 @@ class FakeOpenAI(asyncio.Protocol):
             length = int(head[start + 15 : head.find(b"\r\n", start)]) if start >= 0 else 0
             if len(self.buffer) < end + 4 + length:
                 return
+            request = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
-            self.transport.write(self.reply)
+            streamed = b'"stream":true' in request or b'"stream": true' in request
+            self.transport.write(STREAM_REPLY if streamed else self.reply)
+
+
+def _stream_reply() -> bytes:
+    """ANSWER as a Chat Completions stream: eight content chunks, usage, [DONE]."""
+    text = json.dumps(ANSWER)
+    step = -(-len(text) // 8)
+    chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
+             "model": "bench-model", "system_fingerprint": None}  # fmt: skip
+    events = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                     "finish_reason": None}]}]  # fmt: skip
+    events += [{**chunk, "choices": [{"index": 0, "delta": {"content": text[i : i + step]},
+                                      "finish_reason": None}]}
+               for i in range(0, len(text), step)]  # fmt: skip
+    events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    events.append(
+        {
+            **chunk,
+            "choices": [],
+            "usage": {"prompt_tokens": 180, "completion_tokens": 40, "total_tokens": 220},
+        }
+    )
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    body += b"data: [DONE]\n\n"
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+
+
+STREAM_REPLY = _stream_reply()
 
 
 def serve_fake(port: int) -> None:
@@ -194,21 +227,58 @@ async def one_connection(port: int, payload: bytes, calls: int, out: list[float]
         writer.close()
 
 
-async def run_level(port: int, payload: bytes, calls: int, concurrency: int) -> dict[str, float]:
+async def one_stream_connection(port: int, payload: bytes, calls: int, out: list[float]) -> None:
+    """Like one_connection, for streamed answers (Content-Length or chunked): the time to the
+    first piece of the answer (the first body bytes that hold one), read to the end."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(calls):
+            started = time.perf_counter()
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if int(head.split(b" ", 2)[1]) != 200:
+                raise RuntimeError(f"streamed call failed: {head[:200]!r}")
+            first: float | None = None
+            if b"chunked" in head.lower():
+                while True:
+                    size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+                    data = await reader.readexactly(size + 2)
+                    if first is None and (b"delta" in data or b'"content"' in data):
+                        first = time.perf_counter()
+                    if size == 0:
+                        break
+            else:
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                while length:
+                    data = await reader.read(length)
+                    length -= len(data)
+                    if first is None and (b"delta" in data or b'"content"' in data):
+                        first = time.perf_counter()
+            out.append((first or time.perf_counter()) - started)
+    finally:
+        writer.close()
+
+
+async def run_level(port: int, payload: bytes, calls: int, concurrency: int,
+                    streamed: bool = False) -> dict[str, float]:  # fmt: skip
     latencies: list[float] = []
     share = [calls // concurrency + (i < calls % concurrency) for i in range(concurrency)]
     started = time.perf_counter()
-    await asyncio.gather(*(one_connection(port, payload, n, latencies) for n in share))
+    one = one_stream_connection if streamed else one_connection
+    await asyncio.gather(*(one(port, payload, n, latencies) for n in share))
     elapsed = time.perf_counter() - started
     cuts = statistics.quantiles(latencies, n=100)
     return {"p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000, "calls_s": calls / elapsed}
 
 
 def measure(
-    port: int, payload: bytes, calls: int, levels: list[int]
+    port: int, payload: bytes, calls: int, levels: list[int], streamed: bool = False
 ) -> dict[int, dict[str, float]]:
-    asyncio.run(run_level(port, payload, 300, 8))  # warm up
-    return {c: asyncio.run(run_level(port, payload, calls, c)) for c in levels}
+    asyncio.run(run_level(port, payload, 300, 8, streamed))  # warm up
+    return {c: asyncio.run(run_level(port, payload, calls, c, streamed)) for c in levels}
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], path: bytes, timeout: float = 30) -> None:
@@ -257,6 +327,22 @@ def _install_uvloop() -> None:
 
 
 Levels = dict[int, dict[str, float]]
+
+
+def measure_compat(port: int, key: str, calls: int, levels: list[int]) -> Levels | None:
+    """The OpenAI-compatible route with the same call (role/task as the model, the schema as
+    response_format json_schema); None when this gateway has no such route."""
+    body = json.dumps({
+        "model": f"{CALL['role']}/{CALL['task']}",
+        "messages": [{"role": "user", "content": json.dumps(CALL["payload"])}],
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "copy", "schema": SCHEMA}},
+    }).encode()  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(request_bytes(port, "/v1/chat/completions", body, key))
+        if not sock.recv(64).startswith(b"HTTP/1.1 200"):
+            return None
+    return measure(port, request_bytes(port, "/v1/chat/completions", body, key), calls, levels)
 
 
 def table(title: str, rows: Levels, base: Levels | None) -> None:
@@ -313,17 +399,33 @@ def main() -> None:
                    "OPENAI_API_KEY": "sk-bench"}  # fmt: skip
             direct_body = json.dumps({"model": "bench-model", "messages": [
                 {"role": "user", "content": "x" * 900}]}).encode()  # fmt: skip
+            direct_stream_body = json.dumps({
+                "model": "bench-model", "stream": True, "stream_options": {"include_usage": True},
+                "messages": [{"role": "user", "content": "x" * 900}],
+            }).encode()  # fmt: skip
             direct = measure(
                 upstream,
                 request_bytes(upstream, "/v1/chat/completions", direct_body),
                 args.calls,
                 args.concurrency,
             )
+            direct_stream = measure(
+                upstream,
+                request_bytes(upstream, "/v1/chat/completions", direct_stream_body),
+                args.calls,
+                args.concurrency,
+                streamed=True,
+            )
             port = free_port()
             with gateway(env, port) as server:
                 key = gateway_key(env)
                 live = measure(port, request_bytes(port, "/api/v1/llm/generate", body, key),
                                args.calls, args.concurrency)  # fmt: skip
+                compat = measure_compat(port, key, args.calls, args.concurrency)
+                stream_body = json.dumps({**CALL, "stream": True}).encode()
+                streamed = measure(port,
+                                   request_bytes(port, "/api/v1/llm/generate", stream_body, key),
+                                   args.calls, args.concurrency, streamed=True)  # fmt: skip
                 used = memory(server.pid)
         table("fake OpenAI upstream, called directly", direct, None)
         table(
@@ -332,6 +434,14 @@ def main() -> None:
             live,
             direct,
         )
+        if compat is not None:
+            title = ("POST /v1/chat/completions through the gateway (OpenAI-compatible, "
+                     "json_schema, non-streaming), against the direct upstream")  # fmt: skip
+            table(title, compat, direct)
+        table("fake OpenAI upstream, streamed directly: time to the first token", direct_stream,
+              None)  # fmt: skip
+        table("streamed through the gateway (native stream: true): time to the first token",
+              streamed, direct_stream)  # fmt: skip
         print(f"gateway memory after the run: {used}")
 
 
