@@ -32,6 +32,7 @@ from sparklio.services.auth import AuthService
 from sparklio.services.calllog import CallLog
 from sparklio.services.container import Services
 from sparklio.services.gateway.routing import load_routing_file, routing_path
+from sparklio.services.llm.cache import build_cache
 from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.providers.registry import ProviderRegistry
 from sparklio.services.media.gateway import MediaGateway
@@ -72,7 +73,9 @@ def create_app(
     # every call is recorded without waiting for the database (see CallLog)
     call_log = CallLog(engine, settings.home / "calllog" / "calls.jsonl", settings.call_log_buffer)
     # a bad routing file or endpoint fails the start here, before the database is touched
-    gateway = LLMGateway.build(settings, routing, path, registry, call_log)
+    # answers of deterministic calls: in memory, or in Redis when REDIS_URL is set
+    cache = build_cache(settings)
+    gateway = LLMGateway.build(settings, routing, path, registry, call_log, cache=cache)
     media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db))
     auth = AuthService(settings, db)
     auth.load_secret()  # a bad JWT_SECRET fails here, at start
@@ -125,6 +128,8 @@ async def close_app(app: FastAPI) -> None:
         # writes what is buffered, or spills it to its file; before the engine goes
         stack.push_async_callback(services.call_log.aclose)
         stack.push_async_callback(services.gateway.aclose)
+        if services.gateway.cache is not None:
+            stack.push_async_callback(services.gateway.cache.aclose)
         stack.push_async_callback(services.media.aclose)  # its jobs' last saves use the engine
 
 

@@ -45,6 +45,9 @@ def call(role: str, latency: float, **fields: Any) -> dict[str, Any]:
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "cost_usd": 0.0,
+        "cache": None,
+        "saved_tokens": 0,
+        "saved_usd": 0.0,
         "created_at": NOW - timedelta(hours=1),
     } | fields
 
@@ -63,10 +66,11 @@ CALLS = [
     call("copywriter", 2000.0, provider="openai", outcome="http_503", status_code=502),
     call("copywriter", 150.0, prompt_tokens=30, completion_tokens=30),
     call("copywriter", 310.0, prompt_tokens=70, completion_tokens=20, user_id="u1"),
-    # strategist: 3 calls, all ok, local
+    # strategist: 3 calls, all ok, local; the second a response-cache hit (no tokens counted:
+    # the first call's 20 + 5 and their price are what it saved), the third a miss
     call("strategist", 40.0, prompt_tokens=10, completion_tokens=5, user_id="u2"),
-    call("strategist", 60.0, prompt_tokens=20, completion_tokens=5, user_id="u2"),
-    call("strategist", 50.0, prompt_tokens=30, completion_tokens=5),
+    call("strategist", 60.0, cache="hit", saved_tokens=25, saved_usd=0.0015, user_id="u2"),
+    call("strategist", 50.0, prompt_tokens=30, completion_tokens=5, cache="miss"),
     # three days ago: outside the default window
     call("copywriter", 9999.0, provider="openai", prompt_tokens=1000, cost_usd=1.0,
          created_at=OLD),
@@ -113,6 +117,9 @@ async def test_usage_by_role_counts_sums_and_exact_percentiles(http: httpx.Async
         "completion_tokens": 190,
         "total_tokens": 640,
         "cost_usd": pytest.approx(0.00385),
+        "cache_hits": 0,
+        "saved_tokens": 0,
+        "saved_usd": 0.0,
         "latency_ms": percentiles(COPYWRITER_LATENCIES),
     }
     # sorted 80 95 120 150 310 400 2000: p50 is the 4th; p95 at rank 6.7: 400 + 0.7 * 1600
@@ -122,20 +129,26 @@ async def test_usage_by_role_counts_sums_and_exact_percentiles(http: httpx.Async
         "calls": 3,
         "errors": 0,
         "fallbacks": 0,
-        "prompt_tokens": 60,
-        "completion_tokens": 15,
-        "total_tokens": 75,
+        "prompt_tokens": 40,
+        "completion_tokens": 10,
+        "total_tokens": 50,
         "cost_usd": 0.0,
+        "cache_hits": 1,
+        "saved_tokens": 25,
+        "saved_usd": pytest.approx(0.0015),
         "latency_ms": {"p50": 50.0, "p95": 59.0},
     }
     assert body["total"] == {
         "calls": 10,
         "errors": 2,
         "fallbacks": 2,
-        "prompt_tokens": 510,
-        "completion_tokens": 205,
-        "total_tokens": 715,
+        "prompt_tokens": 490,
+        "completion_tokens": 200,
+        "total_tokens": 690,
         "cost_usd": pytest.approx(0.00385),
+        "cache_hits": 1,
+        "saved_tokens": 25,
+        "saved_usd": pytest.approx(0.0015),
         "latency_ms": percentiles([*COPYWRITER_LATENCIES, 40.0, 60.0, 50.0]),
     }
 
@@ -148,7 +161,7 @@ async def test_usage_by_provider_and_by_user(http: httpx.AsyncClient) -> None:
     assert (openai["calls"], openai["errors"], openai["fallbacks"]) == (5, 2, 2)
     assert (openai["total_tokens"], openai["cost_usd"]) == (490, pytest.approx(0.00385))
     assert openai["latency_ms"] == percentiles([120.0, 80.0, 400.0, 95.0, 2000.0])
-    assert (ollama["calls"], ollama["errors"], ollama["total_tokens"]) == (5, 0, 225)
+    assert (ollama["calls"], ollama["errors"], ollama["total_tokens"]) == (5, 0, 200)
     assert ollama["latency_ms"] == percentiles([150.0, 310.0, 40.0, 60.0, 50.0])
 
     body = (await http.get("/api/v1/usage", params={"group_by": "user"})).json()

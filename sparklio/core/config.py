@@ -109,6 +109,26 @@ class Settings(BaseSettings):
                     raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
         return value
 
+    redis_url: str | None = Field(
+        default=None,
+        description="Keep the response cache in Redis (redis://host:6379/0), shared by every "
+        "gateway process; unset: in memory, per process.",
+    )
+    redis_timeout: float = Field(
+        default=0.1, gt=0, le=5,
+        description="Seconds a Redis command may take; then the call goes on as a miss.",
+    )  # fmt: skip
+    cache_ttl: float = Field(
+        default=3600.0, ge=0,
+        description="Seconds a cached answer is kept, unless its route sets cache_ttl; 0: off.",
+    )  # fmt: skip
+    cache_max_entries: int = Field(
+        default=10_000, ge=1, description="Answers the in-memory cache keeps (least recent go)."
+    )
+    cache_prefix: str = Field(
+        default="sparklio:cache:", description="Prefix of the cache's keys in Redis."
+    )
+
     call_log_buffer: int = Field(default=10_000, ge=1)
     db_probe_interval: float = Field(
         default=1.0,

@@ -70,6 +70,11 @@ class LLMCall(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    # the response cache: "hit" (answered from it: no tokens, no cost), "miss" (looked up,
+    # then stored), None (not cached); a hit's saved_* are what the first call used and cost
+    cache: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    saved_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    saved_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -60,6 +60,10 @@ _DEFAULTS: dict[str, Any] = {
     "prompt_tokens": 0,
     "completion_tokens": 0,
     "cost_usd": 0.0,
+    # added by migration 0002: records spilled by an older gateway have none
+    "cache": None,
+    "saved_tokens": 0,
+    "saved_usd": 0.0,
 }
 _COLUMNS: tuple[str, ...] = tuple(c.name for c in LLMCall.__table__.columns)
 _DUMPS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS

@@ -1,5 +1,6 @@
 """Usage: what the gateway's calls cost and how they went, per role, task, provider, model or
-user, over a time window, from the `llm_calls` table.
+user, over a time window, from the `llm_calls` table. Calls answered from the response cache
+count no tokens and no cost; `cache_hits`, `saved_tokens` and `saved_usd` say what they saved.
 
 Counts and sums are one GROUP BY. Latency percentiles are exact, interpolated linearly
 between the two nearest ranks (as PostgreSQL's `percentile_cont` and numpy's default do):
@@ -45,6 +46,9 @@ async def usage_report(
             func.sum(LLMCall.prompt_tokens).label("prompt_tokens"),
             func.sum(LLMCall.completion_tokens).label("completion_tokens"),
             func.sum(LLMCall.cost_usd).label("cost_usd"),
+            func.sum(case((LLMCall.cache == "hit", 1), else_=0)).label("cache_hits"),
+            func.sum(LLMCall.saved_tokens).label("saved_tokens"),
+            func.sum(LLMCall.saved_usd).label("saved_usd"),
         )
         .where(window)
         .group_by(key)
@@ -58,7 +62,8 @@ async def usage_report(
         _group(row.key, row._mapping, latencies.get(row.key, {}))
         for row in sorted(rows, key=lambda r: (-r.calls, str(r.key)))
     ]
-    fields = ("calls", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd")
+    fields = ("calls", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd",
+              "cache_hits", "saved_tokens", "saved_usd")  # fmt: skip
     total = {name: sum(row._mapping[name] or 0 for row in rows) for name in fields}
     return {
         "from": start.isoformat(),
@@ -82,6 +87,10 @@ def _group(key: Any, sums: Any, latency: dict[str, float]) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "cost_usd": round(float(sums["cost_usd"] or 0.0), 10),
+        # answered from the response cache: no tokens counted, and what they would have cost
+        "cache_hits": int(sums["cache_hits"] or 0),
+        "saved_tokens": int(sums["saved_tokens"] or 0),
+        "saved_usd": round(float(sums["saved_usd"] or 0.0), 10),
         "latency_ms": {name: latency.get(name) for name in PERCENTILES},
     }
 

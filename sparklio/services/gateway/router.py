@@ -23,6 +23,9 @@ class Route(Generic[C]):
 
     rule: str
     candidates: tuple[C, ...]
+    #: seconds its answers stay in the response cache (the routing file's cache_ttl, of the
+    #: rule, else of the mode); None: CACHE_TTL
+    cache_ttl: float | None = None
 
 
 class Router(Generic[C]):
@@ -47,11 +50,16 @@ class Router(Generic[C]):
         self.path = path
         self._routes: ModeRoutes[C] = routes
         self._rules: dict[tuple[str, str], Route[C]] = {
-            (rule.role, rule.task): Route(rule.name, tuple(rule.candidates))
+            # a rule's cache_ttl, else its mode's (None: CACHE_TTL)
+            (rule.role, rule.task): Route(
+                rule.name,
+                tuple(rule.candidates),
+                rule.cache_ttl if rule.cache_ttl is not None else routes.cache_ttl,
+            )
             for rule in routes.rules
         }
         self._default: Route[C] | None = (
-            Route("default", tuple(routes.default)) if routes.default else None
+            Route("default", tuple(routes.default), routes.cache_ttl) if routes.default else None
         )
 
     def models_by_endpoint(self) -> dict[str, list[str]]:

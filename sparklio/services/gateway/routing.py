@@ -153,6 +153,10 @@ class Rule(_Strict, Generic[C]):
     role: str
     task: str
     candidates: list[C] = Field(min_length=1)
+    cache_ttl: float | None = Field(
+        default=None, ge=0,
+        description="Seconds this route's answers stay in the response cache; 0: never cached.",
+    )  # fmt: skip
 
     @field_validator("role")
     @classmethod
@@ -174,6 +178,11 @@ class ModeRoutes(_Strict, Generic[C]):
 
     default: list[C] | None = Field(default=None, min_length=1)
     rules: list[Rule[C]] = Field(default_factory=list)
+    cache_ttl: float | None = Field(
+        default=None, ge=0,
+        description="Seconds answers stay in the response cache, for the default chain and "
+        "every rule without its own cache_ttl (else CACHE_TTL); 0: never cached.",
+    )  # fmt: skip
 
 
 Mode = Literal["mock", "live"]
@@ -340,6 +349,7 @@ def _check_references(
     if routing.media is not None:
         media = [*known_media, *routing.endpoint_names(known_media)]
         sections.append((("media", "modes"), routing.media.modes, media, None))
+        problems.extend(_media_cache_problems(routing.media.modes, node))
     for prefix, modes, names, catalogue in sections:
         for mode, routes in modes.items():
             problems.extend(_section_problems((*prefix, mode), routes, node, names, catalogue))
@@ -376,6 +386,18 @@ def _section_problems(
                         f"an endpoint or kind: {', '.join(sorted(known))}"
                     )
     return problems
+
+
+def _media_cache_problems(modes: dict[Any, ModeRoutes[Any]], node: yaml.Node | None) -> list[str]:
+    """cache_ttl is for model calls: images are never cached."""
+    found: list[tuple[Any, ...]] = []
+    for mode, routes in modes.items():
+        if routes.cache_ttl is not None:
+            found.append(("media", "modes", mode, "cache_ttl"))
+        found += [("media", "modes", mode, "rules", i, "cache_ttl")
+                  for i, rule in enumerate(routes.rules) if rule.cache_ttl is not None]  # fmt: skip
+    return [f"{_where(node, loc)}: cache_ttl applies to model calls only; images are never "
+            "cached: remove it" for loc in found]  # fmt: skip
 
 
 def _catalogue_problems(

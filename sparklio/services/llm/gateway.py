@@ -42,6 +42,7 @@ from sparklio.services.gateway.providers import Registry
 from sparklio.services.gateway.router import Route
 from sparklio.services.gateway.routing import NAME_RE, Candidate, RoutingFile
 from sparklio.services.jsonvalues import check_json_value
+from sparklio.services.llm import cache as caching
 from sparklio.services.llm.options import check_options
 from sparklio.services.llm.prompt_builder import PromptBuilder, RenderedPrompt
 from sparklio.services.llm.providers.base import (
@@ -88,6 +89,8 @@ class _Call:
     user_id: str | None = None
     started: float = 0.0
     route: Route[Candidate] | None = None
+    #: the caller did not bypass the response cache (`options.cache`, taken out of options)
+    use_cache: bool = True
 
 
 @dataclass(slots=True)
@@ -113,6 +116,8 @@ class LLMGateway:
         prompts: PromptBuilder,
         call_log: CallSink | None,
         schemas: SchemaCache | None = None,
+        *,
+        cache: caching.ResponseCache | None = None,
     ) -> None:
         self.settings = settings
         self.routing = routing
@@ -122,6 +127,8 @@ class LLMGateway:
         #: where every call's record goes (the call log); None in a bare in-process gateway
         self.call_log = call_log
         self.schemas = schemas or SchemaCache()
+        #: answers of deterministic calls (sparklio.services.llm.cache); None: no caching
+        self.cache = cache
         self.loop = AttemptLoop(endpoints, RetryPolicy.from_settings(settings))
 
     @classmethod
@@ -132,6 +139,8 @@ class LLMGateway:
         path: Path,
         registry: Registry[LLMProvider],
         call_log: CallSink | None,
+        *,
+        cache: caching.ResponseCache | None = None,
     ) -> LLMGateway:
         """The gateway for a loaded routing file, over the endpoints it declares and each
         kind's default one; ConfigError for bad endpoint settings."""
@@ -142,7 +151,7 @@ class LLMGateway:
             raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
         router = LLMRouter(routing, settings.generator_mode, path=path)
         return cls(settings, routing, endpoints, router, PromptBuilder(settings.prompts_dir),
-                   call_log)  # fmt: skip
+                   call_log, cache=cache)  # fmt: skip
 
     async def start(self) -> None:
         """Let each endpoint routed in this mode prepare (e.g. preload a local model)."""
@@ -176,10 +185,16 @@ class LLMGateway:
             call = await self._start(role, task, payload, mode, options, output_schema,
                                      request_id, user_id, messages, route, started)  # fmt: skip
             assert call.route is not None
+            key = self._cache_key(call)
+            hit = await self._cache_get(call, key) if key is not None else None
+            if hit is not None:
+                return self._finish(call, hit)
             plan = self._plan(call.route.candidates, call)
             response = await self.loop.run(plan, call.trail)
         except GatewayError as exc:
             raise self._failed(role, task, request_id, user_id, started, call, exc) from None
+        if key is not None:
+            await self._cache_put(call, key, response)
         return self._finish(call, response)
 
     async def open_stream(
@@ -284,6 +299,39 @@ class LLMGateway:
                       call.request_id)  # fmt: skip
         return call
 
+    def _cache_key(self, call: _Call) -> str | None:
+        """The response cache's key for this call, or None when it is not cached: no cache,
+        bypassed, not deterministic (temperature 0 or a seed), or its route's TTL is 0."""
+        if self.cache is None or not call.use_cache or not caching.wants_cache(call.options):
+            return None
+        assert call.route is not None and call.prompt is not None
+        ttl = call.route.cache_ttl
+        if (ttl if ttl is not None else self.settings.cache_ttl) <= 0:
+            return None
+        return caching.cache_key(self.router.mode, call.route.candidates, self.routing.kind_of,
+                                 call.prompt.text, call.messages, call.payload, call.mode,
+                                 call.schema, call.options)  # fmt: skip
+
+    async def _cache_get(self, call: _Call, key: str) -> LLMProviderResponse | None:
+        """The cached answer (recorded as one `cache_hit` attempt), or None."""
+        assert self.cache is not None
+        entry = await self.cache.get(key)
+        hit = caching.answer_from(entry) if entry is not None else None
+        if hit is not None:
+            took = round((time.perf_counter() - call.started) * 1000, 2)
+            call.trail.attempts.append({"provider": hit.provider, "model": hit.model,
+                                        "outcome": "cache_hit", "latency_ms": took})  # fmt: skip
+        return hit
+
+    async def _cache_put(self, call: _Call, key: str, response: LLMProviderResponse) -> None:
+        """Keep a success for the route's TTL (never a cut-off answer); meta.cache: miss."""
+        assert self.cache is not None and call.route is not None
+        response.meta["cache"] = caching.MISS
+        entry = caching.entry_of(response)
+        if entry is not None:
+            ttl = call.route.cache_ttl
+            await self.cache.put(key, entry, ttl if ttl is not None else self.settings.cache_ttl)
+
     def _failed(
         self,
         role: str,
@@ -324,6 +372,7 @@ class LLMGateway:
             prompt_hash=prompt.hash,
             repaired=call.repaired,
         )
+        response.meta.setdefault("cache", caching.OFF)
         self._log_call(call.role, call.task, call.request_id, call.user_id, call.started, call,
                        response, None)  # fmt: skip
         if log.isEnabledFor(logging.INFO):
@@ -404,6 +453,10 @@ class LLMGateway:
         prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
         kind = self.routing.kind_of(provider) if provider else None
         cost = self.routing.cost((provider, kind), model, prompt, completion)
+        meta = response.meta if response is not None else {}
+        cached = meta.get("cache")
+        saved = meta.get("cached_usage") or {}  # a cache hit: what the first call used
+        saved_in, saved_out = saved.get("prompt_tokens", 0), saved.get("completion_tokens", 0)
         self.call_log.record({
             "id": uuid.uuid4().hex,
             "request_id": request_id,
@@ -421,6 +474,10 @@ class LLMGateway:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "cost_usd": cost,
+            "cache": cached if cached in (caching.HIT, caching.MISS) else None,
+            "saved_tokens": saved_in + saved_out,
+            "saved_usd": self.routing.cost((provider, kind), model, saved_in, saved_out)
+            if saved else 0.0,
             "created_at": datetime.now(UTC),
         })  # fmt: skip
 
@@ -457,8 +514,10 @@ class LLMGateway:
         check_options(options or {}, self.settings.llm_deadline)
         # a bad schema is an error in either mode; only json answers are checked against it
         validator = self.schemas.validator(output_schema) if output_schema is not None else None
+        chosen = dict(options or {})
+        use_cache = chosen.pop(caching.BYPASS_OPTION, True)  # the gateway's, not a provider's
         return _Call(role=role, task=task, payload=dict(payload), mode=mode,
-                     options=dict(options or {}), schema=output_schema,
+                     options=chosen, schema=output_schema, use_cache=use_cache,
                      validator=validator if mode == "json" else None)  # fmt: skip
 
     def _plan(

@@ -53,6 +53,13 @@ OPTIONS_SCHEMA: dict[str, Any] = {
             "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
             "description": "Where the model stops: one string or several.",
         },
+        "cache": {
+            "type": "boolean",
+            "default": True,
+            "description": "false: neither answer from the response cache nor store in it. "
+            "Calls with temperature 0 or a seed are cached by default (meta.cache says hit, "
+            "miss or off); never sent to the model.",
+        },
     },
 }
 
@@ -88,6 +95,9 @@ def _problem(name: str, value: Any, deadline: float) -> str | None:
         whole = isinstance(value, int) and not isinstance(value, bool)
         if not whole or not low_int <= value <= high_int:
             return f"must be a whole number from {low_int} to {high_int}"
+    elif name == "cache":
+        if not isinstance(value, bool):
+            return "must be true or false"
     elif name == "stop":
         strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
         if not isinstance(value, str) and not strings:

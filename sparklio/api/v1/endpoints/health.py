@@ -16,7 +16,7 @@ router = APIRouter(tags=["health"])
 async def health(services: ServicesDep) -> Response:
     """Whether the gateway is up, in which generator mode, whether the database answers (as
     of the monitor's last check, at most DB_PROBE_INTERVAL seconds old: this never waits on
-    the database), and how the call log keeps up."""
+    the database), how the call log keeps up, and the response cache's state."""
     gateway, monitor = services.gateway, services.db_monitor
     monitor.start()  # in-process apps run no lifespan: the first /health starts it
     database = monitor.snapshot()
@@ -33,5 +33,8 @@ async def health(services: ServicesDep) -> Response:
             "generator_mode": gateway.router.mode,
             # per endpoint used so far: circuit state, calls in flight and waiting
             "endpoints": gateway.endpoints.snapshot(),
+            # the response cache: its backend and whether it answered last time (a Redis
+            # that does not only makes calls misses)
+            "cache": gateway.cache.stats() if gateway.cache is not None else None,
         }
     )

@@ -66,7 +66,8 @@ def parse_when(value: str, name: str, *, end: bool = False) -> datetime:
     response_class=Response,
     responses={
         200: {"description": "Per group and in total: calls, errors, fallbacks, tokens, "
-              "cost_usd, latency_ms p50/p95.",
+              "cost_usd, latency_ms p50/p95, and the response cache's cache_hits, "
+              "saved_tokens and saved_usd.",
               "content": {"application/json": {"schema": {"type": "object"}}}},
         422: {"description": "from, to or group_by is not valid."},
     },
