@@ -205,7 +205,126 @@ async def test_openai_errors(session: aiohttp.ClientSession) -> None:
             assert (await resp.json())["data"][0]["id"] == "gpt-4o-mini"
 
 
+async def sse_events(resp: aiohttp.ClientResponse) -> list[tuple[str | None, str]]:
+    """(event name, data) of each event of an SSE body, read by hand."""
+    text = (await resp.read()).decode()
+    assert text.endswith("\n\n")  # every event is complete
+    events = []
+    for block in text.strip("\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((fields.get("event"), fields["data"]))
+    return events
+
+
+async def test_openai_stream_is_sse_chunks_then_usage_then_done(
+    session: aiohttp.ClientSession,
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}],
+            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    async with FakeOpenAI() as fake:
+        fake.then(Reply("Hello there, friend.", prompt_tokens=3, completion_tokens=5, chunks=4))
+        url = f"{fake.url}/v1/chat/completions"
+        async with session.post(url, json=body, headers=OPENAI_AUTH) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            events = await sse_events(resp)
+    assert events[-1] == (None, "[DONE]")
+    chunks = [json.loads(data) for _, data in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1  # one completion
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "Hello there, friend."
+    assert len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]) == 4
+    assert chunks[-2]["choices"][0] | {"delta": None} == {
+        "index": 0, "delta": None, "logprobs": None, "finish_reason": "stop"}  # fmt: skip
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    assert all(c["usage"] is None for c in chunks[:-1])
+
+
+async def test_openai_stream_error_event_and_cut_after_pieces(
+    session: aiohttp.ClientSession,
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}],
+            "stream": True}  # fmt: skip
+    async with FakeOpenAI() as fake:
+        fake.then(StreamError(after_chunks=1), Cut(after_pieces=2))
+        url = f"{fake.url}/v1/chat/completions"
+        async with session.post(url, json=body, headers=OPENAI_AUTH) as resp:
+            assert resp.status == 200
+            events = await sse_events(resp)
+        with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+            async with session.post(url, json=body, headers=OPENAI_AUTH) as resp:
+                assert resp.status == 200
+                received = b""
+                async for line in resp.content:
+                    received += line
+    chunks = [json.loads(data) for _, data in events]
+    assert chunks[1]["choices"][0]["delta"]["content"]  # some content first
+    assert set(chunks[-1]) == {"error"}  # then the error, and no [DONE]
+    assert chunks[-1]["error"]["type"] == "server_error"
+    # the role's chunk and the first token's arrived whole, then the connection dropped
+    first_token = json.loads(received.decode().split("\n\n")[1].removeprefix("data: "))
+    assert first_token["choices"][0]["delta"]["content"]
+    assert b"[DONE]" not in received
+
+
 # -- Anthropic ----------------------------------------------------------------------------
+
+
+async def test_anthropic_stream_events_text_and_forced_tool(
+    session: aiohttp.ClientSession,
+) -> None:
+    tools = [{"name": "answer", "input_schema": {"type": "object"}}]
+    forced = MESSAGES | {"tools": tools, "tool_choice": {"type": "tool", "name": "answer"}}
+    async with FakeAnthropic() as fake:
+        fake.then(Reply("Calm tea for busy days.", completion_tokens=6), Reply('{"a": [1, 2]}'))
+        url = f"{fake.url}/v1/messages"
+        streamed = []
+        for body in (MESSAGES, forced):
+            async with session.post(
+                url, json=body | {"stream": True}, headers=ANTHROPIC_HEADERS
+            ) as resp:
+                assert resp.status == 200 and resp.headers["request-id"]
+                streamed.append(await sse_events(resp))
+    text, tool = streamed
+    names = [name for name, _ in text]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    data = [json.loads(d) for _, d in text]
+    assert all(d["type"] == name for d, name in zip(data, names, strict=True))
+    assert data[0]["message"]["usage"]["input_tokens"] == 12
+    deltas = [d["delta"] for d in data if d["type"] == "content_block_delta"]
+    assert {d["type"] for d in deltas} == {"text_delta"}
+    assert "".join(d["text"] for d in deltas) == "Calm tea for busy days."
+    assert data[-2]["delta"]["stop_reason"] == "end_turn"
+    assert data[-2]["usage"] == {"output_tokens": 6}
+    tool_data = [json.loads(d) for _, d in tool]
+    assert tool_data[1]["content_block"]["type"] == "tool_use"
+    partial = [d["delta"]["partial_json"] for d in tool_data if d["type"] == "content_block_delta"]
+    assert json.loads("".join(partial)) == {"a": [1, 2]}
+    assert tool_data[-2]["delta"]["stop_reason"] == "tool_use"
+
+
+async def test_anthropic_error_event_inside_a_200_stream(session: aiohttp.ClientSession) -> None:
+    async with FakeAnthropic() as fake:
+        fake.then(StreamError(after_chunks=0), StreamError(error_type="api_error"))
+        url = f"{fake.url}/v1/messages"
+        streamed = []
+        for _ in range(2):
+            async with session.post(
+                url, json=MESSAGES | {"stream": True}, headers=ANTHROPIC_HEADERS
+            ) as resp:
+                assert resp.status == 200
+                streamed.append(await sse_events(resp))
+    before, after = streamed
+    assert [name for name, _ in before] == [
+        "message_start", "content_block_start", "ping", "error"]  # fmt: skip
+    overloaded = {"type": "overloaded_error", "message": "Overloaded"}
+    assert json.loads(before[-1][1]) == {"type": "error", "error": overloaded}
+    assert [name for name, _ in after][-2:] == ["content_block_delta", "error"]
+    assert json.loads(after[-1][1])["error"]["type"] == "api_error"
 
 
 async def test_anthropic_forced_tool_use(session: aiohttp.ClientSession) -> None:

@@ -180,3 +180,46 @@ def test_a_routed_model_missing_from_the_catalogue_fails_at_start(tmp_path: Path
                     "      - {provider: llamacpp, model: tinyllama}\n")  # fmt: skip
     with pytest.raises(ConfigError, match=r"'tinyllama' is not in providers\.llamacpp\.models"):
         create_app(make_settings(generator_mode="live", llm_routing_file=path))
+
+
+async def test_streamed_pieces_join_to_the_answer_generate_gives(tmp_path: Path) -> None:
+    async with live_gateway(tmp_path, LOCAL, **ONE_THREAD) as (app, _):
+        provider = app.state.services.gateway.endpoints.get("llamacpp").provider
+        options: Any = {"model": "smollm2-135m-instruct", "temperature": 0, "seed": 7,
+                        "max_tokens": 12}  # fmt: skip
+        prompt = "Write one sentence about green tea."
+        pieces: list[str] = []
+        final = None
+        async for item in provider.stream(prompt, "copywriter", "channel_copy", "text", options):
+            if isinstance(item, str):
+                pieces.append(item)
+            else:
+                final = item
+        generated = await provider.generate(prompt, "copywriter", "channel_copy", "text", options)
+    assert final is not None
+    assert len(pieces) > 1  # handed on as the model wrote them, not all at the end
+    assert "".join(pieces) == final.output["text"] == generated.output["text"]
+    assert final.usage["completion_tokens"] > 0 and final.usage["prompt_tokens"] > 0
+
+
+async def test_closing_a_stream_early_stops_the_generation(tmp_path: Path) -> None:
+    async with live_gateway(tmp_path, LOCAL, **ONE_THREAD) as (app, http):
+        warm = {**CALL, "mode": "text", "options": {"max_tokens": 1}}
+        assert (await http.post("/api/v1/llm/generate", json=warm)).status_code == 200
+        gateway = app.state.services.gateway
+        # at temperature 0 this prompt runs to the 2,000 tokens (see the timeout test above)
+        stream = await gateway.open_stream(CALL["role"], CALL["task"], CALL["payload"], "text",
+                                           options={"max_tokens": 2000})  # fmt: skip
+        first = await anext(stream)
+        await stream.aclose()  # a client that went away
+        provider = gateway.endpoints.get("llamacpp").provider
+        loaded = provider._loaded["smollm2-135m-instruct"]
+        # the model's one worker thread is idle once the generation stopped (or finished)
+        await asyncio.get_running_loop().run_in_executor(loaded.executor, lambda: None)
+        filled = loaded.llama.n_tokens
+        short = {**CALL, "mode": "text", "options": {"max_tokens": 1}}
+        after = await http.post("/api/v1/llm/generate", json=short)
+    assert first.type == "delta"
+    assert after.status_code == 200, after.text
+    generated = filled - after.json()["usage"]["prompt_tokens"]
+    assert generated < 200  # stopped a few tokens after the client left, not at 2,000

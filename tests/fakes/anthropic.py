@@ -1,4 +1,5 @@
-"""A fake Anthropic server: /v1/messages (non-streaming) and /v1/models.
+"""A fake Anthropic server: /v1/messages (streamed as SSE events with `stream: true`) and
+/v1/models.
 
 Shapes follow the protocol reference, upstream-protocols.md section 4 ("Ref §4").
 """
@@ -11,7 +12,19 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.base import Answer, FakeServer, Recorded, Reply, Status, new_id
+from tests.fakes.base import (
+    Answer,
+    FakeServer,
+    Recorded,
+    Reply,
+    Status,
+    StreamError,
+    new_id,
+    split_text,
+    sse,
+)
+
+SSE = "text/event-stream; charset=utf-8"
 
 PREFILL_REJECTED = (
     "This model does not support assistant message prefill. "
@@ -133,8 +146,6 @@ class FakeAnthropic(FakeServer):
         if not self.allow_prefill and isinstance(last, dict) and last.get("role") == "assistant":
             # Ref §4 "Prefill": Opus 4.6 / Sonnet 4.6 and later reject a trailing assistant turn.
             return self._invalid(PREFILL_REJECTED)
-        if body.get("stream"):
-            return self._invalid("FakeAnthropic does not implement stream=true")
         return None
 
     @staticmethod
@@ -145,7 +156,71 @@ class FakeAnthropic(FakeServer):
             return str(choice.get("name"))
         return None
 
+    @staticmethod
+    def _event(data: dict[str, Any]) -> bytes:
+        return sse(data, str(data["type"]))
+
+    def _streamed(self, rec: Recorded, reply: Reply, parts: list[str]) -> list[bytes]:
+        """The first events of a streamed answer (ref §4 "Streaming"): message_start, the
+        content block's start (the forced tool's, if any), a ping, and one delta per part."""
+        tool = self._forced_tool(rec.body)
+        message = {
+            "id": new_id("msg_"), "type": "message", "role": "assistant",
+            "model": rec.body["model"], "content": [], "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": reply.prompt_tokens, "output_tokens": 1},
+        }  # fmt: skip
+        if tool is not None:
+            block = {"type": "tool_use", "id": new_id("toolu_"), "name": tool, "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in parts]
+        else:
+            block = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": p} for p in parts]
+        events = [
+            self._event({"type": "message_start", "message": message}),
+            self._event({"type": "content_block_start", "index": 0, "content_block": block}),
+            self._event({"type": "ping"}),
+        ]
+        events += [
+            self._event({"type": "content_block_delta", "index": 0, "delta": d}) for d in deltas
+        ]
+        return events
+
+    def _render_stream(self, rec: Recorded, reply: Reply) -> Answer:
+        tool = self._forced_tool(rec.body)
+        text = json.dumps(_tool_input(reply.content)) if tool is not None else reply.text()
+        events = self._streamed(rec, reply, split_text(text, reply.chunks))
+        stop_reason = "tool_use" if tool is not None else "end_turn"
+        if reply.finish == "length":
+            stop_reason = "max_tokens"
+        elif reply.finish is not None:
+            stop_reason = reply.finish
+        delta = {"stop_reason": stop_reason, "stop_sequence": None}
+        events += [
+            self._event({"type": "content_block_stop", "index": 0}),
+            self._event({"type": "message_delta", "delta": delta,
+                         "usage": {"output_tokens": reply.completion_tokens}}),
+            self._event({"type": "message_stop"}),
+        ]  # fmt: skip
+        return Answer(200, events, SSE, {"request-id": new_id("req_")}, streamed=True)
+
+    def render_stream_error(self, rec: Recorded, error: StreamError) -> Answer | None:
+        if not rec.body.get("stream"):
+            return None  # a plain answer cannot carry an error after its status: dropped
+        parts = split_text(Reply().text(), error.after_chunks + 2)[: error.after_chunks]
+        events = self._streamed(rec, Reply(), parts)
+        # ref §4: an error can come after the 200, as an `error` event
+        type_ = error.error_type or "overloaded_error"
+        message = error.message or next(
+            (m for t, m in _ERRORS.values() if t == type_), "Internal server error"
+        )
+        body = {"type": "error", "error": {"type": type_, "message": message}}
+        events.append(self._event(body))
+        return Answer(200, events, SSE, {"request-id": new_id("req_")}, streamed=True)
+
     def render_reply(self, rec: Recorded, reply: Reply, elapsed: float) -> Answer:
+        if rec.body.get("stream"):
+            return self._render_stream(rec, reply)
         tool = self._forced_tool(rec.body)
         content: list[dict[str, Any]]
         if tool is not None:

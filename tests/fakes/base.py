@@ -33,6 +33,8 @@ __all__ = [
     "Status",
     "StreamError",
     "refused_url",
+    "split_text",
+    "sse",
 ]
 
 
@@ -61,7 +63,7 @@ class Reply:
     prompt_tokens: int = 12
     completion_tokens: int = 8
     delay: float = 0.0  # seconds to wait before answering
-    chunks: int = 3  # Ollama only: split content over this many NDJSON lines
+    chunks: int = 3  # a streamed answer's content is split over this many pieces
 
     def text(self) -> str:
         """The content as text (a dict is serialised to JSON)."""
@@ -82,17 +84,25 @@ class Status:
 
 @dataclass
 class StreamError:
-    """Status 200, some content, then an error inside the stream."""
+    """Status 200, `after_chunks` pieces of content (0: none), then an error inside the
+    stream: Ollama's `{"error": ...}` line, OpenAI's `data: {"error": ...}`, Anthropic's
+    `event: error` (of `error_type`, by default the protocol's usual one). A request that
+    does not stream gets a dropped connection (OpenAI, Anthropic) or an error status (Ollama)."""
 
-    message: str = "an error was encountered while running the model: unexpected EOF"
+    message: str | None = None  # None: the protocol's usual message
     after_chunks: int = 1
+    error_type: str | None = None
 
 
 @dataclass
 class Cut:
-    """Start a 200 response, write some bytes, then drop the TCP connection."""
+    """Start a 200 response, write some of `reply`'s answer, then drop the TCP connection:
+    its first `after_bytes` bytes, or with `after_pieces` its first pieces whole (a streamed
+    answer's lines or events: e.g. the first token's, for a cut after the first token)."""
 
     after_bytes: int = 20
+    after_pieces: int | None = None
+    reply: Reply | None = None
 
 
 @dataclass
@@ -141,6 +151,21 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event: `data` as JSON (or as it is, if a str), named `event`."""
+    text = data if isinstance(data, str) else json.dumps(data)
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {text}\n\n".encode()
+
+
+def split_text(text: str, parts: int) -> list[str]:
+    """`text` in at most `parts` non-empty, roughly equal fragments, in order."""
+    parts = max(1, parts)
+    size = len(text)
+    cuts = [text[i * size // parts : (i + 1) * size // parts] for i in range(parts)]
+    return [c for c in cuts if c]
 
 
 def rfc3339_now() -> str:
@@ -257,7 +282,8 @@ class FakeServer:
                 if streamed is not None:
                     return await self._send(request, streamed)
             cut = behaviour if isinstance(behaviour, Cut) else Cut()
-            return await self._send(request, self.render_reply(rec, Reply(), 0.0), cut)
+            answer = self.render_reply(rec, cut.reply or Reply(), 0.0)
+            return await self._send(request, answer, cut)
         finally:
             self._in_flight -= 1
 
@@ -279,8 +305,12 @@ class FakeServer:
                 await resp.write(piece)
             await resp.write_eof()
             return resp
-        # Keep at least one byte back, so the body is never complete.
-        await resp.write(data[: max(0, min(cut.after_bytes, len(data) - 1))])
+        if cut.after_pieces is not None:
+            # Keep at least one piece back, so the answer is never complete.
+            for piece in answer.pieces[: max(0, min(cut.after_pieces, len(answer.pieces) - 1))]:
+                await resp.write(piece)
+        else:  # Keep at least one byte back, so the body is never complete.
+            await resp.write(data[: max(0, min(cut.after_bytes, len(data) - 1))])
         assert request.transport is not None
         request.transport.abort()  # the client sees a disconnect, not a clean end
         return resp

@@ -19,12 +19,14 @@ from tests.fakes.base import (
     Status,
     StreamError,
     rfc3339_now,
+    split_text,
 )
 
 NDJSON = "application/x-ndjson"
 
 # Ref §1 errors table: ErrMaxQueue has two spaces after the full stop.
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
+RUNNER_EOF = "an error was encountered while running the model: unexpected EOF"
 
 _DEFAULT_MESSAGES = {
     400: "invalid request",
@@ -33,14 +35,6 @@ _DEFAULT_MESSAGES = {
     502: "bad gateway",
     503: BUSY,
 }
-
-
-def _split(text: str, parts: int) -> list[str]:
-    """`text` in at most `parts` non-empty, roughly equal fragments, in order."""
-    parts = max(1, parts)
-    size = len(text)
-    cuts = [text[i * size // parts : (i + 1) * size // parts] for i in range(parts)]
-    return [c for c in cuts if c]
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -155,7 +149,7 @@ class FakeOllama(FakeServer):
             return Answer.json(200, head | {"message": message} | final)
         lines = [
             _line(head | {"message": {"role": "assistant", "content": part}, "done": False})
-            for part in _split(reply.text(), reply.chunks)
+            for part in split_text(reply.text(), reply.chunks)
         ]
         # Ref §1 streaming: the final line's message.content is "".
         lines.append(_line(head | {"message": {"role": "assistant", "content": ""}} | final))
@@ -175,14 +169,14 @@ class FakeOllama(FakeServer):
     def render_stream_error(self, rec: Recorded, error: StreamError) -> Answer:
         if not self._streaming(rec):
             # Ref §1: an error before any bytes are written gets a real status and JSON body.
-            return self._error(500, error.message)
+            return self._error(500, error.message or RUNNER_EOF)
         head = self._head(str(rec.body["model"]))
         # Split into more parts than are sent, so the content is visibly incomplete.
-        fragments = _split(Reply().text(), error.after_chunks + 2)[: error.after_chunks]
+        fragments = split_text(Reply().text(), error.after_chunks + 2)[: error.after_chunks]
         lines = [
             _line(head | {"message": {"role": "assistant", "content": part}, "done": False})
             for part in fragments
         ]
         # Ref §1: mid-stream errors keep status 200 and end with an {"error": ...} line.
-        lines.append(_line({"error": error.message}))
+        lines.append(_line({"error": error.message or RUNNER_EOF}))
         return Answer(200, lines, NDJSON, streamed=True)

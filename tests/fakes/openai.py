@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible server: /v1/chat/completions (non-streaming) and /v1/models.
+"""A fake OpenAI-compatible server: /v1/chat/completions (streamed as SSE with `stream: true`)
+and /v1/models.
 
 Shapes follow the protocol reference, upstream-protocols.md section 3 ("Ref §3").
 The provider's base URL is f"{fake.url}/v1".
@@ -12,7 +13,19 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.base import Answer, FakeServer, Recorded, Reply, Status, new_id
+from tests.fakes.base import (
+    Answer,
+    FakeServer,
+    Recorded,
+    Reply,
+    Status,
+    StreamError,
+    new_id,
+    split_text,
+    sse,
+)
+
+SSE = "text/event-stream; charset=utf-8"
 
 BAD_KEY = (
     "Incorrect API key provided: sk-wr***ng. You can find your API key at "
@@ -133,9 +146,6 @@ class FakeOpenAI(FakeServer):
             refusal = self._refuse_format(fmt)
             if refusal is not None:
                 return refusal
-        if body.get("stream"):
-            msg = "FakeOpenAI does not implement stream=true"
-            return self._answer(400, error_body(msg, "invalid_request_error", None, "stream"))
         return None
 
     def _refuse_format(self, fmt: dict[str, Any]) -> Answer | None:
@@ -162,7 +172,52 @@ class FakeOpenAI(FakeServer):
             )
         return None
 
+    def _chunk(self, rec: Recorded, base: dict[str, Any], delta: dict[str, Any],
+               finish: str | None = None) -> bytes:  # fmt: skip
+        """One streamed chunk (ref §3 "Streaming"); `usage` is null on all but the last."""
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        chunk = base | {"choices": [choice]}
+        if self._with_usage(rec):
+            chunk["usage"] = None
+        return sse(chunk)
+
+    @staticmethod
+    def _with_usage(rec: Recorded) -> bool:
+        options = rec.body.get("stream_options")
+        return isinstance(options, dict) and bool(options.get("include_usage"))
+
+    @staticmethod
+    def _chunk_base(rec: Recorded) -> dict[str, Any]:
+        return {
+            "id": new_id("chatcmpl-", 29),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": rec.body["model"],
+            "system_fingerprint": "fp_fake",
+        }
+
+    def _streamed(self, rec: Recorded, parts: list[str]) -> tuple[dict[str, Any], list[bytes]]:
+        """The first events of a streamed answer: the role's, then one per part."""
+        base = self._chunk_base(rec)
+        events = [self._chunk(rec, base, {"role": "assistant", "content": "", "refusal": None})]
+        events += [self._chunk(rec, base, {"content": part}) for part in parts]
+        return base, events
+
     def render_reply(self, rec: Recorded, reply: Reply, elapsed: float) -> Answer:
+        if rec.body.get("stream"):
+            base, events = self._streamed(rec, split_text(reply.text(), reply.chunks))
+            events.append(self._chunk(rec, base, {}, reply.finish or "stop"))
+            if self._with_usage(rec):  # ref §3: one extra last chunk, with no choices
+                tokens = reply.prompt_tokens + reply.completion_tokens
+                usage = {
+                    "prompt_tokens": reply.prompt_tokens,
+                    "completion_tokens": reply.completion_tokens,
+                    "total_tokens": tokens,
+                }
+                events.append(sse(base | {"choices": [], "usage": usage}))  # fmt: skip
+            events.append(sse("[DONE]"))
+            headers = {"x-request-id": new_id("req_", 32)}
+            return Answer(200, events, SSE, headers, streamed=True)
         usage = {
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
@@ -195,3 +250,13 @@ class FakeOpenAI(FakeServer):
             type_ = code = status.error_type
         message = status.message or message.format(model=rec.body["model"])
         return self._answer(status.code, error_body(message, type_, code), status.headers)
+
+    def render_stream_error(self, rec: Recorded, error: StreamError) -> Answer | None:
+        if not rec.body.get("stream"):
+            return None  # a plain answer cannot carry an error after its status: dropped
+        parts = split_text(Reply().text(), error.after_chunks + 2)[: error.after_chunks]
+        _, events = self._streamed(rec, parts)
+        # ref §3: a mid-stream error is a data object with an `error` key, and no [DONE]
+        message = error.message or _ERRORS[500][0]
+        events.append(sse(error_body(message, error.error_type or "server_error", None)))
+        return Answer(200, events, SSE, {"x-request-id": new_id("req_", 32)}, streamed=True)

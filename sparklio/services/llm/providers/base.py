@@ -24,8 +24,11 @@ __all__ = [
     "OutputMode",
     "ProviderHealth",
     "ProviderOptions",
+    "chat_messages",
+    "message_text",
     "parse_json_object",
     "picked",
+    "text_messages",
     "usage",
 ]
 
@@ -71,6 +74,34 @@ GATEWAY_OPTIONS = frozenset({"model", "payload", "schema", "messages"})
 def picked(options: ProviderOptions, names: Collection[str]) -> dict[str, Any]:
     """The options among `names` that are set, as they are (e.g. for a request body)."""
     return {key: value for key, value in options.items() if key in names}
+
+
+def message_text(content: Any) -> str:
+    """A chat message's content as text: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def chat_messages(prompt: str, options: ProviderOptions) -> list[dict[str, Any]]:
+    """The messages to send: the caller's chat (`options["messages"]`) as it is, or one user
+    message holding the rendered `prompt`."""
+    messages = options.get("messages")
+    if messages:
+        return list(messages)
+    return [{"role": "user", "content": prompt}]
+
+
+def text_messages(prompt: str, options: ProviderOptions) -> list[dict[str, str]]:
+    """`chat_messages` with every content flattened to text, for backends that take strings
+    only (Ollama, llama.cpp); OpenAI's `developer` role is their `system`."""
+    return [
+        {"role": "system" if m.get("role") == "developer" else str(m.get("role", "user")),
+         "content": message_text(m.get("content"))}
+        for m in chat_messages(prompt, options)
+    ]  # fmt: skip
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

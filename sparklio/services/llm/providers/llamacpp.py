@@ -17,6 +17,7 @@ import importlib
 import os
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,6 +39,7 @@ from sparklio.services.llm.providers.base import (
     ProviderHealth,
     ProviderOptions,
     picked,
+    text_messages,
     usage,
 )
 
@@ -93,9 +95,14 @@ class LlamaCppConfig(BaseModel):
 
 
 def _complete(
-    llama: Any, messages: list[dict[str, str]], kwargs: dict[str, Any], cancelled: threading.Event
+    llama: Any,
+    messages: list[dict[str, str]],
+    kwargs: dict[str, Any],
+    cancelled: threading.Event,
+    on_piece: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """One chat completion on the model's worker thread: its text, finish reason and usage.
+    """One chat completion on the model's worker thread: its text, finish reason and usage;
+    `on_piece` (called on this thread) gets each piece of text as it is generated.
 
     It streams so that a call whose caller has gone (`cancelled`) stops at the next token
     instead of holding the model up to max_tokens: the chat API has no other way in (its
@@ -116,7 +123,10 @@ def _complete(
             if cancelled.is_set():
                 return {"text": "".join(parts), "finish_reason": "cancelled", "usage": {}}
             choice = chunk["choices"][0]
-            parts.append(choice["delta"].get("content") or "")
+            piece = choice["delta"].get("content") or ""
+            parts.append(piece)
+            if piece and on_piece is not None:
+                on_piece(piece)
             finish = choice.get("finish_reason") or finish
     finally:
         stream.close()
@@ -278,17 +288,9 @@ class LlamaCppProvider(LLMProvider):
     ) -> LLMProviderResponse:
         name = options["model"]
         loaded = await self._model(name)
-        kwargs: dict[str, Any] = picked(options, PASSED_OPTIONS)
-        kwargs.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
-        if mode == "json":
-            schema = options.get("schema")
-            if schema is None:
-                kwargs["response_format"] = {"type": "json_object"}
-            else:  # decoding constrained by the schema's grammar, so the answer parses
-                kwargs["grammar"] = self._grammar(loaded, schema)
         cancelled = threading.Event()
-        messages = [{"role": "user", "content": prompt}]
-        complete = partial(_complete, loaded.llama, messages, kwargs, cancelled)
+        complete = partial(_complete, loaded.llama, text_messages(prompt, options),
+                           self._kwargs(loaded, mode, options), cancelled)  # fmt: skip
         started = time.perf_counter()
         loaded.running.add(cancelled)
         try:
@@ -299,6 +301,55 @@ class LlamaCppProvider(LLMProvider):
         finally:
             loaded.running.discard(cancelled)
         return self._response(loaded, name, mode, result, time.perf_counter() - started)
+
+    async def stream(
+        self,
+        prompt: str,
+        role: str,
+        task: str,
+        mode: OutputMode,
+        options: ProviderOptions,
+    ) -> AsyncIterator[str | LLMProviderResponse]:
+        name = options["model"]
+        loaded = await self._model(name)
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def hand_on(piece: str) -> None:  # on the worker thread: never blocks it or the loop
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        cancelled = threading.Event()
+        complete = partial(_complete, loaded.llama, text_messages(prompt, options),
+                           self._kwargs(loaded, mode, options), cancelled, hand_on)  # fmt: skip
+        started = time.perf_counter()
+        loaded.running.add(cancelled)
+        try:
+            generation = loop.run_in_executor(loaded.executor, complete)
+            # after the pieces: the thread scheduled them before the future's result
+            generation.add_done_callback(lambda _: pieces.put_nowait(None))
+            while (piece := await pieces.get()) is not None:
+                yield piece
+            result = generation.result()
+        finally:
+            # a consumer that closed the stream (or was cancelled) stops the generation at
+            # its next token, as a timeout does, instead of holding the model
+            cancelled.set()
+            loaded.running.discard(cancelled)
+        yield self._response(loaded, name, mode, result, time.perf_counter() - started)
+
+    def _kwargs(
+        self, loaded: _Loaded, mode: OutputMode, options: ProviderOptions
+    ) -> dict[str, Any]:
+        """create_chat_completion's arguments for a call."""
+        kwargs: dict[str, Any] = picked(options, PASSED_OPTIONS)
+        kwargs.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
+        if mode == "json":
+            schema = options.get("schema")
+            if schema is None:
+                kwargs["response_format"] = {"type": "json_object"}
+            else:  # decoding constrained by the schema's grammar, so the answer parses
+                kwargs["grammar"] = self._grammar(loaded, schema)
+        return kwargs
 
     @staticmethod
     def _grammar(loaded: _Loaded, schema: dict[str, Any]) -> Any:

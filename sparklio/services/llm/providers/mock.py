@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -26,6 +27,7 @@ from sparklio.services.llm.providers.base import (
     LLMProviderResponse,
     OutputMode,
     ProviderOptions,
+    message_text,
     usage,
 )
 
@@ -47,6 +49,23 @@ def _seed(*parts: Any, schema_key: bytes = b"") -> int:
     digest = hashlib.sha256(orjson.dumps(parts, option=_CANONICAL))
     digest.update(schema_key)
     return int.from_bytes(digest.digest()[:8], "big")
+
+
+def pieces_of(text: str) -> list[str]:
+    """`text` in 4 to 8 pieces (fewer when it is shorter), in order, at word ends where
+    there are any near, so a streamed mock answer reads like a model's."""
+    count = min(8, max(4, len(text) // 40), len(text))
+    pieces: list[str] = []
+    start = 0
+    for i in range(1, count + 1):
+        end = len(text) if i == count else max(start + 1, len(text) * i // count)
+        space = text.find(" ", end, end + 16)  # the piece ends after the word it is in
+        if i < count and space >= 0:
+            end = space + 1
+        if end > start:
+            pieces.append(text[start:end])
+            start = end
+    return pieces
 
 
 def _tokens(text: str) -> int:
@@ -115,7 +134,9 @@ class MockProvider(LLMProvider):
         mode: OutputMode,
         options: ProviderOptions,
     ) -> LLMProviderResponse:
-        payload = options.get("payload", {})
+        payload = options.get("payload") or {}
+        if not payload and options.get("messages"):  # a chat: its words make the answer
+            payload = {"chat": [message_text(m.get("content")) for m in options["messages"]]}
         schema = options.get("schema") or _GENERIC_SCHEMA
         lexicon = self._lexicon_for(payload)
         if mode == "json":
@@ -134,6 +155,22 @@ class MockProvider(LLMProvider):
             output=output,
             meta={"mock": True},
         )
+
+    async def stream(
+        self,
+        prompt: str,
+        role: str,
+        task: str,
+        mode: OutputMode,
+        options: ProviderOptions,
+    ) -> AsyncIterator[str | LLMProviderResponse]:
+        """The answer in a few pieces, as a model would write it: instant and deterministic."""
+        response = await self.generate(prompt, role, task, mode, options)
+        output = response.output
+        text = str(output.get("text", "")) if mode == "text" else orjson.dumps(output).decode()
+        for piece in pieces_of(text):
+            yield piece
+        yield response
 
     async def _json(
         self, payload: Lexicon, seed: int, schema: dict[str, Any], key: bytes

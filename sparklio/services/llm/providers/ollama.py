@@ -1,11 +1,15 @@
 """Ollama, through its native chat API (`POST /api/chat`), streamed as NDJSON.
 
 Reading the stream line by line is what lets an `{"error": ...}` line inside a 200 answer be
-reported as an error rather than as an empty answer (upstream-protocols.md, section 1).
+reported as an error rather than as an empty answer (upstream-protocols.md, section 1); the
+same reading serves `stream()`, which hands on each line's text as it comes, and `generate()`,
+which reads it to the end.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -21,6 +25,7 @@ from sparklio.services.llm.providers.base import (
     ProviderHealth,
     ProviderOptions,
     picked,
+    text_messages,
     usage,
 )
 
@@ -82,10 +87,25 @@ class OllamaProvider(HTTPProvider, LLMProvider):
         mode: OutputMode,
         options: ProviderOptions,
     ) -> LLMProviderResponse:
+        # the same NDJSON stream as stream(), read to its end
+        async with aclosing(self.stream(prompt, role, task, mode, options)) as pieces:
+            async for item in pieces:
+                if isinstance(item, LLMProviderResponse):
+                    return item
+        raise self._stream_error(options["model"], "the stream ended without an answer")
+
+    async def stream(
+        self,
+        prompt: str,
+        role: str,
+        task: str,
+        mode: OutputMode,
+        options: ProviderOptions,
+    ) -> AsyncGenerator[str | LLMProviderResponse, None]:
         model = options["model"]
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": text_messages(prompt, options),
             "stream": True,
             "keep_alive": options.get("keep_alive", self.settings.ollama_keep_alive),
             "options": ollama_options(options),
@@ -93,26 +113,9 @@ class OllamaProvider(HTTPProvider, LLMProvider):
         if mode == "json":
             # the prompt also asks for JSON: without that, models pad `{}` with whitespace
             body["format"] = options.get("schema") or "json"
-        text, final = await self._chat(body, model)
-        truncated = final.get("done_reason") == "length"
-        meta = self._meta(final)
-        if mode == "json" and not text.strip() and final.get("thinking"):
-            text = str(final["thinking"])  # thinking models may answer there (gpt-oss)
-        output = self.answer(
-            model, mode, text, truncated=truncated, meta=meta, reason="done_reason: length"
-        )
-        return LLMProviderResponse(
-            provider=self.name,
-            model=model,
-            usage=usage(final.get("prompt_eval_count", 0), final.get("eval_count", 0)),
-            output=output,
-            meta=meta,
-        )
-
-    async def _chat(self, body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
-        """Send the chat request and read the NDJSON stream: (text, final line)."""
         parts: list[str] = []
         thinking: list[str] = []
+        final: dict[str, Any] | None = None
         async with self.request("POST", self.chat_url, json=body, model=model) as resp:
             async for line in resp.content:
                 if not line.strip():
@@ -125,11 +128,31 @@ class OllamaProvider(HTTPProvider, LLMProvider):
                     # an error after the 200 status was sent: the answer is not complete
                     raise self._stream_error(model, str(chunk["error"]))
                 message = chunk.get("message") or {}
-                parts.append(message.get("content") or "")
+                piece = message.get("content") or ""
                 thinking.append(message.get("thinking") or "")
+                if piece:
+                    parts.append(piece)
+                    yield piece
                 if chunk.get("done"):
-                    return "".join(parts), {**chunk, "thinking": "".join(thinking)}
-        raise self._stream_error(model, "the stream ended before its final (done) line")
+                    final = chunk
+                    break
+        if final is None:
+            raise self._stream_error(model, "the stream ended before its final (done) line")
+        text = "".join(parts)
+        truncated = final.get("done_reason") == "length"
+        meta = self._meta(final)
+        if mode == "json" and not text.strip() and any(thinking):
+            text = "".join(thinking)  # thinking models may answer there (gpt-oss)
+        output = self.answer(
+            model, mode, text, truncated=truncated, meta=meta, reason="done_reason: length"
+        )
+        yield LLMProviderResponse(
+            provider=self.name,
+            model=model,
+            usage=usage(final.get("prompt_eval_count", 0), final.get("eval_count", 0)),
+            output=output,
+            meta=meta,
+        )
 
     def _stream_error(self, model: str, reason: str) -> ProviderError:
         return ProviderError(

@@ -3,8 +3,12 @@ at OPENAI_BASE_URL."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+import orjson
 
 from sparklio.core.config import Settings
 from sparklio.exceptions import ProviderError
@@ -16,9 +20,13 @@ from sparklio.services.llm.providers.base import (
     OutputMode,
     ProviderHealth,
     ProviderOptions,
+    chat_messages,
     picked,
     usage,
 )
+from sparklio.services.llm.providers.sse import Event, sse_events
+
+T = TypeVar("T")
 
 #: Statuses with which servers that copy the API turn down `response_format: json_schema`:
 #: OpenAI-style 400s, FastAPI-style 422s, and llama-cpp-python's server, which answers a 500
@@ -118,11 +126,83 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
         options: ProviderOptions,
     ) -> LLMProviderResponse:
         model = options["model"]
-        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
-        body.update(picked(options, PASSED_OPTIONS))
-        schema = options.get("schema")
+        body = self._body(prompt, options)
         if mode != "json":
             return self._response(await self._complete(body, model), model, mode)
+        answer = await self._formatted(body, model, options.get("schema"), self._complete)
+        response = self._response(answer, model, mode)
+        response.meta["response_format"] = body["response_format"]["type"]
+        return response
+
+    async def stream(
+        self,
+        prompt: str,
+        role: str,
+        task: str,
+        mode: OutputMode,
+        options: ProviderOptions,
+    ) -> AsyncIterator[str | LLMProviderResponse]:
+        model = options["model"]
+        body = self._body(prompt, options)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        if mode == "json":  # a refused format is known from the status, before any piece
+            events = await self._formatted(body, model, options.get("schema"), self._open)
+        else:
+            events = await self._open(body, model)
+        parts: list[str] = []
+        refusal: list[str] = []
+        finish: str | None = None
+        counts: dict[str, Any] = {}
+        upstream_id = served = None
+        done = False
+        async with aclosing(events):
+            async for event in events:
+                if event.data.strip() == "[DONE]":
+                    done = True
+                    break
+                chunk = self._chunk(event.data, model)
+                upstream_id = chunk.get("id", upstream_id)
+                served = chunk.get("model", served)
+                counts = chunk.get("usage") or counts
+                choices = chunk.get("choices") or []
+                if not choices or not isinstance(choices[0], dict):
+                    continue  # the usage chunk has none
+                choice = choices[0]
+                finish = choice.get("finish_reason") or finish
+                delta = choice.get("delta") or {}
+                if delta.get("refusal"):
+                    refusal.append(str(delta["refusal"]))
+                piece = delta.get("content")
+                if piece:
+                    parts.append(piece)
+                    yield piece
+        if not done:
+            raise self._stream_error(model, "the stream ended without its [DONE] line")
+        message = {"content": "".join(parts), "refusal": "".join(refusal) or None}
+        answer = {"id": upstream_id, "model": served, "usage": counts,
+                  "choices": [{"message": message, "finish_reason": finish}]}  # fmt: skip
+        response = self._response(answer, model, mode)
+        if mode == "json":
+            response.meta["response_format"] = body["response_format"]["type"]
+        yield response
+
+    def _body(self, prompt: str, options: ProviderOptions) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": options["model"],
+                                "messages": chat_messages(prompt, options)}  # fmt: skip
+        body.update(picked(options, PASSED_OPTIONS))
+        return body
+
+    async def _formatted(
+        self,
+        body: dict[str, Any],
+        model: str,
+        schema: dict[str, Any] | None,
+        send: Callable[[dict[str, Any], str], Awaitable[T]],
+    ) -> T:
+        """`send(body)` in json mode: with the richest response format the server takes,
+        falling back to the next of FORMATS when it turns one down (`body` keeps the one
+        that was taken)."""
         refused = self._refused.setdefault((self.chat_url, model), set())
         # the richest format first; one the server turned down before is not tried again
         kinds = [k for k in FORMATS if k not in refused] if schema is not None else []
@@ -130,8 +210,7 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
         while True:
             body["response_format"] = self._format(kinds[0], schema)
             try:
-                answer = await self._complete(body, model)
-                break
+                return await send(body, model)
             except ProviderError as exc:
                 # the next format is tried within this one attempt: no retry is spent on it
                 if len(kinds) == 1 or not self._turned_down(exc):
@@ -142,9 +221,45 @@ class OpenAIProvider(HTTPProvider, LLMProvider):
                     # next call's schema, so that is not
                     refused.add(kinds[0])
                 kinds.pop(0)
-        response = self._response(answer, model, mode)
-        response.meta["response_format"] = body["response_format"]["type"]
-        return response
+
+    async def _open(self, body: dict[str, Any], model: str) -> AsyncGenerator[Event, None]:
+        """The streamed request, sent and its status checked (an error status raises here),
+        then its events."""
+        events = self._events(body, model)
+        try:
+            await anext(events)  # the request's status, checked
+        except BaseException:
+            await events.aclose()
+            raise
+        return events
+
+    async def _events(self, body: dict[str, Any], model: str) -> AsyncGenerator[Event, None]:
+        async with self.request(
+            "POST", self.chat_url, json=body, headers=self.headers, model=model
+        ) as resp:
+            yield Event("open", "")
+            async for event in sse_events(resp):
+                yield event
+
+    def _chunk(self, data: str, model: str) -> dict[str, Any]:
+        """One streamed chunk; an `error` event (a failure after the 200) raises."""
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise self._stream_error(model, f"an event is not JSON: {data[:120]!r}") from None
+        if not isinstance(chunk, dict):
+            raise self._stream_error(model, f"an event is not an object: {data[:120]!r}")
+        error = chunk.get("error")
+        if error is not None:
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise self._stream_error(model, str(message)[:300])
+        return chunk
+
+    def _stream_error(self, model: str, reason: str) -> ProviderError:
+        return ProviderError(
+            f"{self.where(model)} failed mid-answer: {reason}",
+            provider=self.name, model=model, outcome="stream_error", retryable=True,
+        )  # fmt: skip
 
     @staticmethod
     def _format(kind: str, schema: dict[str, Any] | None) -> dict[str, Any]:
