@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal, NoReturn
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from sparklio.api.auth import PrincipalDep
+from sparklio.api.auth import PrincipalDep, require_principal
 from sparklio.api.deps import GatewayDep
 from sparklio.api.responses import json_response
 from sparklio.exceptions import InvalidRequestError, RouteNotFoundError
@@ -34,7 +34,8 @@ from sparklio.services.llm.options import INTEGERS, NUMBERS
 from sparklio.services.llm.providers.base import LLMProviderResponse
 from sparklio.wire.llm import StreamDelta, StreamDone, StreamEvent, StreamFailed
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+#: every operation needs the caller's API key or token, as the native API does
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_principal)])
 
 #: When this server started: the `created` of every model it lists.
 _STARTED = int(time.time())
