@@ -9,6 +9,7 @@ number of pieces (the joined text, the last chunks), never on how many there wer
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
@@ -301,3 +302,52 @@ def test_a_stream_that_fails_after_it_began_raises_an_api_error_naming_what_fail
     message = caught.value.message
     assert "mock" in message and "mock-v1" in message and "schema_invalid" in message
     assert caught.value.code == "output_invalid"
+
+
+# --- the embedded model (llama.cpp, SmolLM2) through the same SDK -------------------------
+
+LOCAL_ROUTES = """\
+version: 1
+modes:
+  live:
+    default:
+      - {provider: llamacpp, model: smollm2-135m-instruct, options: {max_tokens: 64}}
+"""
+HELLO = [{"role": "user", "content": "Say hello in five words."}]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    # looked up, not imported: the model runs in the server's process, not this one
+    if importlib.util.find_spec("llama_cpp") is None:  # pragma: no cover
+        assert not os.environ.get("CI"), "CI installs the local extra: it must not skip there"
+        pytest.skip("llama-cpp-python is not installed: pip install -e '.[local]'")
+    running = start(tmp_path_factory.mktemp("openai-local") / "home", LOCAL_ROUTES,
+                    GENERATOR_MODE="live", LLAMACPP_THREADS="1")  # fmt: skip
+    yield running
+    running.stop()
+
+
+@pytest.mark.timeout(300)  # loading the model and generating on a busy 2-core machine
+def test_the_embedded_model_chats_through_the_sdk(local: Running) -> None:
+    answer = local.client().chat.completions.create(
+        model="chat/any", messages=HELLO, max_tokens=16, temperature=0,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert answer.model == "chat/any"
+    content = answer.choices[0].message.content
+    assert content and content.strip()
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage is not None and 0 < answer.usage.completion_tokens <= 16
+
+
+@pytest.mark.timeout(300)
+def test_the_embedded_model_streams_through_the_sdk(local: Running) -> None:
+    chunks = list(local.client().chat.completions.create(
+        model="chat/any", messages=HELLO, max_tokens=16, temperature=0, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    ))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None and 0 < usage.completion_tokens <= 16
