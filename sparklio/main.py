@@ -16,7 +16,7 @@ from sparklio.api.errors import install_error_handlers
 from sparklio.api.middleware import RequestContextMiddleware
 from sparklio.api.openapi import install_openapi
 from sparklio.api.v1 import api_router
-from sparklio.api.v1.endpoints import health
+from sparklio.api.v1.endpoints import health, openai_compat
 from sparklio.core.config import Settings, load_settings
 from sparklio.db.engine import (
     database_url,
@@ -112,6 +112,8 @@ def create_app(
     # Content-Length over the limit is refused by RequestContextMiddleware; this catches
     # chunked bodies while they arrive.
     app.include_router(api_router, max_body_size=settings.max_request_bytes)
+    # the OpenAI-compatible API, at /v1 as OpenAI's clients expect it
+    app.include_router(openai_compat.router, max_body_size=settings.max_request_bytes)
     return app
 
 

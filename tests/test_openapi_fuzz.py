@@ -57,12 +57,13 @@ CONFORMANCE = [
 ]
 
 
-#: A routed (role, task) per generate operation: random names only ever get a 404, so valid
+#: A routed (role, task) or model per generate operation: random names only get a 404, so valid
 #: requests use these, and the rest of the body (payload, output_schema, options, sizes) goes
 #: all the way through the gateway to the mock provider. Invalid requests keep random names.
 ROUTED = {
     "POST /api/v1/llm/generate": {"role": "copywriter", "task": "channel_copy"},
     "POST /api/v1/media/generate": {"role": "vision_generator", "task": "image"},
+    "POST /v1/chat/completions": {"model": "copywriter/channel_copy"},
 }
 
 

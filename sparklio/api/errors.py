@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sparklio.api.deps import services_of
-from sparklio.api.responses import error_response, too_large_message
+from sparklio.api.responses import OPENAI_PREFIX, error_response, too_large_message
 from sparklio.db.errors import is_outage, outage_error
 from sparklio.exceptions import (
     DatabaseUnavailableError,
@@ -58,9 +58,12 @@ def _error(
     details: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """The JSON error answer every failure uses, with the request's id."""
+    """The JSON error answer every failure uses, with the request's id (in OpenAI's format
+    on the OpenAI-compatible paths)."""
     request_id = getattr(request.state, "request_id", None)
-    return error_response(request_id, status, error_type, message, details, headers)
+    openai = request.url.path.startswith(OPENAI_PREFIX)
+    return error_response(request_id, status, error_type, message, details, headers,
+                          openai=openai)  # fmt: skip
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ import re
 from fastapi import HTTPException  # FastAPI re-raises its own kind while reading a body
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sparklio.api.responses import error_response, too_large_message
+from sparklio.api.responses import OPENAI_PREFIX, error_response, too_large_message
 from sparklio.exceptions import PayloadTooLargeError
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -86,6 +86,7 @@ class RequestContextMiddleware:
                 PayloadTooLargeError.type,
                 too_large_message(self.max_body_size),
                 headers={"Connection": "close"},
+                openai=scope["path"].startswith(OPENAI_PREFIX),
             )
             await response(scope, receive, send_with_id)
             return

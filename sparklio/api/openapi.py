@@ -13,12 +13,15 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from sparklio.wire.errors import ErrorBody, ErrorInfo
+from sparklio.api.responses import OPENAI_PREFIX
+from sparklio.wire.errors import ErrorBody, ErrorInfo, OpenAIErrorBody
 
 #: Operations anyone may call, without credentials.
 PUBLIC = frozenset({("get", "/health"), ("post", "/api/v1/auth/login")})
 SECURITY_SCHEME = "bearer"
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+#: the OpenAI-compatible API's errors (paths under /v1/) are in OpenAI's format
+OPENAI_ERROR_REF = {"$ref": "#/components/schemas/OpenAIErrorBody"}
 RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
@@ -71,6 +74,9 @@ def complete(schema: dict[str, Any]) -> None:
     body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(body.pop("$defs", {}))
     schemas["ErrorBody"] = body
+    openai = OpenAIErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(openai.pop("$defs", {}))
+    schemas["OpenAIErrorBody"] = openai
     components["securitySchemes"] = {
         SECURITY_SCHEME: {
             "type": "http",
@@ -108,9 +114,10 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
         responses.setdefault(str(status), {"description": description})
         if headers:
             responses[str(status)].setdefault("headers", headers)
+    ref = OPENAI_ERROR_REF if path.startswith(OPENAI_PREFIX) else ERROR_REF
     for code, response in responses.items():
         if code[0] in "45":
-            response["content"] = {"application/json": {"schema": ERROR_REF}}
+            response["content"] = {"application/json": {"schema": ref}}
 
 
 __all__ = ["ErrorBody", "ErrorInfo", "complete", "install_openapi"]
