@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from sparklio.exceptions import error_body
 
@@ -37,25 +38,44 @@ def sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-def event_stream(events: AsyncIterator[BaseModel]) -> StreamingResponse:
-    """A `text/event-stream` of the gateway's stream events (`delta`, then `done` or `error`).
+class EventStream(StreamingResponse):
+    """A `text/event-stream` whose events are closed however the response ends.
 
-    When the client goes away the server cancels the response; closing the events then
-    cancels the upstream call (shielded: the cancellation must not cut that short)."""
+    When the client goes away, the stream is cancelled once (asyncio's edge cancellation,
+    not a cancel scope that cancels every await after it), so the gateway's cleanup can
+    await the upstream's close; and the events are closed in every case, which cancels the
+    upstream call (Starlette leaves an iterator it stopped reading open)."""
+
+    def __init__(self, body: AsyncIterator[bytes], events: AsyncIterator[Any]) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(body, media_type="text/event-stream", headers=headers)
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = asyncio.ensure_future(self.stream_response(send))
+        gone = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait((stream, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            stream.cancel()
+            await asyncio.gather(stream, gone, return_exceptions=True)
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            await self.events.aclose()  # type: ignore[attr-defined]
+        error = None if stream.cancelled() else stream.exception()
+        if error is not None and not isinstance(error, OSError):  # OSError: the client left
+            raise error
+
+
+def event_stream(events: AsyncIterator[BaseModel]) -> EventStream:
+    """A `text/event-stream` of the gateway's stream events (`delta`, then `done` or `error`);
+    when the client goes away, closing the events cancels the upstream call."""
 
     async def body() -> AsyncIterator[bytes]:
-        try:
-            async for event in events:
-                name = getattr(event, "type", "message")
-                yield sse(name, event.model_dump())
-        finally:
-            closing = getattr(events, "aclose", None)
-            if closing is not None:
-                await asyncio.shield(closing())
+        async for event in events:
+            yield sse(getattr(event, "type", "message"), event.model_dump())
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache",
-                                      "X-Accel-Buffering": "no"})  # fmt: skip
+    return EventStream(body(), events)
 
 
 def error_response(

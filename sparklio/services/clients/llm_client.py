@@ -258,7 +258,8 @@ def stream_error(failed: StreamFailed, response: httpx.Response) -> GatewayError
     error = failed.error
     found = error.get("details")
     details: dict[str, Any] = found if isinstance(found, dict) else {}
-    cls = error_class_for(error.get("type"), 502)
+    status = error.get("status")
+    cls = error_class_for(error.get("type"), status if isinstance(status, int) else 502)
     kwargs: dict[str, Any] = {}
     if issubclass(cls, ProviderError):
         kwargs = {k: details[k] for k in ("provider", "model", "outcome") if k in details}

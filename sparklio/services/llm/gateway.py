@@ -385,33 +385,19 @@ class LLMGateway:
         """The events of a stream that began: its pieces, then how it ended."""
         endpoint, candidate = opened.endpoint, opened.candidate
         where = candidate.label_on(endpoint.name)
-        response: LLMProviderResponse | None = None
+        deadline = call.started + self.settings.llm_deadline
         ended = False
         try:
             item = opened.first
-            deadline = call.started + self.settings.llm_deadline
-            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
-                while not isinstance(item, LLMProviderResponse):
-                    if item:
-                        yield StreamDelta(text=item)
-                    try:
-                        item = await anext(opened.pieces)
-                    except StopAsyncIteration:
-                        raise ProviderError(
-                            f"{where}: the stream ended without its final answer.",
-                            provider=endpoint.name, model=candidate.model,
-                            outcome="stream_error",
-                        ) from None  # fmt: skip
-            response = item
-            self._check(call, response, candidate, endpoint.name)
+            while not isinstance(item, LLMProviderResponse):
+                if item:
+                    yield StreamDelta(text=item)
+                item = await self._next_piece(opened, where, deadline)
+            self._check(call, item, candidate, endpoint.name)
             ended = True
-            yield StreamDone(response=self._finish(call, response))
-        except (ProviderError, TimeoutError) as exc:
+            yield StreamDone(response=self._finish(call, item))
+        except ProviderError as error:
             ended = True
-            error = exc if isinstance(exc, ProviderError) else UpstreamTimeoutError(
-                f"{where} did not finish within LLM_DEADLINE ({self.settings.llm_deadline:g} s).",
-                provider=endpoint.name, model=candidate.model, outcome="timeout",
-            )  # fmt: skip
             if error.outcome in ENDPOINT_FAILURES:
                 endpoint.guard.breaker.failure()
             # the attempt was recorded "ok" at its first piece: it is how it ended that counts
@@ -419,6 +405,7 @@ class LLMGateway:
             failed = self._failed(call.role, call.task, call.request_id, call.user_id,
                                   call.started, call, error)  # fmt: skip
             yield StreamFailed(error={"type": failed.type, "message": failed.message,
+                                      "status": failed.status,
                                       "details": {"provider": error.provider,
                                                   "model": error.model,
                                                   "outcome": error.outcome,
@@ -429,7 +416,28 @@ class LLMGateway:
                 cancelled = GatewayError("The client closed the stream.", status=499)
                 self._log_call(call.role, call.task, call.request_id, call.user_id,
                                call.started, call, None, cancelled)  # fmt: skip
-            await opened.hold.aclose()  # closes the provider's stream and frees the slot
+            # closes the provider's stream and frees the slot, even when the consumer's task
+            # is being cancelled (a server cancels a response whose client went away)
+            await asyncio.shield(opened.hold.aclose())
+
+    @staticmethod
+    async def _next_piece(
+        opened: _Opened, where: str, deadline: float
+    ) -> str | LLMProviderResponse:
+        """The stream's next item, within the call's deadline (only the wait for the model is
+        timed: a slow reader of the stream is not the model's fault)."""
+        endpoint, model = opened.endpoint.name, opened.candidate.model
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                return await anext(opened.pieces)
+        except StopAsyncIteration:
+            raise ProviderError(f"{where}: the stream ended without its final answer.",
+                                provider=endpoint, model=model,
+                                outcome="stream_error") from None  # fmt: skip
+        except TimeoutError:
+            raise UpstreamTimeoutError(f"{where} did not finish within LLM_DEADLINE.",
+                                       provider=endpoint, model=model,
+                                       outcome="timeout") from None  # fmt: skip
 
     def _log_call(
         self,

@@ -12,7 +12,6 @@ is a 400 that names it, never silently ignored.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -22,12 +21,11 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
 from sparklio.api.auth import PrincipalDep, require_principal
 from sparklio.api.deps import GatewayDep
-from sparklio.api.responses import json_response
+from sparklio.api.responses import EventStream, json_response
 from sparklio.exceptions import InvalidRequestError, RouteNotFoundError
 from sparklio.services.jsonvalues import MAX_INT, MIN_INT
 from sparklio.services.llm.options import INTEGERS, NUMBERS
@@ -400,32 +398,3 @@ def _stream_error(error: dict[str, Any]) -> dict[str, Any]:
         "code": error.get("type", "provider_error"),
         "details": details,
     }
-
-
-class EventStream(StreamingResponse):
-    """A `text/event-stream` whose events are closed however the response ends.
-
-    When the client goes away, the stream is cancelled once (asyncio's edge cancellation,
-    not a cancel scope that cancels every await after it), so the gateway's cleanup can
-    await the upstream's close; and the events are closed in every case, which cancels the
-    upstream call (Starlette leaves an iterator it stopped reading open)."""
-
-    def __init__(self, body: AsyncIterator[bytes], events: AsyncIterator[StreamEvent]) -> None:
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        super().__init__(body, media_type="text/event-stream", headers=headers)
-        self.events = events
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stream = asyncio.ensure_future(self.stream_response(send))
-        gone = asyncio.ensure_future(self.listen_for_disconnect(receive))
-        try:
-            await asyncio.wait((stream, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            stream.cancel()
-            await asyncio.gather(stream, gone, return_exceptions=True)
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
-            await self.events.aclose()  # type: ignore[attr-defined]
-        error = None if stream.cancelled() else stream.exception()
-        if error is not None and not isinstance(error, OSError):  # OSError: the client left
-            raise error
