@@ -184,3 +184,18 @@ def test_mode_without_a_section_is_a_config_error(write_routing: Callable[[str],
     path = write_routing("version: 1\nmodes:\n  mock:\n    default: [{provider: mock, model: m}]\n")
     with pytest.raises(ConfigError, match="GENERATOR_MODE='live'"):
         routed(load_routing_file(path, KNOWN), "live")
+
+
+def test_an_alias_must_name_a_task_the_file_serves(tmp_path: Path) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(
+        "version: 1\ntasks: {copywriter: [channel_copy]}\n"
+        "aliases: {copy: copywriter/channel_copy, typo: copywriter/chanel_copy}\n"
+        "modes:\n  mock:\n    default: [{provider: mock, model: m}]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_routing_file(path, ProviderRegistry().names(), MediaRegistry().names())
+    message = str(caught.value)
+    assert "line 3, key aliases.typo: alias 'typo' must name a role/task" in message
+    assert "'copy'" not in message

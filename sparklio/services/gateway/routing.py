@@ -342,6 +342,16 @@ def _check_references(
                 f"{_where(node, ('providers', name, 'kind'))}: unknown provider kind "
                 f"{spec.kind!r}; expected one of: {', '.join(kinds)}"
             )
+    for alias, target in routing.aliases.items():
+        role, _, task = target.partition("/")
+        catalogue = routing.tasks
+        if not (NAME_RE.match(role) and NAME_RE.match(task)) or (
+            catalogue is not None and task not in catalogue.get(role, ())
+        ):
+            problems.append(
+                f"{_where(node, ('aliases', alias))}: alias {alias!r} must name a role/task "
+                f"the file serves (got {target!r})"
+            )
     llm = [*known, *routing.endpoint_names(known)]
     sections: list[tuple[tuple[str, ...], Any, Collection[str], dict[str, list[str]] | None]] = [
         (("modes",), routing.modes, llm, routing.tasks)
