@@ -159,7 +159,8 @@ class FakeOpenAI(asyncio.Protocol):
                 return
             head = self.buffer[:end].lower()
             start = head.find(b"content-length:")
-            length = int(head[start + 15 : head.find(b"\r\n", start)]) if start >= 0 else 0
+            stop = head.find(b"\r\n", start)  # -1: the last header line
+            length = int(head[start + 15 : stop if stop >= 0 else None]) if start >= 0 else 0
             if len(self.buffer) < end + 4 + length:
                 return
             request = self.buffer[end + 4 : end + 4 + length]
