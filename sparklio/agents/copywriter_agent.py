@@ -52,12 +52,15 @@ class CopyInput(BaseModel):
     brief: Brief
     brand: BrandProfile
     strategy: Strategy
+    #: words and claims the brief or brand kit forbids (checked by rule on the answer)
+    avoid: list[str] = Field(default_factory=list)
 
 
 class RevisionInput(BaseModel):
     copy_: ChannelCopy = Field(alias="copy")
     requests: list[str]
     brand: BrandProfile
+    avoid: list[str] = Field(default_factory=list)
 
 
 def copy_schema(channel: str) -> dict[str, Any]:
@@ -78,9 +81,15 @@ def copy_schema(channel: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _brand_words(brand: BrandProfile) -> dict[str, Any]:
-    return {"voice": brand.voice, "words_to_use": brand.words_to_use,
-            "words_to_avoid": brand.words_to_avoid}  # fmt: skip
+def _brand_words(brand: BrandProfile, avoid: list[str]) -> dict[str, Any]:
+    words = {"voice": brand.voice, "words_to_use": brand.words_to_use,
+             "words_to_avoid": brand.words_to_avoid}  # fmt: skip
+    # only when there is something: without, the request is the same as before these existed
+    if brand.claims_to_avoid:
+        words["claims_to_avoid"] = brand.claims_to_avoid
+    if avoid:
+        words["never_write"] = avoid
+    return words
 
 
 async def channel_copy(
@@ -102,7 +111,7 @@ async def channel_copy(
             "big_idea": data.strategy.big_idea,
             "positioning": data.strategy.positioning,
             "channel_plan": plan.model_dump() if plan else None,
-            "brand": _brand_words(data.brand),
+            "brand": _brand_words(data.brand, data.avoid),
         }
         shown = None if on_delta is None else partial(on_delta, channel)
         return await ask(llm, f"copywriter:{channel}", "copywriter", "channel_copy", payload,
@@ -120,7 +129,7 @@ async def revise(llm: LLMGatewayClient, data: RevisionInput) -> tuple[ChannelCop
         "copy": data.copy_.model_dump(),
         "requests": data.requests,
         "limits": LIMITS[channel].model_dump(),
-        "brand": _brand_words(data.brand),
+        "brand": _brand_words(data.brand, data.avoid),
     }
     return await ask(llm, f"revise:{channel}", "copywriter", "revise", payload, ChannelCopy,
                      json_schema=copy_schema(channel))  # fmt: skip

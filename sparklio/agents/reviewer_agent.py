@@ -4,7 +4,7 @@ such things."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from sparklio.agents.base import StepRecord, ask
 from sparklio.agents.brand_agent import BrandProfile
 from sparklio.agents.brief_agent import Brief, Channel, Line
-from sparklio.agents.copywriter_agent import LIMITS, ChannelCopy
+from sparklio.agents.copywriter_agent import ChannelCopy
+from sparklio.agents.rules import Rule, Violation, check, rules_for
 from sparklio.agents.vision_generator_agent import VisualConcept
 from sparklio.services.clients.llm_client import LLMGatewayClient
 
@@ -59,43 +60,46 @@ class Review(BaseModel):
     approved: bool
     revision_requests: list[RevisionRequest] = Field(default_factory=list)
     rule_findings: int = 0
+    #: what the rule checks found, each with its channel, rule and offending text
+    violations: list[Violation] = Field(default_factory=list)
 
 
-def check_copy(copies: list[ChannelCopy], brand: BrandProfile) -> list[RevisionRequest]:
+def check_copy(
+    copies: list[ChannelCopy], brand: BrandProfile, rules: Sequence[Rule] = ()
+) -> list[RevisionRequest]:
     """What is wrong with the copy by rule, per channel, as revision requests."""
-    found: list[RevisionRequest] = []
-    for copy in copies:
-        limits = LIMITS[copy.channel]
-        for field in ("headline", "body", "cta"):
-            text: str = getattr(copy, field)
-            limit: int = getattr(limits, field)
-            if len(text) > limit:
-                found.append(RevisionRequest(channel=copy.channel, request=(
-                    f"The {field} has {len(text)} characters; {copy.channel} shows at most "
-                    f"{limit}. Shorten it.")))  # fmt: skip
-        if not copy.cta.strip():
-            found.append(RevisionRequest(channel=copy.channel,
-                                         request="Add a call to action."))  # fmt: skip
-        if len(copy.hashtags) > limits.hashtags:
-            found.append(RevisionRequest(channel=copy.channel, request=(
-                f"Use at most {limits.hashtags} hashtags on {copy.channel} "
-                f"(there are {len(copy.hashtags)}).")))  # fmt: skip
-        text = " ".join([copy.headline, copy.body, copy.cta, *copy.hashtags]).lower()
-        for word in brand.words_to_avoid:
-            if word.strip() and re.search(rf"(?<!\w){re.escape(word.lower())}(?!\w)", text):
-                found.append(RevisionRequest(channel=copy.channel, request=(
-                    f"Remove {word!r}: the brand avoids that word.")))  # fmt: skip
-    return found
+    return [RevisionRequest(channel=v.channel, request=v.message)
+            for v in violations(copies, brand, rules)]  # fmt: skip
+
+
+def violations(
+    copies: list[ChannelCopy], brand: BrandProfile, rules: Sequence[Rule] = ()
+) -> list[Violation]:
+    """Every rule the copy breaks: its channel's limits, the words the brand avoids, and
+    `rules` (the brief's, the brand kit's, the built-in ones); each finding once."""
+    brand_rules = rules_for(brand_words=brand.words_to_avoid, built_in=False)
+    brand_rules += [Rule(term=c, kind="claim", source="brand") for c in brand.claims_to_avoid]
+    known = {" ".join(r.term.casefold().split()) for r in rules}
+    every = [*rules, *(r for r in brand_rules if " ".join(r.term.casefold().split()) not in known)]
+    found: dict[tuple[str, str], Violation] = {}
+    for violation in check(copies, every):
+        found.setdefault((violation.channel, violation.message), violation)
+    return list(found.values())
 
 
 async def review(
-    llm: LLMGatewayClient, data: ReviewInput, record_step: str = "review"
+    llm: LLMGatewayClient,
+    data: ReviewInput,
+    record_step: str = "review",
+    rules: Sequence[Rule] = (),
 ) -> tuple[Review, StepRecord]:
-    """The model's review, with the rule checks added: any rule finding withholds approval."""
+    """The model's review, with the rule checks added: any rule finding withholds approval,
+    and becomes a revision request whatever the model thought."""
     judged, record = await ask(
         llm, record_step, "reviewer", "review", data.model_dump(), ModelReview
     )
-    findings = check_copy(data.copies, data.brand)
+    broken = violations(data.copies, data.brand, rules)
+    findings = [RevisionRequest(channel=v.channel, request=v.message) for v in broken]
     channels = {c.channel for c in data.copies}
     requests = [r for r in judged.revision_requests if r.channel in channels]
     combined = Review(
@@ -104,5 +108,6 @@ async def review(
         approved=judged.approved and not findings,
         revision_requests=[*requests, *findings],
         rule_findings=len(findings),
+        violations=broken,
     )
     return combined, record
