@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
 
 from sparklio.agents.base import StepRecord, ask
 from sparklio.agents.brief_agent import Brief, Line, Short
@@ -17,7 +18,7 @@ from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.wire.brand import MAX_CLAIMS, MAX_PALETTE, MAX_WORDS, BrandKit
 
 HEX = r"^#[0-9A-Fa-f]{6}$"
-_HEX_ITEMS = {"items": {"type": "string", "pattern": HEX}}
+_HEX_ITEMS: JsonDict = {"items": {"type": "string", "pattern": HEX}}
 
 
 class BrandInput(BaseModel):

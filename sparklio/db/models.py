@@ -89,4 +89,25 @@ class MediaJobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
-__all__ = ["ApiKey", "Base", "LLMCall", "MediaJobRow", "User"]
+class BrandKitRow(Base):
+    """A brand kit: its owner's, or everyone's (`user_id` NULL: shared by an admin)."""
+
+    __tablename__ = "brand_kits"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    voice: Mapped[str] = mapped_column(String(300), default="")
+    words_to_use: Mapped[list[str]] = mapped_column(JSON, default=list)
+    words_to_avoid: Mapped[list[str]] = mapped_column(JSON, default=list)
+    claims_to_avoid: Mapped[list[str]] = mapped_column(JSON, default=list)
+    palette: Mapped[list[str]] = mapped_column(JSON, default=list)
+    typography: Mapped[str] = mapped_column(String(200), default="")
+    example_copy: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+__all__ = ["ApiKey", "Base", "BrandKitRow", "LLMCall", "MediaJobRow", "User"]

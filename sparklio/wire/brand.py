@@ -59,6 +59,10 @@ Claim = Annotated[
     AfterValidator(_checker(multiline=False)),
     AfterValidator(_not_blank),
 ]
+#: a piece of copy the brand liked: up to 2,000 characters, line breaks kept
+Example = Annotated[
+    str, Field(min_length=1, max_length=2000), AfterValidator(_checker(multiline=True))
+]
 Colour = Annotated[str, Field(pattern=HEX_COLOUR, examples=["#2E7D32"])]
 
 
