@@ -432,6 +432,7 @@ async def _run_campaign(data: Any, folder: Path, url: str | None, console: Conso
                 data.brief,
                 product_facts=data.product_facts,
                 brand_guide=data.brand_guide,
+                words_to_avoid=data.words_to_avoid,
                 on_step=on_step,
             )
             status.update("downloading images")

@@ -57,6 +57,11 @@ LABELS: dict[str, dict[str, str]] = {
         "model": "Model", "latency": "Latency (ms)", "tokens": "Tokens (prompt / completion)",
         "attempts": "Attempts", "fallback": "fallback", "repaired": "repaired",
         "total": "Total", "pipeline": "pipeline",
+        "violations": "Rule violations", "no_violations": "The copy breaks no rule.",
+        "violations_note": "The copy still breaks these rules after the revision: the "
+        "campaign cannot be approved until they are fixed.",
+        "rule": "Rule", "field": "Field", "offending": "Offending text", "term": "Term",
+        "source": "Source", "breaks_rules": "breaks a rule",
     },
     "ko": {
         "report": "캠페인 리포트", "status": "상태", "approved": "승인",
@@ -81,6 +86,11 @@ LABELS: dict[str, dict[str, str]] = {
         "model": "모델", "latency": "지연 (ms)", "tokens": "토큰 (프롬프트 / 생성)",
         "attempts": "시도", "fallback": "대체 경로", "repaired": "보정됨",
         "total": "합계", "pipeline": "파이프라인",
+        "violations": "규칙 위반", "no_violations": "규칙을 어긴 카피가 없습니다.",
+        "violations_note": "수정 후에도 카피가 아래 규칙을 어깁니다. 고치기 전에는 캠페인을 "
+        "승인할 수 없습니다.",
+        "rule": "규칙", "field": "항목", "offending": "문제 표현", "term": "금지어",
+        "source": "출처", "breaks_rules": "규칙 위반",
     },
 }  # fmt: skip
 NAMES: dict[str, dict[str, str]] = {
@@ -89,12 +99,20 @@ NAMES: dict[str, dict[str, str]] = {
         "kakao": "KakaoTalk", "email": "Email", "blog": "Blog", "brand_fit": "Brand fit",
         "clarity": "Clarity", "claims_and_compliance": "Claims & compliance",
         "channel_fit": "Channel fit",
+        "forbidden_word": "Forbidden word", "forbidden_claim": "Forbidden claim",
+        "length": "Too long", "hashtags": "Too many hashtags", "missing_cta": "No call to action",
+        "brief": "brief", "brand_kit": "brand kit", "brand": "brand profile",
+        "built_in": "built-in rule", "channel": "channel limits",
     },
     "ko": {
         "instagram": "인스타그램", "naver_search": "네이버 검색광고", "youtube": "유튜브",
         "kakao": "카카오톡", "email": "이메일", "blog": "블로그", "brand_fit": "브랜드 적합성",
         "clarity": "명확성", "claims_and_compliance": "표현·규정 준수",
         "channel_fit": "채널 적합성",
+        "forbidden_word": "금지어", "forbidden_claim": "금지 표현(주장)",
+        "length": "길이 초과", "hashtags": "해시태그 초과", "missing_cta": "CTA 없음",
+        "brief": "브리프", "brand_kit": "브랜드 키트", "brand": "브랜드 프로필",
+        "built_in": "기본 규칙", "channel": "채널 한도",
     },
 }  # fmt: skip
 
@@ -183,6 +201,7 @@ def _context(campaign: Campaign, figures: dict[int, list[Figure]]) -> dict[str, 
         # could smuggle CSS (a url() fetching from the network) into the page
         "palette": [(code, bool(HEX_COLOUR.fullmatch(code))) for code in campaign.brand.palette],
         "average": round(sum(scores) / len(scores), 1) if scores else None,
+        "broken": {v.channel for v in campaign.violations},
         "prompt_tokens": sum(s.prompt_tokens for s in campaign.steps),
         "completion_tokens": sum(s.completion_tokens for s in campaign.steps),
     }
