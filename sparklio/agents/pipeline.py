@@ -124,10 +124,12 @@ async def run_campaign(
     on_step: StepCallback | None = None,
     on_copy: CopyDelta | None = None,
     runner: StepRunner | None = None,
+    channels: list[str] | None = None,
 ) -> Campaign:
     """Run every step; AgentError names the step that failed. `on_copy(channel, piece)`
     follows each channel's copy as the copywriter writes it (the calls then stream);
-    `runner` runs each step (see StepRunner)."""
+    `runner` runs each step (see StepRunner); `channels`, when given, replace the channels
+    the brief agent chose."""
     started = time.perf_counter()
     steps: list[StepRecord] = []
     note = on_step or (lambda step, status: None)
@@ -137,6 +139,8 @@ async def run_campaign(
     brief_input = brief_agent.BriefInput(brief=brief_text, product_facts=product_facts or {})
     brief, record = await run("brief", partial(brief_agent.analyze, llm, brief_input))
     steps.append(record)
+    if channels:
+        brief = Brief.model_validate({**brief.model_dump(), "channels": channels})
     note("brand", "running")
     brand_input = brand_agent.BrandInput(brief=brief, brand_guide=brand_guide)
     brand, record = await run("brand", partial(brand_agent.profile, llm, brand_input))
