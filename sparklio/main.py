@@ -91,11 +91,10 @@ def create_app(
         # only the server recovers jobs: an in-process app (no lifespan) sharing its database
         # must not fail the jobs it is running; the monitor does it once the database answers
         monitor.after_migrations(partial(_recover_jobs, media))
+        # and the campaigns a stop left unfinished (in-process, the first campaign starts it)
+        monitor.after_migrations(campaigns.launch)
         monitor.start()  # and migrates first if the start could not
         await gateway.start()
-        # the server recovers the campaigns a stop left unfinished; in-process, the first
-        # campaign launches the engine
-        campaigns.start(if_free=True)
         yield
         await close_app(app)
 

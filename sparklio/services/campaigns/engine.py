@@ -90,6 +90,11 @@ class CampaignEngine:
             raise
         self.launched = True
 
+    async def launch(self) -> None:
+        """`start`, for the server once its database answers: DBOS's own tables are there
+        (a database that hangs must not hold up the start)."""
+        self.start(if_free=True)
+
     def close(self) -> None:
         """Stop DBOS; unfinished campaigns stay pending, for the next start to recover."""
         global _current
