@@ -92,7 +92,7 @@ def create_app(
         # must not fail the jobs it is running; the monitor does it once the database answers
         monitor.after_migrations(partial(_recover_jobs, media))
         # and the campaigns a stop left unfinished (in-process, the first campaign starts it)
-        monitor.after_migrations(campaigns.launch)
+        monitor.after_migrations(campaigns.recover)
         monitor.start()  # and migrates first if the start could not
         await gateway.start()
         yield

@@ -140,8 +140,12 @@ async def test_another_member_gets_404_on_a_campaign_its_events_and_report(
 
 async def test_bad_requests_name_the_field(http: httpx.AsyncClient) -> None:
     for body, field in (({}, "brief"), ({"brief": ""}, "brief"),
-                        ({"brief": "x", "channels": ["fax"]}, "channels")):  # fmt: skip
-        response = await http.post("/api/v1/campaigns", json=body)
+                        ({"brief": "x", "channels": ["fax"]}, "channels"),
+                        ({"brief": "a\u0000b"}, "brief"), ({"brief": "\ud800"}, "brief"),
+                        ({"brief": "x", "brand_guide": "a\u0000"}, "brand_guide"),
+                        ({"brief": "x", "options": {"a": "\ud800"}}, "options")):  # fmt: skip
+        response = await http.post("/api/v1/campaigns", content=json.dumps(body),
+                                   headers={"Content-Type": "application/json"})  # fmt: skip
         assert response.status_code == 422, body
         assert field in response.text
     response = await http.get("/api/v1/campaigns/x/events", headers={"Last-Event-ID": "abc"})

@@ -90,10 +90,12 @@ class CampaignEngine:
             raise
         self.launched = True
 
-    async def launch(self) -> None:
-        """`start`, for the server once its database answers: DBOS's own tables are there
-        (a database that hangs must not hold up the start)."""
-        self.start(if_free=True)
+    async def recover(self) -> None:
+        """For the server once its database answers (one that hangs must not hold up the
+        start): launch DBOS now if a stop left campaigns unfinished, which resumes them;
+        otherwise the first campaign launches it (no DBOS threads in a server without any)."""
+        if await self.store.unfinished():
+            self.start(if_free=True)
 
     def close(self) -> None:
         """Stop DBOS; unfinished campaigns stay pending, for the next start to recover."""

@@ -41,6 +41,12 @@ class CampaignStore:
             row: CampaignRow | None = await session.get(CampaignRow, campaign_id)
             return row
 
+    async def unfinished(self) -> bool:
+        """Whether any campaign is queued or running (a stop may have left it so)."""
+        query = select(CampaignRow.id).where(CampaignRow.status.not_in(FINISHED)).limit(1)
+        async with self.sessions() as session:
+            return (await session.scalar(query)) is not None
+
     async def owned_by(self, user_id: str, limit: int, offset: int) -> list[CampaignRow]:
         query = (
             select(CampaignRow)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from sparklio.agents.brief_agent import Channel
@@ -48,6 +48,19 @@ class CampaignRequest(BaseModel):
     brand_guide: str | None = Field(default=None, max_length=20_000)
     channels: list[Channel] | None = Field(default=None, min_length=1, max_length=4)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("brief", "brand_guide")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        """Text a database keeps as it is: Unicode (no lone surrogate), no NUL character."""
+        if text is not None:
+            if "\x00" in text:
+                raise ValueError("contains a NUL character (\\u0000); remove it")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("contains a lone UTF-16 surrogate, which is not Unicode") from None
+        return text
 
 
 def _links(campaign_id: str) -> dict[str, str]:
