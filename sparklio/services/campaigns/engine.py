@@ -5,10 +5,11 @@ SPARKLIO_HOME, or the app's PostgreSQL); after a crash, launching DBOS again rec
 workflow, replays the recorded outputs, and runs only the steps that had not finished.
 
 DBOS is one per process (a singleton with a global registry of workflows), so one app at a
-time owns it: the server launches it in its lifespan (recovery happens there), an in-process
-app on its first campaign; `close` destroys it. A step reaches the models like any client,
-through the gateway clients over the app itself (httpx.ASGITransport), with a token of the
-campaign's owner, so the call log attributes every call to them.
+time owns it: the server launches it once its database answers when campaigns are
+unfinished (recovery happens there), any app else on its first campaign; `close` destroys
+it. A step reaches the models like any client, through the gateway clients over the app
+itself (httpx.ASGITransport), with a token of the campaign's owner, so the call log
+attributes every call to them.
 """
 
 from __future__ import annotations
