@@ -138,6 +138,16 @@ async def test_another_member_gets_404_on_a_campaign_its_events_and_report(
     assert (await http.get("/api/v1/campaigns/nope")).status_code == 404
 
 
+async def test_an_admin_sees_a_members_campaign(app: FastAPI, http: httpx.AsyncClient) -> None:
+    async with await client_of(app, "member@example.com") as member:
+        campaign_id = await start(member)
+        assert (await events_of(member, campaign_id))[-1]["event"] == "done"
+    # `http` is the local admin
+    response = await http.get(f"/api/v1/campaigns/{campaign_id}")
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    assert (await http.get(f"/api/v1/campaigns/{campaign_id}/report.md")).status_code == 200
+
+
 async def test_bad_requests_name_the_field(http: httpx.AsyncClient) -> None:
     for body, field in (({}, "brief"), ({"brief": ""}, "brief"),
                         ({"brief": "x", "channels": ["fax"]}, "channels"),
