@@ -30,6 +30,8 @@ from sparklio.db.engine import (
 from sparklio.db.monitor import DatabaseMonitor
 from sparklio.services.auth import AuthService
 from sparklio.services.calllog import CallLog
+from sparklio.services.campaigns.engine import CampaignEngine
+from sparklio.services.campaigns.store import CampaignStore
 from sparklio.services.container import Services
 from sparklio.services.gateway.routing import load_routing_file, routing_path
 from sparklio.services.llm.cache import build_cache
@@ -81,6 +83,7 @@ def create_app(
     auth.load_secret()  # a bad JWT_SECRET fails here, at start
     migrated = not migrate_db or migrate_at_start(url, in_child=migrate_in_child)
     monitor = _database_monitor(settings, url, migrated, migrate_in_child, call_log, media)
+    campaigns = CampaignEngine(settings, CampaignStore(db), auth)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +91,8 @@ def create_app(
         # only the server recovers jobs: an in-process app (no lifespan) sharing its database
         # must not fail the jobs it is running; the monitor does it once the database answers
         monitor.after_migrations(partial(_recover_jobs, media))
+        # and the campaigns a stop left unfinished (in-process, the first campaign starts it)
+        monitor.after_migrations(campaigns.recover)
         monitor.start()  # and migrates first if the start could not
         await gateway.start()
         yield
@@ -99,7 +104,7 @@ def create_app(
         summary="The one door every model call of the Sparklio studio goes through.",
         lifespan=lifespan,
     )
-    services = Services(settings, gateway, media, engine, db, auth, call_log, monitor)
+    services = Services(settings, gateway, media, engine, db, auth, call_log, monitor, campaigns)
     install_services(app, services)  # what endpoints reach through api.deps
     install_error_handlers(app)
     install_openapi(app)  # the security scheme, every error status and the real error body
@@ -114,6 +119,7 @@ def create_app(
     app.include_router(api_router, max_body_size=settings.max_request_bytes)
     # the OpenAI-compatible API, at /v1 as OpenAI's clients expect it
     app.include_router(openai_compat.router, max_body_size=settings.max_request_bytes)
+    campaigns.bind(app)  # the steps call the models through the app itself
     return app
 
 
@@ -133,6 +139,8 @@ async def close_app(app: FastAPI) -> None:
         if services.gateway.cache is not None:
             stack.push_async_callback(services.gateway.cache.aclose)
         stack.push_async_callback(services.media.aclose)  # its jobs' last saves use the engine
+        # first of all: stop the campaigns before what their steps use goes
+        stack.callback(services.campaigns.close)
 
 
 def _database_monitor(

@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 INTERNAL = {
     "sparklio.services.llm.mock.walk.OverBudget": "the mock's schema walk stops when its work "
     "budget is spent; the walk itself catches it",
+    "sparklio.services.campaigns.engine.StepFailed": "a campaign step's failure as DBOS records "
+    "it; the workflow catches it and marks the campaign failed",
 }
 #: Not imported: Alembic's env.py migrates when it is imported.
 NOT_IMPORTED = ("sparklio.db.migrations",)

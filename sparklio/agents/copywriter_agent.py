@@ -99,27 +99,33 @@ async def channel_copy(
     channel's copy streams: `on_delta(channel, piece)` gets the raw JSON as it is written,
     so a studio can show copy appearing."""
 
-    async def one(channel: str) -> tuple[ChannelCopy, StepRecord]:
-        plan = next((p for p in data.strategy.channel_plan if p.channel == channel), None)
-        payload = {
-            "channel": channel,
-            "limits": LIMITS[channel].model_dump(),
-            "product": data.brief.product,
-            "audience": data.brief.audience,
-            "key_messages": data.brief.key_messages,
-            "language": data.brief.language,
-            "big_idea": data.strategy.big_idea,
-            "positioning": data.strategy.positioning,
-            "channel_plan": plan.model_dump() if plan else None,
-            "brand": _brand_words(data.brand, data.avoid),
-        }
-        shown = None if on_delta is None else partial(on_delta, channel)
-        return await ask(llm, f"copywriter:{channel}", "copywriter", "channel_copy", payload,
-                         ChannelCopy, json_schema=copy_schema(channel),
-                         on_delta=shown)  # fmt: skip
-
-    results = await asyncio.gather(*(one(c) for c in dict.fromkeys(data.brief.channels)))
+    results = await asyncio.gather(
+        *(copy_for(llm, data, c, on_delta) for c in dict.fromkeys(data.brief.channels))
+    )
     return [r[0] for r in results], [r[1] for r in results]
+
+
+async def copy_for(
+    llm: LLMGatewayClient, data: CopyInput, channel: str, on_delta: CopyDelta | None = None
+) -> tuple[ChannelCopy, StepRecord]:
+    """Copy for one channel of the brief (streamed to `on_delta(channel, piece)` if given)."""
+    plan = next((p for p in data.strategy.channel_plan if p.channel == channel), None)
+    payload = {
+        "channel": channel,
+        "limits": LIMITS[channel].model_dump(),
+        "product": data.brief.product,
+        "audience": data.brief.audience,
+        "key_messages": data.brief.key_messages,
+        "language": data.brief.language,
+        "big_idea": data.strategy.big_idea,
+        "positioning": data.strategy.positioning,
+        "channel_plan": plan.model_dump() if plan else None,
+        "brand": _brand_words(data.brand, data.avoid),
+    }
+    shown = None if on_delta is None else partial(on_delta, channel)
+    return await ask(llm, f"copywriter:{channel}", "copywriter", "channel_copy", payload,
+                     ChannelCopy, json_schema=copy_schema(channel),
+                     on_delta=shown)  # fmt: skip
 
 
 async def revise(llm: LLMGatewayClient, data: RevisionInput) -> tuple[ChannelCopy, StepRecord]:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -46,6 +47,21 @@ from sparklio.wire.brand import BrandKit, Term
 
 #: Called as each step starts ("running") and ends ("done"), for a progress display.
 StepCallback = Callable[[str, str], None]
+
+T = TypeVar("T")
+
+
+class StepRunner(Protocol):
+    """Runs one step: its name (e.g. "brief", "copywriter:instagram") and the call that makes
+    it. The default just awaits the call; a durable runner (sparklio.services.campaigns)
+    records each output so that a finished step is never run, nor paid for, twice."""
+
+    async def __call__(self, name: str, call: Callable[[], Awaitable[T]]) -> T: ...
+
+
+async def run_directly(name: str, call: Callable[[], Awaitable[T]]) -> T:
+    """The default StepRunner: run the step."""
+    return await call()
 
 
 class BriefFile(BaseModel):
@@ -83,8 +99,9 @@ def load_brief(source: str) -> BriefFile:
     except yaml.YAMLError as exc:
         raise BriefError(f"{path} is not valid {path.suffix[1:].upper()}: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}"
-                             for e in exc.errors())  # fmt: skip
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()
+        )
         raise BriefError(f"{path}: {problems} (expected keys: brief, product_facts, "
                          "brand_guide, words_to_avoid)") from None  # fmt: skip
 
@@ -124,9 +141,13 @@ async def run_campaign(
     words_to_avoid: list[str] | None = None,
     on_step: StepCallback | None = None,
     on_copy: CopyDelta | None = None,
+    runner: StepRunner | None = None,
+    channels: list[str] | None = None,
 ) -> Campaign:
     """Run every step; AgentError names the step that failed. `on_copy(channel, piece)`
-    follows each channel's copy as the copywriter writes it (the calls then stream).
+    follows each channel's copy as the copywriter writes it (the calls then stream);
+    `runner` runs each step (see StepRunner); `channels`, when given, replace the channels
+    the brief agent chose.
 
     With `brand_kit`, the brand profile comes from the kit (the model fills only what it
     lacks). `words_to_avoid` are the brief's forbidden words, on top of those its text
@@ -135,50 +156,60 @@ async def run_campaign(
     started = time.perf_counter()
     steps: list[StepRecord] = []
     note = on_step or (lambda step, status: None)
+    run: StepRunner = runner or run_directly
     held_to = rules.rules_for(brief_text=brief_text, brief_words=words_to_avoid or (),
                               brand_kit=brand_kit)  # fmt: skip
 
     note("brief", "running")
-    brief, record = await brief_agent.analyze(
-        llm, brief_agent.BriefInput(brief=brief_text, product_facts=product_facts or {})
-    )
+    brief_input = brief_agent.BriefInput(brief=brief_text, product_facts=product_facts or {})
+    brief, record = await run("brief", partial(brief_agent.analyze, llm, brief_input))
     steps.append(record)
+    if channels:
+        brief = Brief.model_validate({**brief.model_dump(), "channels": channels})
     note("brand", "running")
-    brand, record = await brand_agent.profile(
-        llm, brand_agent.BrandInput(brief=brief, brand_guide=brand_guide, brand_kit=brand_kit)
-    )
+    brand_input = brand_agent.BrandInput(brief=brief, brand_guide=brand_guide, brand_kit=brand_kit)
+    brand, record = await run("brand", partial(brand_agent.profile, llm, brand_input))
     steps.append(record)
     note("strategist", "running")
-    strategy, record = await strategist_agent.plan(
-        llm, strategist_agent.StrategyInput(brief=brief, brand=brand)
-    )
+    strategy_input = strategist_agent.StrategyInput(brief=brief, brand=brand)
+    strategy, record = await run("strategist", partial(strategist_agent.plan, llm, strategy_input))
     steps.append(record)
     note("copywriter", "running")
-    copies, records = await copywriter_agent.channel_copy(
-        llm,
-        copywriter_agent.CopyInput(
-            brief=brief, brand=brand, strategy=strategy, avoid=_told(held_to)
-        ),
-        on_copy,
+    # one step per channel, written in parallel
+    copy_input = copywriter_agent.CopyInput(
+        brief=brief, brand=brand, strategy=strategy, avoid=_told(held_to)
     )
-    steps.extend(records)
+    written = await asyncio.gather(
+        *(
+            run(
+                f"copywriter:{channel}",
+                partial(copywriter_agent.copy_for, llm, copy_input, channel, on_copy),
+            )
+            for channel in dict.fromkeys(brief.channels)
+        )
+    )
+    copies = [copy for copy, _ in written]
+    steps.extend(record for _, record in written)
     note("concepts", "running")
-    concepts, record = await vision_generator_agent.concepts(
-        llm,
-        vision_generator_agent.ConceptInput(
-            product=brief.product, strategy=strategy, copies=copies, brand=brand
-        ),
+    concept_input = vision_generator_agent.ConceptInput(
+        product=brief.product, strategy=strategy, copies=copies, brand=brand
+    )
+    concepts, record = await run(
+        "concepts", partial(vision_generator_agent.concepts, llm, concept_input)
     )
     steps.append(record)
 
     # the images need only the concepts, the review only the text: they run side by side
     note("images + review", "running")
-    rendering = asyncio.create_task(vision_generator_agent.render(media, concepts, brand.palette))
+    rendering = asyncio.ensure_future(
+        run("images", partial(vision_generator_agent.render, media, concepts, brand.palette))
+    )
+    review_input = reviewer_agent.ReviewInput(
+        brief=brief, brand=brand, copies=copies, concepts=concepts
+    )
     try:
-        review, record = await reviewer_agent.review(
-            llm,
-            reviewer_agent.ReviewInput(brief=brief, brand=brand, copies=copies, concepts=concepts),
-            rules=held_to,
+        review, record = await run(
+            "review", partial(reviewer_agent.review, llm, review_input, rules=held_to)
         )
     except BaseException:
         rendering.cancel()
@@ -191,13 +222,16 @@ async def run_campaign(
     if not review.approved and review.revision_requests:
         note("revision", "running")
         first_review = review
-        copies, revised, records = await _revise(llm, copies, review, brand, _told(held_to))
+        copies, revised, records = await _revise(llm, copies, review, brand, _told(held_to), run)
         steps.extend(records)
-        review, record = await reviewer_agent.review(
-            llm,
-            reviewer_agent.ReviewInput(brief=brief, brand=brand, copies=copies, concepts=concepts),
-            record_step="review:2",
-            rules=held_to,
+        review_input = reviewer_agent.ReviewInput(
+            brief=brief, brand=brand, copies=copies, concepts=concepts
+        )
+        review, record = await run(
+            "review:2",
+            partial(
+                reviewer_agent.review, llm, review_input, record_step="review:2", rules=held_to
+            ),
         )
         steps.append(record)
 
@@ -236,6 +270,7 @@ async def _revise(
     review: Review,
     brand: BrandProfile,
     avoid: list[str],
+    run: StepRunner,
 ) -> tuple[list[ChannelCopy], list[str], list[StepRecord]]:
     """One revision of every channel the review asked about, in parallel."""
     requests: dict[str, list[str]] = {}
@@ -244,10 +279,14 @@ async def _revise(
     targets = [c for c in copies if c.channel in requests]
     results = await asyncio.gather(
         *(
-            copywriter_agent.revise(
-                llm,
-                copywriter_agent.RevisionInput(
-                    copy=c, requests=requests[c.channel], brand=brand, avoid=avoid
+            run(
+                f"revise:{c.channel}",
+                partial(
+                    copywriter_agent.revise,
+                    llm,
+                    copywriter_agent.RevisionInput(
+                        copy=c, requests=requests[c.channel], brand=brand, avoid=avoid
+                    ),
                 ),
             )
             for c in targets

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # annotations only: this module stays cheap to import
     from sparklio.db.monitor import DatabaseMonitor
     from sparklio.services.auth import AuthService
     from sparklio.services.calllog import CallLog
+    from sparklio.services.campaigns.engine import CampaignEngine
     from sparklio.services.llm.gateway import LLMGateway
     from sparklio.services.media.gateway import MediaGateway
 
@@ -37,3 +38,5 @@ class Services:
     call_log: CallLog
     #: tells the call log and the media jobs when the database goes and comes back
     db_monitor: DatabaseMonitor
+    #: campaigns as durable workflows
+    campaigns: CampaignEngine

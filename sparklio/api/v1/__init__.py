@@ -6,12 +6,20 @@ Everything but logging in needs `Authorization: Bearer <API key or token>`.
 from fastapi import APIRouter, Depends
 
 from sparklio.api.auth import require_admin, require_principal
-from sparklio.api.v1.endpoints import auth, brand_kits, llm_gateway, media_gateway, usage
+from sparklio.api.v1.endpoints import (
+    auth,
+    brand_kits,
+    campaigns,
+    llm_gateway,
+    media_gateway,
+    usage,
+)
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(auth.router)  # /auth/login stays open; the rest check inside
 api_router.include_router(llm_gateway.router, dependencies=[Depends(require_principal)])
 api_router.include_router(media_gateway.router, dependencies=[Depends(require_principal)])
 api_router.include_router(brand_kits.router, dependencies=[Depends(require_principal)])
+api_router.include_router(campaigns.router, dependencies=[Depends(require_principal)])
 # usage is broken down by user, so it is for admins
 api_router.include_router(usage.router, dependencies=[Depends(require_admin)])

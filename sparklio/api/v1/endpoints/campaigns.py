@@ -1,0 +1,226 @@
+"""Campaigns over HTTP: start one, list yours, follow its steps live, cancel it, read its report.
+
+A campaign belongs to the user who started it: anyone else but an admin gets 404, as for a
+campaign that does not exist. It runs as a durable workflow (sparklio.services.campaigns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Header, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.responses import Response
+
+from sparklio.agents.brief_agent import Channel
+from sparklio.agents.pipeline import Campaign
+from sparklio.agents.report import write_report
+from sparklio.api.auth import PrincipalDep
+from sparklio.api.deps import ServicesDep
+from sparklio.api.responses import EventStream, json_response, sse
+from sparklio.db.models import CampaignEvent, CampaignRow
+from sparklio.exceptions import InvalidRequestError, NotFoundError
+from sparklio.services.auth import Principal
+from sparklio.services.campaigns.store import LAST_EVENTS, CampaignStore, seconds_between
+from sparklio.services.container import Services
+from sparklio.services.jsonvalues import check_json_value
+
+router = APIRouter(prefix="/campaigns", tags=["campaigns"])
+
+#: Seconds between two looks for new events while a stream waits.
+POLL = 0.05
+
+CampaignId = Annotated[str, Path(description="The campaign's id, from POST /api/v1/campaigns.")]
+
+
+class CampaignRequest(BaseModel):
+    """What a campaign starts from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    brief: str = Field(min_length=1, max_length=20_000)
+    product_facts: dict[str, Any] = Field(default_factory=dict)
+    brand_guide: str | None = Field(default=None, max_length=20_000)
+    channels: list[Channel] | None = Field(default=None, min_length=1, max_length=4)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("brief", "brand_guide")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        """Text a database keeps as it is: Unicode (no lone surrogate), no NUL character."""
+        if text is not None:
+            if "\x00" in text:
+                raise ValueError("contains a NUL character (\\u0000); remove it")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("contains a lone UTF-16 surrogate, which is not Unicode") from None
+        return text
+
+
+def _links(campaign_id: str) -> dict[str, str]:
+    base = f"/api/v1/campaigns/{campaign_id}"
+    return {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel",
+            "report": f"{base}/report.html"}  # fmt: skip
+
+
+def _summary(row: CampaignRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "status": row.status,
+        "brief": row.brief,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "duration_s": seconds_between(row.started_at, row.finished_at),
+        "links": _links(row.id),
+    }
+
+
+def _event_body(event: CampaignEvent) -> dict[str, Any]:
+    return {"id": event.id, "type": event.type, "step": event.step, "data": event.data,
+            "at": event.created_at.isoformat()}  # fmt: skip
+
+
+async def _campaign(services: Services, campaign_id: str, principal: Principal) -> CampaignRow:
+    """The campaign if the caller may see it (its owner, or an admin); 404 otherwise."""
+    row = await services.campaigns.store.get(campaign_id)
+    if row is None or (principal.role != "admin" and row.user_id != principal.user_id):
+        raise NotFoundError(f"No campaign {campaign_id!r}")
+    return row
+
+
+@router.post("", status_code=202, response_class=Response)
+async def create(body: CampaignRequest, principal: PrincipalDep, services: ServicesDep) -> Response:
+    """Start a campaign; it runs in the background. 202 with its id, status and links."""
+    check_json_value(body.product_facts, "product_facts")
+    check_json_value(body.options, "options")
+    options = body.model_dump(mode="json", exclude={"brief"})
+    store: CampaignStore = services.campaigns.store
+    row = await store.create(principal.user_id, body.brief, options)
+    await services.campaigns.submit(row.id)
+    return json_response({"id": row.id, "status": row.status, "links": _links(row.id)}, 202)
+
+
+@router.get("", response_class=Response)
+async def list_campaigns(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    """The caller's campaigns, newest first."""
+    rows = await services.campaigns.store.owned_by(principal.user_id, limit, offset)
+    return json_response({"campaigns": [_summary(row) for row in rows], "limit": limit,
+                          "offset": offset})  # fmt: skip
+
+
+@router.get("/{campaign_id}", response_class=Response)
+async def get_campaign(
+    campaign_id: CampaignId, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    """The campaign: its status, each step's status and output so far, tokens per step."""
+    row = await _campaign(services, campaign_id, principal)
+    steps: dict[str, dict[str, Any]] = {}
+    for event in await services.campaigns.store.events(campaign_id):
+        if event.step is None:
+            continue
+        step = steps.setdefault(event.step, {"step": event.step})
+        if event.type == "step_started":
+            step.update(status="running", started_at=event.created_at.isoformat())
+        elif event.type == "step_finished":
+            records = event.data.get("records", [])
+            step.update(
+                status="succeeded",
+                finished_at=event.created_at.isoformat(),
+                output=event.data.get("output"),
+                records=records,
+                prompt_tokens=sum(r.get("prompt_tokens", 0) for r in records),
+                completion_tokens=sum(r.get("completion_tokens", 0) for r in records),
+            )
+        elif event.type == "step_failed":
+            step.update(status="failed", error=event.data.get("error"))
+    body = _summary(row) | {
+        "options": row.options,
+        "steps": list(steps.values()),
+        "result": row.result,
+        "error": row.error,
+    }
+    return json_response(body)
+
+
+@router.get("/{campaign_id}/events", response_class=Response)
+async def events(
+    campaign_id: CampaignId,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The campaign's events as server-sent events, from the first (or after
+    `Last-Event-ID`) until `done`, `failed` or `cancelled`."""
+    await _campaign(services, campaign_id, principal)
+    after = 0
+    if last_event_id is not None:
+        try:
+            after = int(last_event_id)
+        except ValueError:
+            raise InvalidRequestError(
+                "Last-Event-ID must be an event id (an integer) from this stream",
+                details=[{"field": "Last-Event-ID", "value": last_event_id[:64]}],
+            ) from None
+    store: CampaignStore = services.campaigns.store
+
+    async def follow() -> AsyncIterator[bytes]:
+        seen = after
+        while True:
+            for event in await store.events(campaign_id, seen):
+                seen = event.id
+                yield b"id: %d\n" % event.id + sse(event.type, _event_body(event))
+                if event.type in LAST_EVENTS:
+                    return
+            await asyncio.sleep(POLL)
+
+    stream = follow()
+    return EventStream(stream, stream)
+
+
+@router.post("/{campaign_id}/cancel", response_class=Response)
+async def cancel(
+    campaign_id: CampaignId, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    """Cancel the campaign: no step starts after this (one under way finishes). A finished
+    campaign is left as it is; either way the answer is its status."""
+    await _campaign(services, campaign_id, principal)
+    await services.campaigns.cancel(campaign_id)
+    row = await _campaign(services, campaign_id, principal)
+    return json_response(_summary(row))
+
+
+@router.get("/{campaign_id}/report.{kind}", response_class=Response)
+async def report(
+    campaign_id: CampaignId,
+    kind: Literal["json", "md", "html"],
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> Response:
+    """The campaign's report (once it succeeded): the data, markdown, or a page."""
+    row = await _campaign(services, campaign_id, principal)
+    if row.result is None:
+        raise NotFoundError(f"Campaign {campaign_id!r} has no report: it is {row.status}")
+    if kind == "json":
+        return Response(orjson.dumps(row.result), media_type="application/json")
+    campaign = Campaign.model_validate(row.result)
+    text = await asyncio.to_thread(_render, campaign, kind)
+    media = "text/markdown" if kind == "md" else "text/html"
+    return Response(text, media_type=f"{media}; charset=utf-8")
+
+
+def _render(campaign: Campaign, kind: str) -> str:
+    """The report as write_report renders it (its images are not embedded here)."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = write_report(campaign, FilePath(folder), {})
+        return (paths.markdown if kind == "md" else paths.html).read_text(encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Campaigns run through the API: stored per user, run as durable workflows (engine)."""

@@ -1,0 +1,119 @@
+"""The campaigns table and its events: what the API lists and streams, what the workflow writes.
+
+Event ids come from one autoincrement column, so within a campaign they only grow: they are
+the server-sent events' ids, and `Last-Event-ID` resumes after one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from sparklio.db.models import CampaignEvent, CampaignRow, new_id, now
+
+#: A campaign in one of these states is over: nothing more happens to it.
+FINISHED = ("succeeded", "failed", "cancelled")
+#: The events that end a campaign's stream.
+LAST_EVENTS = ("done", "failed", "cancelled")
+
+
+class CampaignStore:
+    """Reads and writes campaigns and their events on the app's database."""
+
+    def __init__(self, sessions: async_sessionmaker[Any]) -> None:
+        self.sessions = sessions
+
+    async def create(self, user_id: str, brief: str, options: dict[str, Any]) -> CampaignRow:
+        moment = now()
+        row = CampaignRow(id=new_id(), user_id=user_id, status="queued", brief=brief,
+                          options=options, created_at=moment, updated_at=moment)  # fmt: skip
+        async with self.sessions() as session, session.begin():
+            session.add(row)
+            await session.flush()  # no relationship orders the inserts: the row goes first
+            session.add(CampaignEvent(campaign_id=row.id, type="queued", data={}))
+        return row
+
+    async def get(self, campaign_id: str) -> CampaignRow | None:
+        async with self.sessions() as session:
+            row: CampaignRow | None = await session.get(CampaignRow, campaign_id)
+            return row
+
+    async def unfinished(self) -> bool:
+        """Whether any campaign is queued or running (a stop may have left it so)."""
+        query = select(CampaignRow.id).where(CampaignRow.status.not_in(FINISHED)).limit(1)
+        async with self.sessions() as session:
+            return (await session.scalar(query)) is not None
+
+    async def owned_by(self, user_id: str, limit: int, offset: int) -> list[CampaignRow]:
+        query = (
+            select(CampaignRow)
+            .where(CampaignRow.user_id == user_id)
+            .order_by(CampaignRow.created_at.desc(), CampaignRow.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self.sessions() as session:
+            return list((await session.scalars(query)).all())
+
+    async def events(self, campaign_id: str, after: int = 0) -> list[CampaignEvent]:
+        query = (
+            select(CampaignEvent)
+            .where(CampaignEvent.campaign_id == campaign_id, CampaignEvent.id > after)
+            .order_by(CampaignEvent.id)
+        )
+        async with self.sessions() as session:
+            return list((await session.scalars(query)).all())
+
+    async def add_event(
+        self,
+        campaign_id: str,
+        kind: str,
+        step: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        async with self.sessions() as session, session.begin():
+            session.add(
+                CampaignEvent(campaign_id=campaign_id, type=kind, step=step, data=data or {})
+            )
+
+    async def set_status(
+        self,
+        campaign_id: str,
+        status: str,
+        event: str,
+        *,
+        data: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        """Move an unfinished campaign to `status` and log `event`, in one transaction;
+        False (nothing written) when it had already finished, e.g. was cancelled."""
+        moment = now()
+        values: dict[str, Any] = {"status": status, "updated_at": moment}
+        if status == "running":
+            values["started_at"] = moment
+        if status in FINISHED:
+            values["finished_at"] = moment
+        if result is not None:
+            values["result"] = result
+        if error is not None:
+            values["error"] = error
+        async with self.sessions() as session, session.begin():
+            changed = await session.execute(
+                update(CampaignRow)
+                .where(CampaignRow.id == campaign_id, CampaignRow.status.not_in(FINISHED))
+                .values(**values)
+            )
+            if not changed.rowcount:
+                return False
+            session.add(CampaignEvent(campaign_id=campaign_id, type=event, data=data or {}))
+        return True
+
+
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)

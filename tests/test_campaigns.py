@@ -1,0 +1,289 @@
+"""Campaigns over HTTP, run as durable workflows: start one, follow its events, read its
+report; another user cannot see it; cancel; and a server killed mid-campaign finishes it on
+restart without calling a finished step again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from sparklio.main import close_app, create_app
+from sparklio.services.auth import local_token_for
+from tests.campaign_upstream import MockOllama
+from tests.conftest import client_for, make_settings
+from tests.fakes.base import Held, Reply
+from tests.gateway_process import Server
+from tests.live import until
+
+BRIEF = "Launch our oat latte in Seoul for office workers; instagram and naver search."
+STEPS = ["brief", "brand", "strategist"]  # the first steps, in order
+
+
+def parse_events(text: str) -> list[dict[str, Any]]:
+    """The server-sent events of a stream: the id, event and data of each."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields: dict[str, Any] = {}
+        for line in block.splitlines():
+            name, _, value = line.partition(": ")
+            fields[name] = json.loads(value) if name == "data" else value
+        events.append(fields)
+    return events
+
+
+async def events_of(
+    http: httpx.AsyncClient, campaign_id: str, after: int | None = None
+) -> list[dict[str, Any]]:
+    headers = {} if after is None else {"Last-Event-ID": str(after)}
+    response = await http.get(f"/api/v1/campaigns/{campaign_id}/events", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return parse_events(response.text)
+
+
+async def start(http: httpx.AsyncClient, **body: Any) -> str:
+    response = await http.post("/api/v1/campaigns", json={"brief": BRIEF, **body})
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+    campaign_id: str = response.json()["id"]
+    return campaign_id
+
+
+async def client_of(app: FastAPI, email: str) -> httpx.AsyncClient:
+    """A client with a fresh member's own API key."""
+    user = await app.state.services.auth.create_user(email, "a long enough password")
+    key, _ = await app.state.services.auth.create_api_key(user.id, "test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
+                             headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+
+
+async def test_a_campaign_over_http_runs_every_step_and_streams_its_events_in_order(
+    http: httpx.AsyncClient,
+) -> None:
+    campaign_id = await start(http, channels=["instagram", "naver_search"])
+    events = await events_of(http, campaign_id)
+
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "done"
+    finished = [e["data"]["step"] for e in events if e["event"] == "step_finished"]
+    assert finished[:3] == STEPS
+    assert {"copywriter:instagram", "copywriter:naver_search", "concepts", "images",
+            "review"} <= set(finished)  # fmt: skip
+    for step in finished:  # each step started once, before it finished
+        marks = [e["event"] for e in events if e["data"]["step"] == step]
+        assert marks == ["step_started", "step_finished"], step
+    brand = next(
+        e for e in events if e["event"] == "step_finished" and e["data"]["step"] == "brand"
+    )
+    assert brand["data"]["data"]["output"]["voice"]  # the step's output comes with it
+
+    # reconnecting after an event resumes right after it
+    again = await events_of(http, campaign_id, after=ids[4])
+    assert [int(e["id"]) for e in again] == ids[5:]
+
+    campaign = (await http.get(f"/api/v1/campaigns/{campaign_id}")).json()
+    assert campaign["status"] == "succeeded"
+    assert campaign["duration_s"] < 2  # the campaign's own time, from start to done
+    steps = {s["step"]: s for s in campaign["steps"]}
+    assert steps["brief"]["status"] == "succeeded"
+    assert steps["brief"]["prompt_tokens"] > 0 and steps["brief"]["records"][0]["model"]
+    assert campaign["result"]["status"] in ("approved", "needs_changes")
+
+    md = await http.get(f"/api/v1/campaigns/{campaign_id}/report.md")
+    assert md.status_code == 200 and campaign["result"]["brief"]["product"] in md.text
+    html = await http.get(f"/api/v1/campaigns/{campaign_id}/report.html")
+    assert html.headers["content-type"].startswith("text/html") and "<html" in html.text
+    data = (await http.get(f"/api/v1/campaigns/{campaign_id}/report.json")).json()
+    assert data == campaign["result"]
+
+    listed = (await http.get("/api/v1/campaigns")).json()["campaigns"]
+    assert [c["id"] for c in listed] == [campaign_id]
+
+
+async def test_campaigns_are_listed_newest_first_and_paged(http: httpx.AsyncClient) -> None:
+    first = await start(http)
+    second = await start(http)
+    listed = (await http.get("/api/v1/campaigns")).json()["campaigns"]
+    assert [c["id"] for c in listed] == [second, first]
+    page = (await http.get("/api/v1/campaigns", params={"limit": 1, "offset": 1})).json()
+    assert [c["id"] for c in page["campaigns"]] == [first]
+    for campaign_id in (first, second):
+        assert (await events_of(http, campaign_id))[-1]["event"] == "done"
+
+
+async def test_another_member_gets_404_on_a_campaign_its_events_and_report(
+    app: FastAPI, http: httpx.AsyncClient
+) -> None:
+    campaign_id = await start(http)
+    assert (await events_of(http, campaign_id))[-1]["event"] == "done"
+    async with await client_of(app, "other@example.com") as other:
+        base = f"/api/v1/campaigns/{campaign_id}"
+        for path in (base, f"{base}/events", f"{base}/report.json", f"{base}/report.html"):
+            response = await other.get(path)
+            assert response.status_code == 404, path
+            assert response.json()["error"]["type"] == "not_found"
+        assert (await other.post(f"{base}/cancel")).status_code == 404
+        assert (await other.get("/api/v1/campaigns")).json()["campaigns"] == []
+    # a campaign that does not exist looks the same
+    assert (await http.get("/api/v1/campaigns/nope")).status_code == 404
+
+
+async def test_an_admin_sees_a_members_campaign(app: FastAPI, http: httpx.AsyncClient) -> None:
+    async with await client_of(app, "member@example.com") as member:
+        campaign_id = await start(member)
+        assert (await events_of(member, campaign_id))[-1]["event"] == "done"
+    # `http` is the local admin
+    response = await http.get(f"/api/v1/campaigns/{campaign_id}")
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    assert (await http.get(f"/api/v1/campaigns/{campaign_id}/report.md")).status_code == 200
+
+
+async def test_bad_requests_name_the_field(http: httpx.AsyncClient) -> None:
+    for body, field in (({}, "brief"), ({"brief": ""}, "brief"),
+                        ({"brief": "x", "channels": ["fax"]}, "channels"),
+                        ({"brief": "a\u0000b"}, "brief"), ({"brief": "\ud800"}, "brief"),
+                        ({"brief": "x", "brand_guide": "a\u0000"}, "brand_guide"),
+                        ({"brief": "x", "options": {"a": "\ud800"}}, "options")):  # fmt: skip
+        response = await http.post("/api/v1/campaigns", content=json.dumps(body),
+                                   headers={"Content-Type": "application/json"})  # fmt: skip
+        assert response.status_code == 422, body
+        assert field in response.text
+    response = await http.get("/api/v1/campaigns/x/events", headers={"Last-Event-ID": "abc"})
+    assert response.status_code in (404, 422)
+
+
+async def test_a_cancelled_campaign_runs_no_further_step(tmp_path: Path) -> None:
+    """Cancelled while its first step waits on the model: that step ends, no other starts."""
+    gate = asyncio.Event()
+    async with MockOllama() as fake:
+        fake.then(Held(Reply(), gate))
+        app = live_app(tmp_path, fake.url)
+        try:
+            async with await client_for(app) as http:
+                campaign_id = await start(http)
+                await until(lambda: fake.calls == 1)
+                cancelled = await http.post(f"/api/v1/campaigns/{campaign_id}/cancel")
+                assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+                assert (await events_of(http, campaign_id))[-1]["event"] == "cancelled"
+                gate.set()
+                # another campaign runs from start to end meanwhile: the cancelled one, had it
+                # gone on, would have started its next step long before
+                other = await start(http, brief="A second brief: tea for students.")
+                assert (await events_of(http, other))[-1]["event"] == "done"
+                campaign = (await http.get(f"/api/v1/campaigns/{campaign_id}")).json()
+                assert campaign["status"] == "cancelled"
+                assert [s["step"] for s in campaign["steps"]] == ["brief"]
+                again = await http.post(f"/api/v1/campaigns/{campaign_id}/cancel")
+                assert again.json()["status"] == "cancelled"  # a finished one stays as it is
+        finally:
+            await close_app(app)
+
+
+ROUTES = """\
+version: 1
+modes:
+  live:
+    default:
+      - {provider: ollama, model: "campaign:7b"}
+media:
+  modes:
+    live:
+      default:
+        - {provider: mock, model: mock-image-v1}
+"""
+
+
+def live_app(tmp_path: Path, ollama: str) -> FastAPI:
+    """The app in live mode, its LLM calls going to the fake Ollama at `ollama`."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES, encoding="utf-8")
+    return create_app(make_settings(sparklio_home=tmp_path / "home", generator_mode="live",
+                                    llm_routing_file=routes, ollama_base_url=ollama))  # fmt: skip
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (granian serves from worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def kill_9(server: Server) -> None:
+    """`kill -9` the server and its workers at once, as a crash of the machine would."""
+    for pid in process_tree(server.proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.proc.wait(10)
+    server.log.close()
+
+
+async def test_a_server_killed_mid_campaign_finishes_it_after_a_restart_without_repeating_a_step(
+    tmp_path: Path,
+) -> None:
+    gate = asyncio.Event()
+    home = tmp_path / "home"
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES, encoding="utf-8")
+    async with MockOllama() as fake:
+        # brief and brand are answered; the strategist's call is held until the kill
+        fake.then(Reply(), Reply(), Held(Reply(), gate))
+        env = {"GENERATOR_MODE": "live", "LLM_ROUTING_FILE": str(routes),
+               "OLLAMA_BASE_URL": fake.url}  # fmt: skip
+        server = await asyncio.to_thread(Server, home, **env)
+        token = await local_token_for(make_settings(sparklio_home=home))
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}",
+                                         headers=headers, timeout=20) as http:  # fmt: skip
+                campaign_id = await start(http)
+                await until(lambda: fake.calls == 3)  # the strategist waits on the model
+                campaign = (await http.get(f"/api/v1/campaigns/{campaign_id}")).json()
+                done = [s["step"] for s in campaign["steps"] if s["status"] == "succeeded"]
+                assert done == ["brief", "brand"]
+        finally:
+            kill_9(server)
+        gate.set()  # the held call's client is gone: nothing reads the answer
+        held = fake.model_calls()[2].raw
+
+        server = await asyncio.to_thread(Server, home, **env)  # the same home and database
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}",
+                                         headers=headers, timeout=20) as http:  # fmt: skip
+                events = await events_of(http, campaign_id)
+                assert events[-1]["event"] == "done", events[-1]
+                campaign = (await http.get(f"/api/v1/campaigns/{campaign_id}")).json()
+        finally:
+            await asyncio.to_thread(server.stop)
+    assert campaign["status"] == "succeeded"
+    # every answered call was made once; the only repeat is the call the kill cut off
+    # every call was made once, but the one the kill cut off: the strategist's, asked again
+    # with the same brief and brand (replayed from the record, not asked of the model again)
+    bodies = [r.raw for r in fake.model_calls()]
+    assert {b for b in bodies if bodies.count(b) > 1} == {held}
+    assert bodies.count(held) == 2 and len(bodies) == len(set(bodies)) + 1
+    assert len(bodies) >= 8  # brief, brand, strategist twice, copy, concepts, review...
+    # the replayed steps kept their outputs: the strategist was asked the same question
+    finished = [e["data"]["step"] for e in events if e["event"] == "step_finished"]
+    assert finished.count("brief") == finished.count("brand") == 1
+    assert finished.count("strategist") == 1
