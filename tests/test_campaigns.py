@@ -287,3 +287,27 @@ async def test_a_server_killed_mid_campaign_finishes_it_after_a_restart_without_
     finished = [e["data"]["step"] for e in events if e["event"] == "step_finished"]
     assert finished.count("brief") == finished.count("brand") == 1
     assert finished.count("strategist") == 1
+
+
+async def test_a_campaign_starts_from_a_brand_kit_and_holds_copy_to_its_words(
+    app: FastAPI, http: httpx.AsyncClient
+) -> None:
+    kit = {"name": "Dawon house style", "voice": "Quiet, warm, never loud.",
+           "words_to_avoid": ["cheap"], "claims_to_avoid": ["cures fatigue"]}  # fmt: skip
+    made = await http.post("/api/v1/brand-kits", json=kit)
+    assert made.status_code == 201, made.text
+    kit_id = made.json()["id"]
+    campaign_id = await start(http, brand_kit_id=kit_id, words_to_avoid=["miracle"])
+    assert (await events_of(http, campaign_id))[-1]["event"] == "done"
+    result = (await http.get(f"/api/v1/campaigns/{campaign_id}")).json()["result"]
+    assert result["brand_kit"] == "Dawon house style"
+    assert result["brand"]["voice"] == "Quiet, warm, never loud."  # the kit's, not a guess
+    held = {(r["term"], r["source"]) for r in result["rules"]}
+    assert {("cheap", "brand_kit"), ("miracle", "brief")} <= held
+    copy = " ".join(c["headline"] + " " + c["body"] for c in result["copies"]).lower()
+    assert "miracle" not in copy and "cheap" not in copy
+    # another member's kit is not theirs to use
+    async with await client_of(app, "other@example.com") as other:
+        refused = await other.post("/api/v1/campaigns", json={"brief": BRIEF,
+                                                             "brand_kit_id": kit_id})  # fmt: skip
+    assert refused.status_code == 404, refused.text

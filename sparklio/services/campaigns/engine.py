@@ -34,6 +34,7 @@ from sparklio.services.auth import AuthService
 from sparklio.services.campaigns.store import FINISHED, CampaignStore
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
+from sparklio.wire.brand import BrandKit
 
 log = logging.getLogger("sparklio.campaigns")
 T = TypeVar("T")
@@ -146,6 +147,8 @@ class CampaignEngine:
                     row.brief,
                     product_facts=options.get("product_facts") or {},
                     brand_guide=options.get("brand_guide"),
+                    brand_kit=_kit(options.get("brand_kit")),
+                    words_to_avoid=options.get("words_to_avoid") or [],
                     channels=options.get("channels"),
                     runner=partial(_campaign_step, campaign_id),
                 )
@@ -174,6 +177,13 @@ def _engine() -> CampaignEngine:
     if _current is None:  # DBOS runs workflows only while an engine has launched it
         raise RuntimeError("no campaign engine is running")
     return _current
+
+
+def _kit(stored: dict[str, Any] | None) -> BrandKit | None:
+    """The brand kit a campaign started with (kept in its options)."""
+    if not stored:
+        return None
+    return BrandKit.model_validate({k: v for k, v in stored.items() if k != "id"})
 
 
 def step_records(value: Any) -> list[StepRecord]:

@@ -26,6 +26,7 @@ from sparklio.api.responses import EventStream, json_response, sse
 from sparklio.db.models import CampaignEvent, CampaignRow
 from sparklio.exceptions import InvalidRequestError, NotFoundError
 from sparklio.services.auth import Principal
+from sparklio.services.brand_kits import BrandKitStore
 from sparklio.services.campaigns.store import LAST_EVENTS, CampaignStore, seconds_between
 from sparklio.services.container import Services
 from sparklio.services.jsonvalues import check_json_value
@@ -47,6 +48,13 @@ class CampaignRequest(BaseModel):
     product_facts: dict[str, Any] = Field(default_factory=dict)
     brand_guide: str | None = Field(default=None, max_length=20_000)
     channels: list[Channel] | None = Field(default=None, min_length=1, max_length=4)
+    brand_kit_id: str | None = Field(
+        default=None, max_length=64, description="A brand kit of yours or a shared one."
+    )
+    words_to_avoid: list[str] = Field(
+        default_factory=list, max_length=30,
+        description="Words and claims no copy may contain (checked on every piece of copy).",
+    )  # fmt: skip
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("brief", "brand_guide")
@@ -99,7 +107,16 @@ async def create(body: CampaignRequest, principal: PrincipalDep, services: Servi
     """Start a campaign; it runs in the background. 202 with its id, status and links."""
     check_json_value(body.product_facts, "product_facts")
     check_json_value(body.options, "options")
-    options = body.model_dump(mode="json", exclude={"brief"})
+    options = body.model_dump(mode="json", exclude={"brief", "brand_kit_id"})
+    for word in body.words_to_avoid:
+        if not word.strip() or len(word) > 80:
+            raise InvalidRequestError("words_to_avoid: each word is 1 to 80 characters.")
+    if body.brand_kit_id is not None:
+        # the kit as it is now: a resumed campaign goes on with the kit it started with
+        stored = await BrandKitStore(services.db_sessions).get(
+            body.brand_kit_id, user_id=principal.user_id, admin=principal.role == "admin"
+        )
+        options["brand_kit"] = {"id": stored.id, **stored.kit.model_dump(mode="json")}
     store: CampaignStore = services.campaigns.store
     row = await store.create(principal.user_id, body.brief, options)
     await services.campaigns.submit(row.id)
