@@ -411,3 +411,42 @@ async def test_a_review_is_refused_when_the_campaign_does_not_await_one(
     await paused(app, http, manual)  # the copy gate
     assert (await http.post(f"{base}/review", json={"approve": True})).status_code == 200
     assert (await events_of(http, manual))[-1]["event"] == "done"
+
+
+async def test_a_paused_campaign_waits_on_across_a_restart_and_can_be_cancelled(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(sparklio_home=tmp_path / "home")
+    app = create_app(settings)
+    try:
+        async with await client_for(app) as http:
+            campaign_id = await start(http, channels=["instagram"], options={"review": "manual"})
+            await paused(app, http, campaign_id)
+            assert (await http.post(f"/api/v1/campaigns/{campaign_id}/review",
+                                    json={"approve": True})).status_code == 200  # fmt: skip
+            before = await paused(app, http, campaign_id)  # at the copy gate
+            assert before[-1].data["gate"] == "copy"
+    finally:
+        await close_app(app)
+
+    app = create_app(settings)  # the same home: its database and DBOS's
+    try:
+        await app.state.services.campaigns.recover()  # what the server does once it starts
+        async with await client_for(app) as http:
+            base = f"/api/v1/campaigns/{campaign_id}"
+            events = await paused(app, http, campaign_id)
+            assert [e.id for e in events] == [e.id for e in before]  # no step ran again
+            assert (await http.post(f"{base}/review", json={"approve": True})).status_code == 200
+            assert (await events_of(http, campaign_id))[-1]["event"] == "done"
+            store = app.state.services.campaigns.store
+            started = started_after(list(await store.events(campaign_id)), 0)
+            assert started.count("strategist") == started.count("copywriter:instagram") == 1
+
+            other = await start(http, channels=["instagram"], options={"review": "manual"})
+            await paused(app, http, other)
+            cancelled = await http.post(f"/api/v1/campaigns/{other}/cancel")
+            assert cancelled.json()["status"] == "cancelled"
+            late = await http.post(f"/api/v1/campaigns/{other}/review", json={"approve": True})
+            assert late.status_code == 409
+    finally:
+        await close_app(app)
