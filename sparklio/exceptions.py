@@ -144,6 +144,14 @@ class NotFoundError(GatewayError):
     type = "not_found"
 
 
+class ConflictError(GatewayError):
+    """The request does not fit the resource's state now (e.g. a review of a campaign that
+    is not awaiting one)."""
+
+    status = 409
+    type = "conflict"
+
+
 class UnauthorizedError(GatewayError):
     """The request has no credentials, or ones that are not valid (bad, expired)."""
 

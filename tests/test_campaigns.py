@@ -311,3 +311,142 @@ async def test_a_campaign_starts_from_a_brand_kit_and_holds_copy_to_its_words(
         refused = await other.post("/api/v1/campaigns", json={"brief": BRIEF,
                                                              "brand_kit_id": kit_id})  # fmt: skip
     assert refused.status_code == 404, refused.text
+
+
+async def paused(app: FastAPI, http: httpx.AsyncClient, campaign_id: str) -> list[Any]:
+    """Wait until the campaign awaits review; its events so far (the stream goes on while it
+    waits, so they are read from the store)."""
+    while True:  # the test's timeout is the backstop
+        campaign = (await http.get(f"/api/v1/campaigns/{campaign_id}")).json()
+        assert campaign["status"] not in ("succeeded", "failed", "cancelled"), campaign
+        if campaign["status"] == "awaiting_review":
+            return list(await app.state.services.campaigns.store.events(campaign_id))
+        await asyncio.sleep(0.01)
+
+
+def started_after(events: list[Any], after: int) -> list[str]:
+    return [e.step for e in events if e.id > after and e.type == "step_started"]
+
+
+async def test_a_manual_campaign_pauses_for_review_after_the_strategy_and_the_copy(
+    app: FastAPI, http: httpx.AsyncClient
+) -> None:
+    campaign_id = await start(http, channels=["instagram", "naver_search"],
+                              options={"review": "manual"})  # fmt: skip
+    base = f"/api/v1/campaigns/{campaign_id}"
+    events = await paused(app, http, campaign_id)
+    pause = events[-1]
+    assert pause.type == "awaiting_review" and pause.data["gate"] == "strategy"
+    assert pause.data["strategy"]["big_idea"]  # what the reviewer decides on
+    assert started_after(events, 0) == STEPS  # nothing after the strategy yet
+
+    # the strategy again, with a note: only the strategist runs, then the same gate
+    changed = await http.post(f"{base}/review", json={"changes": [
+        {"step": "strategy", "note": "Aim at night-shift workers too."}]})  # fmt: skip
+    assert changed.status_code == 200, changed.text
+    events = await paused(app, http, campaign_id)
+    assert events[-1].data["gate"] == "strategy"
+    assert started_after(events, pause.id) == ["strategist:1"]
+    pause = events[-1]
+
+    approved = await http.post(f"{base}/review", json={"approve": True})
+    assert approved.status_code == 200, approved.text
+    events = await paused(app, http, campaign_id)
+    pause = events[-1]
+    assert pause.data["gate"] == "copy"
+    assert {c["channel"] for c in pause.data["copies"]} == {"instagram", "naver_search"}
+    assert sorted(started_after(events, 0)[4:]) == ["copywriter:instagram",
+                                                    "copywriter:naver_search"]  # fmt: skip
+
+    # a change to one channel: only its copy is revised, then the copy gate again
+    note = "Mention the oat milk is barista grade."
+    changed = await http.post(f"{base}/review", json={"changes": [
+        {"channel": "instagram", "note": note}]})  # fmt: skip
+    assert changed.status_code == 200, changed.text
+    events = await paused(app, http, campaign_id)
+    assert events[-1].data["gate"] == "copy"
+    assert started_after(events, pause.id) == ["revise:instagram:1"]
+    review = next(e for e in events if e.id > pause.id and e.type == "review")
+    assert review.data["changes"][0]["note"] == note
+
+    assert (await http.post(f"{base}/review", json={"approve": True})).status_code == 200
+    assert (await events_of(http, campaign_id))[-1]["event"] == "done"
+    campaign = (await http.get(base)).json()
+    assert campaign["status"] == "succeeded"
+    steps = [s["step"] for s in campaign["steps"]]
+    assert steps.count("copywriter:instagram") == steps.count("revise:instagram:1") == 1
+    assert not any(s.startswith("revise:naver_search:") for s in steps)
+    # not awaiting review any more: 409
+    late = await http.post(f"{base}/review", json={"approve": True})
+    assert late.status_code == 409 and late.json()["error"]["type"] == "conflict"
+
+
+async def test_a_review_is_refused_when_the_campaign_does_not_await_one(
+    app: FastAPI, http: httpx.AsyncClient
+) -> None:
+    automatic = await start(http)  # options.review defaults to "auto": no pause
+    assert (await events_of(http, automatic))[-1]["event"] == "done"
+    refused = await http.post(f"/api/v1/campaigns/{automatic}/review", json={"approve": True})
+    assert refused.status_code == 409, refused.text
+
+    manual = await start(http, channels=["instagram"], options={"review": "manual"})
+    await paused(app, http, manual)
+    base = f"/api/v1/campaigns/{manual}"
+    for body, field in (({}, "approve"), ({"approve": "maybe"}, "approve"),
+                        ({"changes": [{"channel": "instagram"}]}, "note"),
+                        ({"changes": [{"channel": "instagram", "note": "x"}]}, "changes.0.step"),
+                        ({"approve": True, "extra": 1}, "extra")):  # fmt: skip
+        response = await http.post(f"{base}/review", json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert field in response.text, (body, response.text)
+    bad = await http.post("/api/v1/campaigns", json={"brief": BRIEF,
+                                                     "options": {"review": "later"}})  # fmt: skip
+    assert bad.status_code == 422 and "options.review" in bad.text
+
+    async with await client_of(app, "other@example.com") as other:
+        response = await other.post(f"{base}/review", json={"approve": True})
+        assert response.status_code == 404 and response.json()["error"]["type"] == "not_found"
+    assert (await http.get(base)).json()["status"] == "awaiting_review"  # untouched
+    assert (await http.post(f"{base}/review", json={"approve": True})).status_code == 200
+    await paused(app, http, manual)  # the copy gate
+    assert (await http.post(f"{base}/review", json={"approve": True})).status_code == 200
+    assert (await events_of(http, manual))[-1]["event"] == "done"
+
+
+async def test_a_paused_campaign_waits_on_across_a_restart_and_can_be_cancelled(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(sparklio_home=tmp_path / "home")
+    app = create_app(settings)
+    try:
+        async with await client_for(app) as http:
+            campaign_id = await start(http, channels=["instagram"], options={"review": "manual"})
+            await paused(app, http, campaign_id)
+            assert (await http.post(f"/api/v1/campaigns/{campaign_id}/review",
+                                    json={"approve": True})).status_code == 200  # fmt: skip
+            before = await paused(app, http, campaign_id)  # at the copy gate
+            assert before[-1].data["gate"] == "copy"
+    finally:
+        await close_app(app)
+
+    app = create_app(settings)  # the same home: its database and DBOS's
+    try:
+        await app.state.services.campaigns.recover()  # what the server does once it starts
+        async with await client_for(app) as http:
+            base = f"/api/v1/campaigns/{campaign_id}"
+            events = await paused(app, http, campaign_id)
+            assert [e.id for e in events] == [e.id for e in before]  # no step ran again
+            assert (await http.post(f"{base}/review", json={"approve": True})).status_code == 200
+            assert (await events_of(http, campaign_id))[-1]["event"] == "done"
+            store = app.state.services.campaigns.store
+            started = started_after(list(await store.events(campaign_id)), 0)
+            assert started.count("strategist") == started.count("copywriter:instagram") == 1
+
+            other = await start(http, channels=["instagram"], options={"review": "manual"})
+            await paused(app, http, other)
+            cancelled = await http.post(f"/api/v1/campaigns/{other}/cancel")
+            assert cancelled.json()["status"] == "cancelled"
+            late = await http.post(f"/api/v1/campaigns/{other}/review", json={"approve": True})
+            assert late.status_code == 409
+    finally:
+        await close_app(app)

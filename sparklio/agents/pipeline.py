@@ -64,6 +64,26 @@ async def run_directly(name: str, call: Callable[[], Awaitable[T]]) -> T:
     return await call()
 
 
+class Change(BaseModel):
+    """One change a reviewer asks for at a gate: a channel's copy, or the strategy."""
+
+    channel: str | None = None
+    step: Literal["strategy", "copy"] | None = None
+    note: str = Field(min_length=1, max_length=2000)
+
+
+class Decision(BaseModel):
+    """A reviewer's answer at a gate: approve, or the changes to make (then the gate again)."""
+
+    approve: bool = False
+    changes: list[Change] = Field(default_factory=list)
+
+
+#: Called at each pause point ("strategy", "copy") with what the reviewer decides on; its
+#: Decision says whether to go on or what to redo first. None: no pauses.
+Gate = Callable[[str, dict[str, Any]], Awaitable[Decision]]
+
+
 class BriefFile(BaseModel):
     """A brief as a marketer hands it over: the text, and optionally facts, a brand guide,
     and words no copy may contain."""
@@ -143,11 +163,13 @@ async def run_campaign(
     on_copy: CopyDelta | None = None,
     runner: StepRunner | None = None,
     channels: list[str] | None = None,
+    gate: Gate | None = None,
 ) -> Campaign:
     """Run every step; AgentError names the step that failed. `on_copy(channel, piece)`
     follows each channel's copy as the copywriter writes it (the calls then stream);
     `runner` runs each step (see StepRunner); `channels`, when given, replace the channels
-    the brief agent chose.
+    the brief agent chose; `gate`, when given, is asked after the strategy and after the
+    copy, and the pipeline redoes only what its changes name before asking again.
 
     With `brand_kit`, the brand profile comes from the kit (the model fills only what it
     lacks). `words_to_avoid` are the brief's forbidden words, on top of those its text
@@ -174,6 +196,18 @@ async def run_campaign(
     strategy_input = strategist_agent.StrategyInput(brief=brief, brand=brand)
     strategy, record = await run("strategist", partial(strategist_agent.plan, llm, strategy_input))
     steps.append(record)
+    round_ = 0
+    while gate is not None:
+        decision = await gate("strategy", {"strategy": strategy.model_dump(mode="json")})
+        notes = [c.note for c in decision.changes if c.step == "strategy"]
+        if decision.approve or not notes:
+            break
+        round_ += 1
+        strategy_input = strategist_agent.StrategyInput(brief=brief, brand=brand, notes=notes)
+        strategy, record = await run(
+            f"strategist:{round_}", partial(strategist_agent.plan, llm, strategy_input)
+        )
+        steps.append(record)
     note("copywriter", "running")
     # one step per channel, written in parallel
     copy_input = copywriter_agent.CopyInput(
@@ -190,6 +224,19 @@ async def run_campaign(
     )
     copies = [copy for copy, _ in written]
     steps.extend(record for _, record in written)
+    round_ = 0
+    while gate is not None:
+        shown = {"copies": [c.model_dump(mode="json") for c in copies]}
+        decision = await gate("copy", shown)
+        requests: dict[str, list[str]] = {}
+        for change in decision.changes:
+            if change.channel is not None:
+                requests.setdefault(change.channel, []).append(change.note)
+        if decision.approve or not requests:
+            break
+        round_ += 1
+        copies, records = await _edit(llm, copies, requests, brand, _told(held_to), run, round_)
+        steps.extend(records)
     note("concepts", "running")
     concept_input = vision_generator_agent.ConceptInput(
         product=brief.product, strategy=strategy, copies=copies, brand=brand
@@ -262,6 +309,37 @@ def _told(held_to: list[Rule]) -> list[str]:
     """The forbidden terms the copywriter is told of up front: the brief's and the kit's (the
     built-in claims are checked, and come back as revision requests when they are used)."""
     return [r.term for r in held_to if r.source in ("brief", "brand_kit")]
+
+
+async def _edit(
+    llm: LLMGatewayClient,
+    copies: list[ChannelCopy],
+    requests: dict[str, list[str]],
+    brand: BrandProfile,
+    avoid: list[str],
+    run: StepRunner,
+    round_: int,
+) -> tuple[list[ChannelCopy], list[StepRecord]]:
+    """A reviewer's changes at the copy gate: a revision of just the channels they name, as
+    steps `revise:<channel>:<round>`."""
+    targets = [c for c in copies if c.channel in requests]
+    results = await asyncio.gather(
+        *(
+            run(
+                f"revise:{c.channel}:{round_}",
+                partial(
+                    copywriter_agent.revise,
+                    llm,
+                    copywriter_agent.RevisionInput(
+                        copy=c, requests=requests[c.channel], brand=brand, avoid=avoid
+                    ),
+                ),
+            )
+            for c in targets
+        )
+    )
+    revised = {new.channel: new for new, _ in results}
+    return [revised.get(c.channel, c) for c in copies], [record for _, record in results]
 
 
 async def _revise(

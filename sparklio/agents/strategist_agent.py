@@ -13,6 +13,8 @@ from sparklio.services.clients.llm_client import LLMGatewayClient
 class StrategyInput(BaseModel):
     brief: Brief
     brand: BrandProfile
+    #: a reviewer's notes on an earlier plan, to answer in this one
+    notes: list[str] = Field(default_factory=list)
 
 
 class ChannelPlan(BaseModel):
@@ -37,4 +39,5 @@ class Strategy(BaseModel):
 
 async def plan(llm: LLMGatewayClient, data: StrategyInput) -> tuple[Strategy, StepRecord]:
     """Plan the campaign."""
-    return await ask(llm, "strategist", "strategist", "plan", data.model_dump(), Strategy)
+    payload = data.model_dump(exclude=set() if data.notes else {"notes"})
+    return await ask(llm, "strategist", "strategist", "plan", payload, Strategy)

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp
 
 from sparklio.agents.base import StepRecord
-from sparklio.agents.pipeline import run_campaign
+from sparklio.agents.pipeline import Decision, run_campaign
 from sparklio.core.config import Settings
 from sparklio.exceptions import AgentError, ServiceUnavailableError
 from sparklio.services.auth import AuthService
@@ -38,6 +38,11 @@ from sparklio.wire.brand import BrandKit
 
 log = logging.getLogger("sparklio.campaigns")
 T = TypeVar("T")
+
+#: The topic of the messages that carry a reviewer's decision to a paused campaign.
+REVIEW_TOPIC = "review"
+#: Seconds one wait for a review lasts before it is taken up again (it waits on).
+REVIEW_WAIT = 3600.0
 
 #: The engine DBOS runs campaigns for in this process (DBOS is a process-wide singleton).
 _current: CampaignEngine | None = None
@@ -129,6 +134,7 @@ class CampaignEngine:
             return row.status if row is not None else "missing"
         await _campaign_step(campaign_id, "start", self._started)
         options = row.options
+        manual = (options.get("options") or {}).get("review") == "manual"
         # a fresh token at every (re)start: the campaign may outlive any one token
         token = self.auth.issue_token(row.user_id, "member", expires_in=timedelta(hours=12))
         connection: dict[str, Any] = {
@@ -151,6 +157,7 @@ class CampaignEngine:
                     words_to_avoid=options.get("words_to_avoid") or [],
                     channels=options.get("channels"),
                     runner=partial(_campaign_step, campaign_id),
+                    gate=partial(self._gate, campaign_id) if manual else None,
                 )
         except StepFailed as exc:
             await _campaign_step(
@@ -160,6 +167,27 @@ class CampaignEngine:
         result = campaign.model_dump(mode="json")
         await _campaign_step(campaign_id, "finish", partial(self._succeeded, campaign_id, result))
         return "succeeded"
+
+    async def _gate(self, campaign_id: str, gate: str, shown: dict[str, Any]) -> Decision:
+        """A pause for a reviewer: the campaign awaits review until a message on its
+        REVIEW_TOPIC (POST .../review) says what to do. DBOS keeps the message, so a
+        paused campaign waits on across a restart, and a replay reads the same answer."""
+        await _quiet_step(partial(self._pause, campaign_id, gate, shown))
+        message = None
+        while message is None:  # None: the wait timed out; wait on (no step ran meanwhile)
+            message = await DBOS.recv_async(REVIEW_TOPIC, timeout_seconds=REVIEW_WAIT)
+        return Decision.model_validate(message)
+
+    async def _pause(self, campaign_id: str, gate: str, shown: dict[str, Any]) -> None:
+        await self.store.set_status(campaign_id, "awaiting_review", "awaiting_review",
+                                    data={"gate": gate, **shown})  # fmt: skip
+
+    async def review(self, campaign_id: str, decision: Decision, event_id: int) -> None:
+        """Hand a reviewer's decision to the paused campaign (`event_id`: its pause's
+        event, so that the same review is never delivered twice)."""
+        self.start()
+        await DBOS.send_async(campaign_id, decision.model_dump(mode="json"), REVIEW_TOPIC,
+                              idempotency_key=f"{campaign_id}:review:{event_id}")  # fmt: skip
 
     async def _started(self) -> None:
         pass  # the "start" step's event is what it is for
@@ -219,6 +247,12 @@ async def _campaign_step(campaign_id: str, name: str, call: Callable[[], Awaitab
         await store.add_event(campaign_id, "step_finished", name,
                               {"output": output, "records": records})  # fmt: skip
     return value
+
+
+@DBOS.step(name="sparklio.campaign.quiet")
+async def _quiet_step(call: Callable[[], Awaitable[T]]) -> T:
+    """A step of the campaign's own bookkeeping (no step events): done once, replayed after."""
+    return await call()
 
 
 @DBOS.workflow(name="sparklio.campaign")

@@ -93,7 +93,7 @@ class CampaignStore:
         False (nothing written) when it had already finished, e.g. was cancelled."""
         moment = now()
         values: dict[str, Any] = {"status": status, "updated_at": moment}
-        if status == "running":
+        if status == "running" and event == "started":
             values["started_at"] = moment
         if status in FINISHED:
             values["finished_at"] = moment
@@ -111,6 +111,31 @@ class CampaignStore:
                 return False
             session.add(CampaignEvent(campaign_id=campaign_id, type=event, data=data or {}))
         return True
+
+    async def take_review(self, campaign_id: str, data: dict[str, Any]) -> bool:
+        """Move a campaign awaiting review back to running and log the `review` event, in
+        one transaction; False when it was not awaiting one (so one review per pause)."""
+        async with self.sessions() as session, session.begin():
+            changed = await session.execute(
+                update(CampaignRow)
+                .where(CampaignRow.id == campaign_id, CampaignRow.status == "awaiting_review")
+                .values(status="running", updated_at=now())
+            )
+            if not changed.rowcount:
+                return False
+            session.add(CampaignEvent(campaign_id=campaign_id, type="review", data=data))
+        return True
+
+    async def last_event(self, campaign_id: str, kind: str) -> CampaignEvent | None:
+        query = (
+            select(CampaignEvent)
+            .where(CampaignEvent.campaign_id == campaign_id, CampaignEvent.type == kind)
+            .order_by(CampaignEvent.id.desc())
+            .limit(1)
+        )
+        async with self.sessions() as session:
+            event: CampaignEvent | None = await session.scalar(query)
+            return event
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:

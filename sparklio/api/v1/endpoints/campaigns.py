@@ -18,13 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from sparklio.agents.brief_agent import Channel
-from sparklio.agents.pipeline import Campaign
+from sparklio.agents.pipeline import Campaign, Change, Decision
 from sparklio.agents.report import write_report
 from sparklio.api.auth import PrincipalDep
 from sparklio.api.deps import ServicesDep
 from sparklio.api.responses import EventStream, json_response, sse
 from sparklio.db.models import CampaignEvent, CampaignRow
-from sparklio.exceptions import InvalidRequestError, NotFoundError
+from sparklio.exceptions import ConflictError, InvalidRequestError, NotFoundError
 from sparklio.services.auth import Principal
 from sparklio.services.brand_kits import BrandKitStore
 from sparklio.services.campaigns.store import LAST_EVENTS, CampaignStore, seconds_between
@@ -71,10 +71,19 @@ class CampaignRequest(BaseModel):
         return text
 
 
+class ReviewRequest(BaseModel):
+    """A reviewer's decision on a paused campaign: approve it, or name changes to make."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool = False
+    changes: list[Change] = Field(default_factory=list, max_length=8)
+
+
 def _links(campaign_id: str) -> dict[str, str]:
     base = f"/api/v1/campaigns/{campaign_id}"
     return {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel",
-            "report": f"{base}/report.html"}  # fmt: skip
+            "report": f"{base}/report.html", "review": f"{base}/review"}  # fmt: skip
 
 
 def _summary(row: CampaignRow) -> dict[str, Any]:
@@ -117,6 +126,13 @@ async def create(body: CampaignRequest, principal: PrincipalDep, services: Servi
             body.brand_kit_id, user_id=principal.user_id, admin=principal.role == "admin"
         )
         options["brand_kit"] = {"id": stored.id, **stored.kit.model_dump(mode="json")}
+    review = body.options.get("review", "auto")
+    if review not in ("auto", "manual"):
+        raise InvalidRequestError(
+            "options.review is 'auto' (the default) or 'manual' (pause for a reviewer "
+            "after the strategy and after the copy).",
+            details=[{"field": "options.review", "value": str(review)[:64]}],
+        )
     store: CampaignStore = services.campaigns.store
     row = await store.create(principal.user_id, body.brief, options)
     await services.campaigns.submit(row.id)
@@ -215,6 +231,58 @@ async def cancel(
     await services.campaigns.cancel(campaign_id)
     row = await _campaign(services, campaign_id, principal)
     return json_response(_summary(row))
+
+
+@router.post("/{campaign_id}/review", response_class=Response)
+async def review(
+    campaign_id: CampaignId, body: ReviewRequest, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    """Answer a campaign awaiting review (started with `options.review: "manual"`): approve
+    it, or ask for changes - at the strategy gate `{"step": "strategy", "note": ...}` plans
+    again with the note; at the copy gate `{"channel": ..., "note": ...}` revises only that
+    channel's copy - and it pauses at the same gate again. 409 when it is not awaiting one."""
+    row = await _campaign(services, campaign_id, principal)
+    store: CampaignStore = services.campaigns.store
+    pause = await store.last_event(campaign_id, "awaiting_review")
+    if row.status != "awaiting_review" or pause is None:
+        raise ConflictError(f"Campaign {campaign_id!r} is {row.status}, not awaiting review")
+    _check_review(body, pause.data)
+    decision = Decision(approve=body.approve, changes=body.changes)
+    data = {"gate": pause.data.get("gate"), **decision.model_dump(mode="json")}
+    if not await store.take_review(campaign_id, data):  # another review came first
+        row = await _campaign(services, campaign_id, principal)
+        raise ConflictError(f"Campaign {campaign_id!r} is {row.status}, not awaiting review")
+    await services.campaigns.review(campaign_id, decision, pause.id)
+    row = await _campaign(services, campaign_id, principal)
+    return json_response(_summary(row))
+
+
+def _check_review(body: ReviewRequest, pause: dict[str, Any]) -> None:
+    """A decision that fits the gate: approve, or changes it can make (422 otherwise)."""
+    if body.approve == bool(body.changes):
+        raise InvalidRequestError(
+            'Send either {"approve": true} or a non-empty list of changes',
+            details=[{"field": "changes" if body.changes else "approve"}],
+        )
+    gate = pause.get("gate")
+    channels = [c.get("channel") for c in pause.get("copies", [])]
+    for index, change in enumerate(body.changes):
+        field = f"changes.{index}"
+        if gate == "strategy" and (change.step != "strategy" or change.channel is not None):
+            raise InvalidRequestError(
+                'At the strategy gate a change is {"step": "strategy", "note": ...}',
+                details=[{"field": f"{field}.step"}],
+            )
+        if gate == "copy" and change.channel not in channels:
+            raise InvalidRequestError(
+                f"At the copy gate a change names one of the campaign's channels: {channels}",
+                details=[{"field": f"{field}.channel", "value": str(change.channel)[:64]}],
+            )
+        if gate == "copy" and change.step not in (None, "copy"):
+            raise InvalidRequestError(
+                "At the copy gate a change is about a channel's copy",
+                details=[{"field": f"{field}.step"}],
+            )
 
 
 @router.get("/{campaign_id}/report.{kind}", response_class=Response)
