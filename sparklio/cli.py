@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -283,10 +284,14 @@ def routes() -> None:
 
 
 @asynccontextmanager
-async def gateway_connection(url: str | None) -> AsyncIterator[dict[str, Any]]:
+async def gateway_connection(
+    url: str | None, *, streaming: bool = False
+) -> AsyncIterator[dict[str, Any]]:
     """What the gateway clients need to reach a gateway: the one at `url`, or, without one,
     a whole Sparklio in this process, logged in as the local user (this run holds
-    SPARKLIO_HOME), closed on the way out. Yields the clients' keyword arguments."""
+    SPARKLIO_HOME), closed on the way out (with the campaigns it ran: DBOS is destroyed).
+    Yields the clients' keyword arguments. `streaming`: in-process answers stream as the app
+    sends them (server-sent events arrive live), not whole at the end."""
     if url is not None:
         yield {"base_url": url}
         return
@@ -295,9 +300,11 @@ async def gateway_connection(url: str | None) -> AsyncIterator[dict[str, Any]]:
 
     api = create_app(_settings())
     try:
+        from sparklio.services.clients.asgi import StreamingASGITransport
+
         key = await services_of(api).auth.local_token()
-        yield {"base_url": "http://sparklio.local", "api_key": key,
-               "transport": httpx.ASGITransport(app=api)}  # fmt: skip
+        transport = StreamingASGITransport(api) if streaming else httpx.ASGITransport(app=api)
+        yield {"base_url": "http://sparklio.local", "api_key": key, "transport": transport}
     finally:  # no lifespan runs in-process: close the providers and the database here
         await close_app(api)
 
@@ -359,6 +366,10 @@ def generate(
     typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
 
 
+class CampaignFailed(Exception):
+    """The campaign ended without a report: failed at a step, or cancelled."""
+
+
 @app.command()
 def campaign(
     brief: Annotated[str, typer.Option(help="A brief file (.yaml, .json or text) or the text.")],
@@ -367,27 +378,31 @@ def campaign(
         str | None, typer.Option(help="Use a running gateway at this URL, not one in-process.")
     ] = None,
 ) -> None:
-    """Run the six agents on a brief and write campaign.json, campaign.md and campaign.html."""
-    from sparklio.agents.base import AgentError
+    """Run the six agents on a brief and write campaign.json, campaign.md and campaign.html.
+
+    The campaign runs through the campaigns API (POST /api/v1/campaigns) of a gateway in this
+    process or of the one at --gateway; its steps show as they start and finish."""
     from sparklio.agents.pipeline import BriefError, load_brief
 
     try:
         data = load_brief(brief)
     except BriefError as exc:
         _fail(f"--brief: {exc}", 2)
+    body: dict[str, Any] = {"brief": data.brief, "product_facts": data.product_facts,
+                            "words_to_avoid": data.words_to_avoid}  # fmt: skip
+    if data.brand_guide is not None:
+        body["brand_guide"] = data.brand_guide
     folder = out or Path("campaigns") / time.strftime("%Y%m%d-%H%M%S")
     console = Console()
     try:
-        result, paths = asyncio.run(_run_campaign(data, folder, gateway, console))
-    except AgentError as exc:
-        _fail(
-            f"the campaign stopped at step {exc.step}: {exc.error.type} "
-            f"({exc.error.status}): {exc.error.message}",
-            1,
-        )
+        result, paths = asyncio.run(_run_campaign(body, folder, gateway, console))
+    except CampaignFailed as exc:
+        _fail(str(exc), 1)
     except ConfigError as exc:
         _fail(str(exc), 2)
     except GatewayError as exc:
+        if exc.status == 422:  # the brief file's content, refused: name what was wrong
+            _fail(f"--brief: {exc.message}", 2)
         _fail(f"{exc.type} ({exc.status}): {exc.message}", 1)
     table = Table(title=f"Campaign: {result.brief.product} ({result.status})")
     for column in ("step", "provider/model", "ms", "tokens", "attempts"):
@@ -408,34 +423,74 @@ def campaign(
     )
 
 
-async def _run_campaign(data: Any, folder: Path, url: str | None, console: Console) -> Any:
-    from sparklio.agents.pipeline import run_campaign
+#: How often, and how long apart, a broken event stream is followed on (a server restart).
+FOLLOW_ATTEMPTS = 30
+FOLLOW_PAUSE = 2.0
+
+
+async def _run_campaign(
+    body: dict[str, Any], folder: Path, url: str | None, console: Console
+) -> Any:
+    from sparklio.agents.pipeline import Campaign
     from sparklio.agents.report import collect_images, write_report
-    from sparklio.services.clients.llm_client import LLMGatewayClient
+    from sparklio.exceptions import (
+        GatewayConnectionError,
+        GatewayResponseError,
+        UpstreamTimeoutError,
+    )
+    from sparklio.services.clients.campaign_client import CampaignGatewayClient
     from sparklio.services.clients.media_client import MediaGatewayClient
 
     timeout = httpx.Timeout(600.0, connect=5.0)
     async with (
-        gateway_connection(url) as connection,
-        LLMGatewayClient(**connection, timeout=timeout) as llm,
+        gateway_connection(url, streaming=True) as connection,
+        CampaignGatewayClient(**connection, timeout=timeout) as campaigns,
         MediaGatewayClient(**connection, timeout=timeout) as media,
     ):
-        with console.status("brief", spinner="dots") as status:
-
-            def on_step(step: str, state: str) -> None:
-                status.update(f"{step} ({state})")
-                console.print(f"→ {step}", highlight=False)
-
-            result = await run_campaign(
-                llm,
-                media,
-                data.brief,
-                product_facts=data.product_facts,
-                brand_guide=data.brand_guide,
-                words_to_avoid=data.words_to_avoid,
-                on_step=on_step,
-            )
-            status.update("downloading images")
+        with console.status("starting the campaign", spinner="dots") as status:
+            started = await campaigns.start(body)
+            campaign_id = started["id"]
+            console.print(f"campaign {campaign_id}", highlight=False)
+            last: dict[str, Any] | None = None
+            failed_step: tuple[str, str] | None = None
+            seen: int | None = None
+            attempts = 0
+            while last is None:
+                try:
+                    async for event in campaigns.events(campaign_id, seen):
+                        seen = event["id"]
+                        kind, step = event["type"], event.get("step")
+                        if kind == "step_started":
+                            status.update(f"{step} (running)")
+                            console.print(f"→ {step}", highlight=False)
+                        elif kind == "step_finished":
+                            console.print(f"✓ {step}", highlight=False)
+                        elif kind == "step_failed":
+                            failed_step = (step or "?", str(event["data"].get("error", "")))
+                            console.print(f"✗ {step}", highlight=False)
+                        elif kind in ("done", "failed", "cancelled"):
+                            last = event
+                except (GatewayConnectionError, GatewayResponseError, UpstreamTimeoutError):
+                    # the server went away mid-campaign (a restart): the campaign is durable,
+                    # so follow on after the last event seen
+                    attempts += 1
+                    if attempts > FOLLOW_ATTEMPTS:
+                        raise
+                    status.update(f"reconnecting to the gateway ({attempts})")
+                    await asyncio.sleep(FOLLOW_PAUSE)
+            if last["type"] == "cancelled":
+                raise CampaignFailed(f"campaign {campaign_id} was cancelled")
+            if last["type"] == "failed":
+                if failed_step is not None:
+                    step, error = failed_step
+                    error = re.sub(r"^step \S+ failed: ", "", error)
+                    raise CampaignFailed(f"the campaign stopped at step {step}: {error}")
+                message = last["data"].get("message", "unknown error")
+                raise CampaignFailed(f"the campaign failed: {message}")
+            status.update("downloading the report and images")
+            result = Campaign.model_validate(await campaigns.report(campaign_id))
+            # the server's report.html has no images inline: the report is written here, from
+            # report.json and the images, as one self-contained page
             images = await collect_images(media, result)
         return result, write_report(result, folder, images)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -9,8 +10,9 @@ import pty
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -248,3 +250,127 @@ def test_db_upgrade_reports_the_revision() -> None:
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
     assert "database at revision 0004" in result.stdout
+
+
+BRIEF_KO = ROOT / "examples" / "brief_ko.yaml"
+
+
+def _report_files(out: Path) -> dict[str, str]:
+    return {name: (out / name).read_text(encoding="utf-8")
+            for name in ("campaign.json", "campaign.md", "campaign.html")}  # fmt: skip
+
+
+def test_campaign_in_process_runs_through_the_api_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["campaign", "--brief", str(BRIEF_KO), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # progress: each step named as it starts and as it finishes, in the pipeline's order
+    for step in ("brief", "brand", "strategist", "concepts", "review", "images"):
+        assert f"→ {step}" in lines and f"✓ {step}" in lines, result.output
+    assert lines.index("✓ brief") < lines.index("→ brand") < lines.index("→ strategist")
+    assert any(line.startswith("✓ copywriter:") for line in lines)
+    files = _report_files(out)
+    data = json.loads(files["campaign.json"])
+    assert data["brief"]["language"] == "ko" and data["images"]
+    # the same files as before the API: the page carries its images inline, and on disk
+    assert files["campaign.html"].count("data:image/png;base64,") == len(data["images"])
+    assert len(list((out / "images").glob("*.png"))) == len(data["images"])
+    assert data["brief"]["product"] in files["campaign.md"]
+    assert "report: " in result.output and "campaign.html" in result.output
+    # the campaign is the API's: the in-process gateway kept it in this run's database
+    assert (tmp_path / "home" / "workflows.sqlite").is_file()
+
+
+def test_a_failed_campaign_names_the_step_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    routes = tmp_path / "routing.yaml"
+    routes.write_text(
+        f"""version: 1
+providers:
+  down: {{kind: ollama, base_url: "{refused_url()}"}}
+modes:
+  live:
+    default:
+      - {{model: "qwen2.5:7b", endpoints: [down]}}
+""",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LLM_ROUTING_FILE", str(routes))
+    monkeypatch.setenv("GENERATOR_MODE", "live")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["campaign", "--brief", str(BRIEF_KO), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "the campaign stopped at step brief:" in result.output
+    assert "✗ brief" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_brief_the_api_refuses_exits_2_naming_the_field(tmp_path: Path) -> None:
+    brief = tmp_path / "brief.yaml"
+    brief.write_text("brief: 'x'\nwords_to_avoid: ['   ']\n", encoding="utf-8")
+    result = runner.invoke(app, ["campaign", "--brief", str(brief), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "--brief" in result.output and "words_to_avoid" in result.output
+
+
+@pytest.mark.timeout(180)
+def test_campaign_against_a_running_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "server-home"
+    home.mkdir()
+    env = {**os.environ, "SPARKLIO_HOME": str(home)}
+    made = subprocess.run(
+        [sys.executable, "-m", "sparklio.cli", "create-test-users"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    users = {u["role"]: u["api_key"] for u in json.loads((home / "test-users.json").read_text())}
+    server = Server(home)
+    try:
+        monkeypatch.setenv("GATEWAY_API_KEY", users["member"])
+        out = tmp_path / "out"
+        url = f"http://127.0.0.1:{server.port}"
+        result = runner.invoke(
+            app, ["campaign", "--brief", str(BRIEF_KO), "--out", str(out), "--gateway", url]
+        )
+        assert result.exit_code == 0, result.output + server.output()
+        assert "→ strategist" in result.output and "✓ review" in result.output
+        data = json.loads(_report_files(out)["campaign.json"])
+        assert data["images"] and len(list((out / "images").glob("*.png"))) == len(data["images"])
+        # it ran on the server, as the member: their campaign list has it
+        listed = httpx.get(f"{url}/api/v1/campaigns",
+                           headers={"Authorization": f"Bearer {users['member']}"})  # fmt: skip
+        assert [c["status"] for c in listed.json()["campaigns"]] == ["succeeded"]
+        # this process ran no campaign engine of its own
+        assert not (tmp_path / "home" / "workflows.sqlite").exists()
+    finally:
+        server.stop()
+
+
+async def test_the_in_process_transport_streams_each_chunk_as_the_app_sends_it() -> None:
+    """A campaign's progress shows live in-process: the first event is read while the app
+    still holds the rest (it waits until the client has it), and closing early disconnects."""
+    from sparklio.services.clients.asgi import StreamingASGITransport
+
+    first_read = asyncio.Event()
+    heard: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "http.request"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"one\n", "more_body": True})
+        await first_read.wait()  # buffered transports would never get here: a deadlock
+        await send({"type": "http.response.body", "body": b"two\n", "more_body": True})
+        heard.append((await receive())["type"])
+
+    transport = StreamingASGITransport(app)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        client.stream("GET", "/") as response,
+    ):
+        lines = response.aiter_lines()
+        assert await anext(lines) == "one"
+        first_read.set()
+        assert await anext(lines) == "two"
+    assert heard == ["http.disconnect"]

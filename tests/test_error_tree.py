@@ -37,6 +37,8 @@ INTERNAL = {
     "budget is spent; the walk itself catches it",
     "sparklio.services.campaigns.engine.StepFailed": "a campaign step's failure as DBOS records "
     "it; the workflow catches it and marks the campaign failed",
+    "sparklio.cli.CampaignFailed": "`sparklio campaign` raises it when the campaign's events "
+    "end in failed or cancelled; the command prints the failing step and exits 1",
 }
 #: Not imported: Alembic's env.py migrates when it is imported.
 NOT_IMPORTED = ("sparklio.db.migrations",)

@@ -15,6 +15,7 @@ attributes every call to them.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
@@ -86,6 +87,7 @@ class CampaignEngine:
             raise ServiceUnavailableError(
                 "Another Sparklio app in this process runs the campaigns; close it first"
             )
+        _log_to_current_stderr()
         DBOS(config={"name": "sparklio", "system_database_url": self.system_database_url(),
                      "log_level": "WARNING"})  # fmt: skip
         _current = self
@@ -199,6 +201,15 @@ class CampaignEngine:
     async def _failed(self, campaign_id: str, message: str) -> None:
         await self.store.set_status(campaign_id, "failed", "failed", error={"message": message},
                                     data={"message": message})  # fmt: skip
+
+
+def _log_to_current_stderr() -> None:
+    """DBOS's console handler keeps the sys.stderr of its first launch; a later launch flushes
+    it, which fails once that stream is closed (a test runner's capture, a finished command's
+    redirect). Point it at the stderr of now."""
+    for handler in logging.getLogger("dbos").handlers:
+        if isinstance(handler, logging.StreamHandler) and type(handler) is logging.StreamHandler:
+            handler.stream = sys.stderr
 
 
 def _engine() -> CampaignEngine:

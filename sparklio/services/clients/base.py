@@ -116,10 +116,13 @@ class GatewayHTTPClient:
         path: str,
         body: dict[str, Any] | None = None,
         request_id: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> AsyncIterator[httpx.Response]:
         """Send a request whose answer streams; the error it stands for when it is not a
         success (read whole: an error answer is JSON)."""
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream", **(headers or {})}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if request_id:
             headers["X-Request-ID"] = request_id
         content = _dumps(body) if body is not None else None
