@@ -105,6 +105,26 @@ class GatewayHTTPClient:
             request_id=response.headers.get("x-request-id"),
         )
 
+    def _unreachable(
+        self, exc: httpx.TransportError, request_id: str | None, *, streaming: bool
+    ) -> GatewayError:
+        """What a failure to reach the gateway (or to hear it out) stands for."""
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeoutError(
+                f"The gateway at {self.base_url} did not answer in time ({type(exc).__name__}).",
+                request_id=request_id,
+            )
+        if streaming:
+            return GatewayConnectionError(
+                f"Lost the Sparklio gateway at {self.base_url} mid-stream or before: {exc}.",
+                request_id=request_id,
+            )
+        return GatewayConnectionError(
+            f"Cannot reach the Sparklio gateway at {self.base_url}: {exc}. Start it with "
+            "`make run` (or `sparklio serve`), or set GATEWAY_BASE_URL.",
+            request_id=request_id,
+        )
+
     async def _request_bytes(self, method: str, path: str) -> bytes:
         """Send a request and return its raw body (a file), or raise the error it stands for."""
         return (await self._send(method, path)).content
@@ -134,16 +154,8 @@ class GatewayHTTPClient:
                     await response.aread()
                     raise _error_from(response)
                 yield response
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(
-                f"The gateway at {self.base_url} did not answer in time ({type(exc).__name__}).",
-                request_id=request_id,
-            ) from None
-        except httpx.TransportError as exc:
-            raise GatewayConnectionError(
-                f"Lost the Sparklio gateway at {self.base_url} mid-stream or before: {exc}.",
-                request_id=request_id,
-            ) from None
+        except httpx.TransportError as exc:  # timeouts included
+            raise self._unreachable(exc, request_id, streaming=True) from None
 
     async def _send(
         self,
@@ -161,17 +173,8 @@ class GatewayHTTPClient:
             response = await self._http.request(
                 method, path, content=content, headers=headers, params=params
             )
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(
-                f"The gateway at {self.base_url} did not answer in time ({type(exc).__name__}).",
-                request_id=request_id,
-            ) from None
-        except httpx.TransportError as exc:
-            raise GatewayConnectionError(
-                f"Cannot reach the Sparklio gateway at {self.base_url}: {exc}. Start it with "
-                "`make run` (or `sparklio serve`), or set GATEWAY_BASE_URL.",
-                request_id=request_id,
-            ) from None
+        except httpx.TransportError as exc:  # timeouts included
+            raise self._unreachable(exc, request_id, streaming=False) from None
         if response.is_success:
             return response
         raise _error_from(response)
