@@ -51,6 +51,9 @@ def configure_logging(level: str) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # a campaign's steps call the gateway in-process through httpx: the gateway logs each
+    # call already, so httpx's own line per request would only repeat it
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def shown_key(key: str, where: str, on_terminal: bool) -> str:
