@@ -126,6 +126,35 @@ def serve(
 
 
 @app.command()
+def worker() -> None:
+    """Run queued campaigns beside `sparklio serve`, on the same database (DATABASE_URL:
+    PostgreSQL to share it across machines). Ctrl-C stops; the campaigns it was running are
+    resumed by the next worker started here."""
+    import asyncio
+
+    from sparklio import worker as worker_process
+    from sparklio.main import create_app
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    try:
+        api = create_app(settings, migrate_in_child=True)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+    def ready(executor: str) -> None:
+        err.print(
+            f"Sparklio worker {executor} runs queued campaigns (at most "
+            f"{settings.campaign_worker_concurrency} here, {settings.campaign_concurrency} in "
+            "all). Ctrl-C stops it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    asyncio.run(worker_process.run(api, ready))
+
+
+@app.command()
 def config(
     name: Annotated[str | None, typer.Argument(help="One setting, e.g. generator_mode.")] = None,
 ) -> None:

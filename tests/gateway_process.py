@@ -15,18 +15,23 @@ ROOT = Path(__file__).resolve().parent.parent  # the checkout whose `sparklio` i
 MARGIN = 20.0  # seconds on top of a limit before a test calls the limit broken
 
 
+def sparklio_env(home: Path, **settings: str) -> dict[str, str]:
+    """A Sparklio process's environment: this one's without Sparklio settings, mock mode."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SERVER_", "GENERATOR_", "DATABASE_", "LLM_", "GATEWAY_", "CAMPAIGN"))
+    }
+    env |= {"SPARKLIO_HOME": str(home), "GENERATOR_MODE": "mock", "LOG_LEVEL": "warning"}
+    return env | settings
+
+
 class Server:
     """A `sparklio serve` process in mock mode on 127.0.0.1, with a temp SPARKLIO_HOME."""
 
     def __init__(self, home: Path, **settings: str) -> None:
         self.port = free_port()
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("SERVER_", "GENERATOR_", "DATABASE_", "LLM_", "GATEWAY_"))
-        }
-        env |= {"SPARKLIO_HOME": str(home), "GENERATOR_MODE": "mock", "LOG_LEVEL": "warning"}
-        env |= settings
+        env = sparklio_env(home, **settings)
         # the log goes to a file: a pipe nobody reads would stall the server
         self.log = (home.parent / f"serve-{self.port}.log").open("wb")
         self.proc = subprocess.Popen(
@@ -52,6 +57,45 @@ class Server:
         return Path(self.log.name).read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
+class Worker:
+    """A `sparklio worker` process (mock mode unless told), ready once it takes campaigns."""
+
+    READY = "runs queued campaigns"
+
+    def __init__(self, home: Path, **settings: str) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        self.log = (home / "worker.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sparklio.cli", "worker"],
+            env=sparklio_env(home, **settings),
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while self.READY not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"sparklio worker did not start: {self.output()}")
+            time.sleep(0.1)
+        #: its executor id, as DBOS records it on the workflows it runs
+        self.executor = self.output().split("Sparklio worker ", 1)[1].split()[0]
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        """SIGTERM, as a supervisor stops it; SIGKILL if it has not gone in 15 s."""
         self.proc.terminate()
         try:
             self.proc.wait(15)

@@ -73,6 +73,19 @@ class Settings(BaseSettings):
     workflows_dir: Path | None = Field(
         default=None, description="Folder of ComfyUI workflow templates beside the shipped ones."
     )
+    campaign_concurrency: int = Field(
+        default=8, ge=1, le=1000,
+        description="Campaigns run at once, across the server and every `sparklio worker` "
+        "on its database (the rest wait in the queue).",
+    )  # fmt: skip
+    campaign_worker_concurrency: int = Field(
+        default=4, ge=1, le=1000,
+        description="Campaigns one process (the server or a worker) runs at once.",
+    )  # fmt: skip
+    campaigns_in_server: bool = Field(
+        default=True,
+        description="False: `sparklio serve` only queues campaigns; `sparklio worker` runs them.",
+    )
     media_max_queue: int = Field(default=100, ge=0, description="Image jobs waiting per endpoint.")
     media_max_wait: float = Field(default=300.0, ge=0, description="Longest ?wait= honoured.")
 

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import httpx
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS, Queue, SetWorkflowID
 from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp
@@ -32,6 +32,7 @@ from sparklio.agents.pipeline import Decision, run_campaign
 from sparklio.core.config import Settings
 from sparklio.exceptions import AgentError, ServiceUnavailableError
 from sparklio.services.auth import AuthService
+from sparklio.services.campaigns import executors
 from sparklio.services.campaigns.store import FINISHED, CampaignStore
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
@@ -44,6 +45,10 @@ T = TypeVar("T")
 REVIEW_TOPIC = "review"
 #: Seconds one wait for a review lasts before it is taken up again (it waits on).
 REVIEW_WAIT = 3600.0
+
+#: The DBOS queue campaigns wait in, and how often each process looks for one to run.
+CAMPAIGN_QUEUE = "sparklio-campaigns"
+QUEUE_POLL = 0.1
 
 #: The engine DBOS runs campaigns for in this process (DBOS is a process-wide singleton).
 _current: CampaignEngine | None = None
@@ -62,6 +67,10 @@ class CampaignEngine:
         self.auth = auth
         self.app: ASGIApp | None = None
         self.launched = False
+        #: "serve" or "worker": names this process's executor slot (see executors.py)
+        self.role = "serve"
+        self.executor: executors.Executor | None = None
+        self.queue: Queue | None = None
 
     def bind(self, app: ASGIApp) -> None:
         """The app whose gateway the steps call (set once create_app has built it)."""
@@ -74,10 +83,11 @@ class CampaignEngine:
             return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         return f"sqlite:///{self.settings.home / 'workflows.sqlite'}"
 
-    def start(self, *, if_free: bool = False) -> None:
-        """Launch DBOS for this app, which recovers the campaigns a stop left unfinished.
-        Called in the event loop the campaigns run on (DBOS runs async workflows there).
-        `if_free`: quietly do nothing when another app of this process has it."""
+    async def start(self, *, if_free: bool = False) -> None:
+        """Launch DBOS for this app, which recovers the campaigns this executor slot left
+        unfinished (see executors.py), and listen on the campaigns' queue. Called in the
+        event loop the campaigns run on (DBOS runs async workflows on the loop it launched
+        in). `if_free`: quietly do nothing when another app of this process has it."""
         global _current
         if self.launched:
             return
@@ -88,23 +98,42 @@ class CampaignEngine:
                 "Another Sparklio app in this process runs the campaigns; close it first"
             )
         _log_to_current_stderr()
+        executor = executors.claim(self.role)
         DBOS(config={"name": "sparklio", "system_database_url": self.system_database_url(),
-                     "log_level": "WARNING"})  # fmt: skip
+                     "log_level": "WARNING", "executor_id": executor.id})  # fmt: skip
+        if not self.runs_campaigns:
+            DBOS.listen_queues([])  # it queues them; the workers run them
         _current = self
         try:
             DBOS.launch()
+            # the limit is the database's: every process sharing it holds to the latest one
+            self.queue = await DBOS.register_queue_async(
+                CAMPAIGN_QUEUE,
+                global_concurrency=self.settings.campaign_concurrency,
+                worker_concurrency=min(
+                    self.settings.campaign_worker_concurrency, self.settings.campaign_concurrency
+                ),
+                polling_interval_sec=QUEUE_POLL,
+                on_conflict="always_update",
+            )
         except BaseException:
             _current = None
             DBOS.destroy()
+            executor.release()
             raise
+        self.executor = executor
         self.launched = True
+
+    @property
+    def runs_campaigns(self) -> bool:
+        """Whether this process runs campaigns, or only queues them for the workers."""
+        return self.role == "worker" or self.settings.campaigns_in_server
 
     async def recover(self) -> None:
         """For the server once its database answers (one that hangs must not hold up the
-        start): launch DBOS now if a stop left campaigns unfinished, which resumes them;
-        otherwise the first campaign launches it (no DBOS threads in a server without any)."""
-        if await self.store.unfinished():
-            self.start(if_free=True)
+        start): launch DBOS, which resumes what this executor slot left unfinished and
+        runs the campaigns queued meanwhile."""
+        await self.start(if_free=True)
 
     def close(self) -> None:
         """Stop DBOS; unfinished campaigns stay pending, for the next start to recover."""
@@ -114,12 +143,16 @@ class CampaignEngine:
         self.launched = False
         _current = None
         DBOS.destroy()
+        if self.executor is not None:
+            self.executor.release()
+            self.executor = None
 
     async def submit(self, campaign_id: str) -> None:
-        """Start the campaign's workflow (its id is the campaign's: starting twice is once)."""
-        self.start()
+        """Queue the campaign's workflow (its id is the campaign's: queuing twice is once);
+        the server or a worker runs it once the queue's concurrency allows."""
+        await self.start()
         with SetWorkflowID(campaign_id):
-            await DBOS.start_workflow_async(campaign_workflow, campaign_id)
+            await self.queue.enqueue_async(campaign_workflow, campaign_id)  # type: ignore[union-attr]
 
     async def cancel(self, campaign_id: str) -> bool:
         """Cancel the campaign: no step starts after this. False when it had finished."""
@@ -187,7 +220,7 @@ class CampaignEngine:
     async def review(self, campaign_id: str, decision: Decision, event_id: int) -> None:
         """Hand a reviewer's decision to the paused campaign (`event_id`: its pause's
         event, so that the same review is never delivered twice)."""
-        self.start()
+        await self.start()
         await DBOS.send_async(campaign_id, decision.model_dump(mode="json"), REVIEW_TOPIC,
                               idempotency_key=f"{campaign_id}:review:{event_id}")  # fmt: skip
 

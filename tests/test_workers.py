@@ -1,0 +1,104 @@
+"""`sparklio worker`: campaigns queued by the server are shared by every process on its
+PostgreSQL database, each run once, none lost, within the queue's per-process limit."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from sparklio.db.engine import migrate
+from sparklio.services.auth import local_token_for
+from sparklio.services.campaigns import executors as executors_module
+from tests.conftest import make_settings
+from tests.gateway_process import Server, Worker
+from tests.pg import PostgresCluster, postgres
+
+__all__ = ["postgres"]
+
+BRIEF = "Launch our oat latte in Seoul for office workers; instagram and naver search."
+CAMPAIGNS = 20
+PER_PROCESS = 2  # CAMPAIGN_WORKER_CONCURRENCY: what each process may run at once
+
+
+def executors(url: str) -> dict[str, tuple[str, str]]:
+    """Each campaign workflow's status and executor, from DBOS's own table."""
+    engine = sa.create_engine(url.replace("+asyncpg", "+psycopg"))
+    try:
+        with engine.connect() as db:
+            rows = db.execute(sa.text(
+                "SELECT workflow_uuid, status, executor_id FROM dbos.workflow_status "
+                "WHERE name = 'sparklio.campaign'"
+            ))  # fmt: skip
+            return {row[0]: (row[1], row[2]) for row in rows}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.timeout(300)  # three processes start on a busy 2-core machine
+async def test_two_workers_and_the_server_share_twenty_campaigns_none_twice_none_lost(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    url = postgres.create_database()
+    await asyncio.to_thread(migrate, url)
+    shared = {"DATABASE_URL": url, "CAMPAIGN_WORKER_CONCURRENCY": str(PER_PROCESS)}
+    server = await asyncio.to_thread(Server, tmp_path / "server", **shared)
+    workers: list[Worker] = []
+    try:
+        for name in ("a", "b"):  # two machines: each its own home, one database
+            workers.append(await asyncio.to_thread(Worker, tmp_path / name, **shared))
+        token = await local_token_for(
+            make_settings(sparklio_home=tmp_path / "server", database_url=url)
+        )
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{server.port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ) as http:
+            ids = []
+            for _ in range(CAMPAIGNS):
+                response = await http.post("/api/v1/campaigns", json={"brief": BRIEF})
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+
+            # follow each to its last event (the test's timeout is the backstop)
+            for campaign_id in ids:  # each ran once: one start, each step finished once
+                events = await http.get(f"/api/v1/campaigns/{campaign_id}/events", timeout=None)
+                kinds = [line.removeprefix("event: ") for line in events.text.splitlines()
+                         if line.startswith("event: ")]  # fmt: skip
+                assert kinds.count("started") == 1 and kinds[-1] == "done", kinds
+                steps = (await http.get(f"/api/v1/campaigns/{campaign_id}")).json()["steps"]
+                assert steps and all(s["status"] == "succeeded" for s in steps)
+    finally:
+        for worker in workers:
+            await asyncio.to_thread(worker.stop)
+        await asyncio.to_thread(server.stop)
+
+    ran = await asyncio.to_thread(executors, url)
+    assert set(ran) == set(ids)
+    assert {status for status, _ in ran.values()} == {"SUCCESS"}
+    by = {executor for _, executor in ran.values()}
+    print({e: sum(1 for _, x in ran.values() if x == e) for e in by})
+    # both workers took campaigns from the server's queue (the server may have too)
+    assert {w.executor for w in workers} <= by, by
+    assert all(":serve-" in e or ":worker-" in e for e in by)
+
+
+def test_each_live_process_has_its_own_executor_slot_and_a_freed_slot_is_taken_again(
+    tmp_path: Path,
+) -> None:
+    first = executors_module.claim("worker", tmp_path)
+    second = executors_module.claim("worker", tmp_path)
+    assert first.id.endswith(":worker-1") and second.id.endswith(":worker-2")
+    first.release()  # the process in slot 1 is gone: the next one resumes its workflows
+    third = executors_module.claim("worker", tmp_path)
+    serve = executors_module.claim("serve", tmp_path)
+    try:
+        assert third.id == first.id
+        assert serve.id.endswith(":serve-1")  # each role has its own slots
+    finally:
+        for held in (second, third, serve):
+            held.release()
