@@ -450,3 +450,46 @@ async def test_a_paused_campaign_waits_on_across_a_restart_and_can_be_cancelled(
             assert late.status_code == 409
     finally:
         await close_app(app)
+
+
+async def test_a_campaign_paused_for_review_holds_no_place_in_the_queue(tmp_path: Path) -> None:
+    # one campaign at a time: a paused one must not keep the next from running
+    app = create_app(make_settings(sparklio_home=tmp_path / "home", campaign_concurrency=1))
+    try:
+        async with await client_for(app) as http:
+            waiting = await start(http, channels=["instagram"], options={"review": "manual"})
+            await paused(app, http, waiting)
+            other = await start(http, channels=["instagram"])
+            assert (await events_of(http, other))[-1]["event"] == "done"
+            assert (await http.get(f"/api/v1/campaigns/{waiting}")).json()[
+                "status"
+            ] == "awaiting_review"
+    finally:
+        await close_app(app)
+
+
+async def test_a_review_taken_just_before_a_stop_resumes_the_campaign_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(sparklio_home=tmp_path / "home")
+    app = create_app(settings)
+    try:
+        async with await client_for(app) as http:
+            campaign_id = await start(http, channels=["instagram"], options={"review": "manual"})
+            events = await paused(app, http, campaign_id)
+            # the review is recorded, and the process stops before it resumes the campaign
+            store = app.state.services.campaigns.store
+            taken = {"gate": "strategy", "approve": True, "changes": [], "pause": events[-1].id}
+            assert await store.take_review(campaign_id, taken)
+    finally:
+        await close_app(app)
+
+    app = create_app(settings)
+    try:
+        await app.state.services.campaigns.recover()  # what the server does once it starts
+        async with await client_for(app) as http:
+            events = await paused(app, http, campaign_id)
+            assert events[-1].data["gate"] == "copy"  # it went on from the strategy gate
+            assert started_after(events, 0).count("strategist") == 1
+    finally:
+        await close_app(app)

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 from sparklio.agents.base import StepRecord
 from sparklio.agents.pipeline import Decision, run_campaign
 from sparklio.core.config import Settings
+from sparklio.db.models import CampaignEvent
 from sparklio.exceptions import AgentError, ServiceUnavailableError
 from sparklio.services.auth import AuthService
 from sparklio.services.campaigns import executors
@@ -41,10 +42,8 @@ from sparklio.wire.brand import BrandKit
 log = logging.getLogger("sparklio.campaigns")
 T = TypeVar("T")
 
-#: The topic of the messages that carry a reviewer's decision to a paused campaign.
-REVIEW_TOPIC = "review"
-#: Seconds one wait for a review lasts before it is taken up again (it waits on).
-REVIEW_WAIT = 3600.0
+#: A workflow that resumes a campaign after a review: `<campaign id>:resume-<pause event id>`.
+RESUME = ":resume-"
 
 #: The DBOS queue campaigns wait in, and how often each process looks for one to run.
 CAMPAIGN_QUEUE = "sparklio-campaigns"
@@ -52,6 +51,10 @@ QUEUE_POLL = 0.1
 
 #: The engine DBOS runs campaigns for in this process (DBOS is a process-wide singleton).
 _current: CampaignEngine | None = None
+
+
+class Paused(Exception):
+    """The campaign awaits a review: its workflow ends, and the review resumes a fork of it."""
 
 
 class StepFailed(Exception):
@@ -134,6 +137,8 @@ class CampaignEngine:
         start): launch DBOS, which resumes what this executor slot left unfinished and
         runs the campaigns queued meanwhile."""
         await self.start(if_free=True)
+        if self.launched:
+            await self._resume_reviewed()
 
     def close(self) -> None:
         """Stop DBOS; unfinished campaigns stay pending, for the next start to recover."""
@@ -158,8 +163,11 @@ class CampaignEngine:
         """Cancel the campaign: no step starts after this. False when it had finished."""
         if not await self.store.set_status(campaign_id, "cancelled", "cancelled"):
             return False
-        if self.launched:
-            await DBOS.cancel_workflow_async(campaign_id)
+        await self.start()  # whichever process runs it, DBOS stops it at its next step
+        review = await self.store.last_event(campaign_id, "review")
+        await DBOS.cancel_workflow_async(
+            review.data.get("workflow_id", campaign_id) if review else campaign_id
+        )
         return True
 
     async def execute(self, campaign_id: str) -> str:
@@ -194,6 +202,8 @@ class CampaignEngine:
                     runner=partial(_campaign_step, campaign_id),
                     gate=partial(self._gate, campaign_id) if manual else None,
                 )
+        except Paused:
+            return "awaiting_review"
         except StepFailed as exc:
             await _campaign_step(
                 campaign_id, "finish", partial(self._failed, campaign_id, str(exc))
@@ -204,25 +214,54 @@ class CampaignEngine:
         return "succeeded"
 
     async def _gate(self, campaign_id: str, gate: str, shown: dict[str, Any]) -> Decision:
-        """A pause for a reviewer: the campaign awaits review until a message on its
-        REVIEW_TOPIC (POST .../review) says what to do. DBOS keeps the message, so a
-        paused campaign waits on across a restart, and a replay reads the same answer."""
-        await _quiet_step(partial(self._pause, campaign_id, gate, shown))
-        message = None
-        while message is None:  # None: the wait timed out; wait on (no step ran meanwhile)
-            message = await DBOS.recv_async(REVIEW_TOPIC, timeout_seconds=REVIEW_WAIT)
-        return Decision.model_validate(message)
+        """A pause for a reviewer. The workflow ends here (a paused campaign holds no place
+        in the queue, however long the review takes); POST .../review records the decision
+        and forks the workflow from this very step (`review`), and the fork - its earlier
+        steps replayed from the record, never called again - reads the decision here."""
+        decision = await _quiet_step(partial(self._pause_or_resume, campaign_id, gate, shown))
+        if decision is None:
+            raise Paused
+        return Decision.model_validate(decision)
 
-    async def _pause(self, campaign_id: str, gate: str, shown: dict[str, Any]) -> None:
+    async def _pause_or_resume(
+        self, campaign_id: str, gate: str, shown: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """In the fork that resumes this pause, the reviewer's decision; anywhere else, pause
+        here: the campaign awaits review, and its pause event says where to fork from."""
+        workflow_id, step = DBOS.workflow_id, DBOS.step_id
+        pause_id = _resumed_pause(workflow_id or "")
+        if pause_id is not None:
+            pause = await self.store.event(campaign_id, pause_id)
+            if pause is not None and pause.data.get("resume", {}).get("step") == step:
+                review = await self.store.review_of(campaign_id, pause_id)
+                if review is not None:
+                    return {k: review.data.get(k) for k in ("approve", "changes")}
+        resume = {"workflow_id": workflow_id, "step": step}
         await self.store.set_status(campaign_id, "awaiting_review", "awaiting_review",
-                                    data={"gate": gate, **shown})  # fmt: skip
+                                    data={"gate": gate, **shown, "resume": resume})  # fmt: skip
+        return None
 
-    async def review(self, campaign_id: str, decision: Decision, event_id: int) -> None:
-        """Hand a reviewer's decision to the paused campaign (`event_id`: its pause's
-        event, so that the same review is never delivered twice)."""
+    async def review(self, campaign_id: str, pause: CampaignEvent) -> None:
+        """Resume a campaign whose review (of `pause`) is recorded: fork its workflow from
+        the pause's step, into the queue. The fork's id names the pause, so one pause is
+        resumed once, however often this is called."""
         await self.start()
-        await DBOS.send_async(campaign_id, decision.model_dump(mode="json"), REVIEW_TOPIC,
-                              idempotency_key=f"{campaign_id}:review:{event_id}")  # fmt: skip
+        resume = pause.data.get("resume") or {}
+        fork_id = resuming(campaign_id, pause.id)
+        if await DBOS.get_workflow_status_async(fork_id) is not None:
+            return
+        with SetWorkflowID(fork_id):
+            await DBOS.fork_workflow_async(resume["workflow_id"], resume["step"],
+                                           queue_name=CAMPAIGN_QUEUE)  # fmt: skip
+
+    async def _resume_reviewed(self) -> None:
+        """Fork the campaigns whose review was recorded but whose fork was not (the process
+        stopped in between): a review is never lost."""
+        for campaign_id, pause in await self.store.reviewed_unresumed():
+            try:
+                await self.review(campaign_id, pause)
+            except Exception:  # another process forked it first, or it cannot be resumed
+                log.exception("could not resume campaign %s after its review", campaign_id)
 
     async def _started(self) -> None:
         pass  # the "start" step's event is what it is for
@@ -243,6 +282,17 @@ def _log_to_current_stderr() -> None:
     for handler in logging.getLogger("dbos").handlers:
         if isinstance(handler, logging.StreamHandler) and type(handler) is logging.StreamHandler:
             handler.stream = sys.stderr
+
+
+def resuming(campaign_id: str, pause_id: int) -> str:
+    """The id of the workflow that resumes a campaign after its pause `pause_id`."""
+    return f"{campaign_id}{RESUME}{pause_id}"
+
+
+def _resumed_pause(workflow_id: str) -> int | None:
+    """The pause event a resuming workflow's id names (None for a campaign's first one)."""
+    _, found, pause_id = workflow_id.rpartition(RESUME)
+    return int(pause_id) if found and pause_id.isdigit() else None
 
 
 def _engine() -> CampaignEngine:

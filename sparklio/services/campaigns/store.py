@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from sparklio.db.models import CampaignEvent, CampaignRow, new_id, now
@@ -125,6 +125,46 @@ class CampaignStore:
                 return False
             session.add(CampaignEvent(campaign_id=campaign_id, type="review", data=data))
         return True
+
+    async def event(self, campaign_id: str, event_id: int) -> CampaignEvent | None:
+        async with self.sessions() as session:
+            event: CampaignEvent | None = await session.get(CampaignEvent, event_id)
+        return event if event is not None and event.campaign_id == campaign_id else None
+
+    async def review_of(self, campaign_id: str, pause_id: int) -> CampaignEvent | None:
+        """The review that answered the pause `pause_id` (an awaiting_review event)."""
+        query = (
+            select(CampaignEvent)
+            .where(CampaignEvent.campaign_id == campaign_id, CampaignEvent.type == "review",
+                   CampaignEvent.id > pause_id)
+            .order_by(CampaignEvent.id)
+        )  # fmt: skip
+        async with self.sessions() as session:
+            reviews = (await session.scalars(query)).all()
+        return next((r for r in reviews if r.data.get("pause") == pause_id), None)
+
+    async def reviewed_unresumed(self) -> list[tuple[str, CampaignEvent]]:
+        """Running campaigns whose last event is a review: each with the pause it answered
+        (its fork may not exist: the process that took the review stopped before forking)."""
+        latest = (
+            select(CampaignEvent.campaign_id, func.max(CampaignEvent.id).label("last"))
+            .join(CampaignRow, CampaignRow.id == CampaignEvent.campaign_id)
+            .where(CampaignRow.status == "running")
+            .group_by(CampaignEvent.campaign_id)
+            .subquery()
+        )
+        query = (
+            select(CampaignEvent)
+            .join(latest, CampaignEvent.id == latest.c.last)
+            .where(CampaignEvent.type == "review")
+        )
+        found = []
+        async with self.sessions() as session:
+            for review in (await session.scalars(query)).all():
+                pause = await session.get(CampaignEvent, review.data.get("pause"))
+                if pause is not None and pause.type == "awaiting_review":
+                    found.append((review.campaign_id, pause))
+        return found
 
     async def last_event(self, campaign_id: str, kind: str) -> CampaignEvent | None:
         query = (

@@ -27,6 +27,7 @@ from sparklio.db.models import CampaignEvent, CampaignRow
 from sparklio.exceptions import ConflictError, InvalidRequestError, NotFoundError
 from sparklio.services.auth import Principal
 from sparklio.services.brand_kits import BrandKitStore
+from sparklio.services.campaigns.engine import resuming
 from sparklio.services.campaigns.store import LAST_EVENTS, CampaignStore, seconds_between
 from sparklio.services.container import Services
 from sparklio.services.jsonvalues import check_json_value
@@ -248,11 +249,12 @@ async def review(
         raise ConflictError(f"Campaign {campaign_id!r} is {row.status}, not awaiting review")
     _check_review(body, pause.data)
     decision = Decision(approve=body.approve, changes=body.changes)
-    data = {"gate": pause.data.get("gate"), **decision.model_dump(mode="json")}
+    data = {"gate": pause.data.get("gate"), **decision.model_dump(mode="json"),
+            "pause": pause.id, "workflow_id": resuming(campaign_id, pause.id)}  # fmt: skip
     if not await store.take_review(campaign_id, data):  # another review came first
         row = await _campaign(services, campaign_id, principal)
         raise ConflictError(f"Campaign {campaign_id!r} is {row.status}, not awaiting review")
-    await services.campaigns.review(campaign_id, decision, pause.id)
+    await services.campaigns.review(campaign_id, pause)
     row = await _campaign(services, campaign_id, principal)
     return json_response(_summary(row))
 
