@@ -268,7 +268,8 @@ def _count_violations(copy: ChannelCopy, variants: VariantCounts) -> list[Violat
             found.append(Violation(
                 channel=copy.channel, rule="variant_count", field=field, source="channel",
                 text=f"{written} of {asked}",
-                message=f"Write exactly {asked} {kind} variants (there are {written}).",
+                message=f"Write exactly {asked} {kind[:-1]} variant{'s' * (asked != 1)} "
+                        f"(there are {written}).",
             ))  # fmt: skip
     return found
 
