@@ -99,6 +99,7 @@ async def test_variants_are_asked_of_the_model_only_when_a_channel_wants_them() 
         ({"fax": {"headlines": 5}}, None, "variants", "naver_search"),
         ({"naver_search": {"headline": 5}}, None, "headline", "Extra inputs"),
         ({"naver_search": {"headlines": "many"}}, None, "headlines", "integer"),
+        ({"naver_search": {"headlines": True}}, None, "headlines", "integer"),
     ],
 )  # fmt: skip
 async def test_a_bad_variant_ask_is_a_422_that_names_the_field_and_the_range(

@@ -91,7 +91,7 @@ def variant_counts(
             limit = getattr(LIMITS[channel], "headline" if kind == "headlines" else "body")
             raise InvalidRequestError(
                 f"variants.{channel}.{kind}: {channel} takes {low} to {high} {kind[:-1]} variants "
-                f"(each at most {limit} characters); {asked} were asked for.",
+                f"(each at most {limit} characters), not {asked}.",
                 details=[{"field": f"variants.{channel}.{kind}", "value": asked,
                           "allowed": [low, high]}],
             )  # fmt: skip

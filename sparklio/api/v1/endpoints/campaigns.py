@@ -46,8 +46,9 @@ class VariantAsk(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    headlines: int | None = None
-    descriptions: int | None = None
+    # strict: a JSON number, never true or "5"
+    headlines: int | None = Field(default=None, strict=True)
+    descriptions: int | None = Field(default=None, strict=True)
 
 
 class CampaignRequest(BaseModel):
