@@ -12,10 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
-from sparklio.agents.copywriter_agent import LIMITS, ChannelCopy, VariantCounts, copy_schema
+from sparklio.agents.copywriter_agent import (
+    LIMITS,
+    VARIANT_RANGES,
+    ChannelCopy,
+    VariantCounts,
+    copy_schema,
+)
 from sparklio.agents.report import LABELS, md_inline
-from sparklio.agents.rules import find, pattern
+from sparklio.agents.rules import check, find, pattern
 from sparklio.main import close_app, create_app
+from sparklio.services.clients.llm_client import LLMGatewayClient
 from tests.campaign_upstream import MockOllama
 from tests.conftest import client_for, make_settings
 from tests.fakes.base import Answer, Recorded, Reply
@@ -84,6 +91,26 @@ async def test_variants_are_asked_of_the_model_only_when_a_channel_wants_them() 
     assert headlines["items"]["maxLength"] == LIMITS["naver_search"].headline == 30
     descriptions = asked["properties"]["variants"]["properties"]["descriptions"]
     assert (descriptions["minItems"], descriptions["items"]["maxLength"]) == (3, 90)
+
+
+@pytest.mark.parametrize("channel", sorted(VARIANT_RANGES))
+async def test_the_mock_writes_the_most_variants_each_channel_takes_within_its_limits(
+    llm: LLMGatewayClient, channel: str
+) -> None:
+    most = VARIANT_RANGES[channel]
+    asked = VariantCounts(headlines=most.headlines[1], descriptions=most.descriptions[1])
+    result = await llm.generate_result(
+        role="copywriter", task="channel_copy", schema=ChannelCopy,
+        payload={"channel": channel, "product": "Dawon tea", "variants": asked.model_dump()},
+        json_schema=copy_schema(channel, asked),
+    )  # fmt: skip
+    variants, limits = result.data.variants, LIMITS[channel]
+    assert variants is not None
+    assert len(variants.headlines) == asked.headlines
+    assert len(variants.descriptions) == asked.descriptions
+    assert all(0 < len(h) <= limits.headline for h in variants.headlines)
+    assert all(0 < len(d) <= limits.body for d in variants.descriptions)
+    assert check([result.data], [], {channel: asked}) == []
 
 
 @pytest.mark.parametrize(
