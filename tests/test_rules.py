@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparklio.agents.copywriter_agent import ChannelCopy
+from sparklio.agents.copywriter_agent import ChannelCopy, VariantCounts
 from sparklio.agents.rules import (
     FOOD_CLAIMS_LAW,
     Rule,
@@ -107,3 +107,42 @@ def test_a_check_names_the_channel_the_rule_and_the_offending_text() -> None:
     claim = next(v for v in broken if v.rule == "forbidden_claim")
     assert claim.source == "built_in" and "식품표시광고법" in claim.message
     assert claim.message.startswith("Remove '면역력 강화' from the body")
+
+
+def test_every_variant_is_checked_like_the_copy_and_named_by_its_number() -> None:
+    search = copy(
+        channel="naver_search",
+        headline="Oat latte",
+        body="Calm mornings.",
+        variants={
+            "headlines": ["Calm mornings", "오늘의 기적을 한 잔", "x" * 31],
+            "descriptions": ["Small miracles, daily.", "A quiet cup."],
+        },
+    )
+    rules = [Rule(term="기적", source="brief"), Rule(term="miracle", source="brief")]
+    asked = {"naver_search": VariantCounts(headlines=3, descriptions=3)}
+    broken = check([search], rules, asked)
+    found = {(v.rule, v.field, v.variant, v.text) for v in broken}
+    assert found == {
+        ("forbidden_word", "variants.headlines", 2, "기적을"),
+        ("length", "variants.headlines", 3, "x" * 31),
+        ("forbidden_word", "variants.descriptions", 1, "miracles"),
+        ("variant_count", "variants.descriptions", None, "2 of 3"),
+    }
+    # each is a revision request that says which variant to fix
+    assert {v.message for v in broken} == {
+        "Remove '기적' from headline variant 2 ('기적을' found): the brief forbids it.",
+        "Headline variant 3 has 31 characters; naver_search shows at most 30. Shorten it.",
+        "Remove 'miracle' from description variant 1 ('miracles' found): the brief forbids it.",
+        "Write exactly 3 description variants (there are 2).",
+    }
+    # the copy's own fields are named as they always were
+    plain = check([copy(headline="x" * 61)], rules)
+    assert [v.message for v in plain] == [
+        "The headline has 61 characters; instagram shows at most 60. Shorten it."
+    ]
+    missing = check([copy()], rules, {"instagram": VariantCounts(headlines=1, descriptions=1)})
+    assert [v.message for v in missing] == [
+        "Write exactly 1 headline variant (there are 0).",
+        "Write exactly 1 description variant (there are 0).",
+    ]

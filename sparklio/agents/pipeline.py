@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
@@ -35,7 +35,7 @@ from sparklio.agents import (
 from sparklio.agents.base import StepRecord
 from sparklio.agents.brand_agent import BrandProfile
 from sparklio.agents.brief_agent import Brief
-from sparklio.agents.copywriter_agent import ChannelCopy, CopyDelta
+from sparklio.agents.copywriter_agent import ChannelCopy, CopyDelta, VariantCounts
 from sparklio.agents.reviewer_agent import Review
 from sparklio.agents.rules import Rule, Violation
 from sparklio.agents.strategist_agent import Strategy
@@ -164,6 +164,7 @@ async def run_campaign(
     runner: StepRunner | None = None,
     channels: list[str] | None = None,
     gate: Gate | None = None,
+    variants: Mapping[str, Mapping[str, int | None]] | None = None,
 ) -> Campaign:
     """Run every step; AgentError names the step that failed. `on_copy(channel, piece)`
     follows each channel's copy as the copywriter writes it (the calls then stream);
@@ -174,8 +175,16 @@ async def run_campaign(
     With `brand_kit`, the brand profile comes from the kit (the model fills only what it
     lacks). `words_to_avoid` are the brief's forbidden words, on top of those its text
     quotes as forbidden ("never use 'miracle'"), the kit's and the built-in
-    rules: all are checked on every piece of copy."""
+    rules: all are checked on every piece of copy.
+
+    `variants` ({channel: {"headlines": N, "descriptions": M}}) asks those channels for
+    exactly that many headline and description variants, each held to the same rules as
+    the copy (InvalidRequestError, before any call, for counts a channel does not allow); a
+    channel the campaign does not run is left out."""
     started = time.perf_counter()
+    asks = {channel: copywriter_agent.variant_counts(channel, ask.get("headlines"),
+                                                     ask.get("descriptions"))
+            for channel, ask in (variants or {}).items()}  # fmt: skip
     steps: list[StepRecord] = []
     note = on_step or (lambda step, status: None)
     run: StepRunner = runner or run_directly
@@ -211,7 +220,7 @@ async def run_campaign(
     note("copywriter", "running")
     # one step per channel, written in parallel
     copy_input = copywriter_agent.CopyInput(
-        brief=brief, brand=brand, strategy=strategy, avoid=_told(held_to)
+        brief=brief, brand=brand, strategy=strategy, avoid=_told(held_to), variants=asks
     )
     written = await asyncio.gather(
         *(
@@ -235,7 +244,9 @@ async def run_campaign(
         if decision.approve or not requests:
             break
         round_ += 1
-        copies, records = await _edit(llm, copies, requests, brand, _told(held_to), run, round_)
+        copies, records = await _edit(
+            llm, copies, requests, brand, _told(held_to), run, round_, asks
+        )
         steps.extend(records)
     note("concepts", "running")
     concept_input = vision_generator_agent.ConceptInput(
@@ -256,7 +267,8 @@ async def run_campaign(
     )
     try:
         review, record = await run(
-            "review", partial(reviewer_agent.review, llm, review_input, rules=held_to)
+            "review",
+            partial(reviewer_agent.review, llm, review_input, rules=held_to, variants=asks),
         )
     except BaseException:
         rendering.cancel()
@@ -269,7 +281,9 @@ async def run_campaign(
     if not review.approved and review.revision_requests:
         note("revision", "running")
         first_review = review
-        copies, revised, records = await _revise(llm, copies, review, brand, _told(held_to), run)
+        copies, revised, records = await _revise(
+            llm, copies, review, brand, _told(held_to), run, asks
+        )
         steps.extend(records)
         review_input = reviewer_agent.ReviewInput(
             brief=brief, brand=brand, copies=copies, concepts=concepts
@@ -277,7 +291,12 @@ async def run_campaign(
         review, record = await run(
             "review:2",
             partial(
-                reviewer_agent.review, llm, review_input, record_step="review:2", rules=held_to
+                reviewer_agent.review,
+                llm,
+                review_input,
+                record_step="review:2",
+                rules=held_to,
+                variants=asks,
             ),
         )
         steps.append(record)
@@ -319,6 +338,7 @@ async def _edit(
     avoid: list[str],
     run: StepRunner,
     round_: int,
+    asks: Mapping[str, VariantCounts],
 ) -> tuple[list[ChannelCopy], list[StepRecord]]:
     """A reviewer's changes at the copy gate: a revision of just the channels they name, as
     steps `revise:<channel>:<round>`."""
@@ -331,7 +351,11 @@ async def _edit(
                     copywriter_agent.revise,
                     llm,
                     copywriter_agent.RevisionInput(
-                        copy=c, requests=requests[c.channel], brand=brand, avoid=avoid
+                        copy=c,
+                        requests=requests[c.channel],
+                        brand=brand,
+                        avoid=avoid,
+                        variants=asks.get(c.channel),
                     ),
                 ),
             )
@@ -349,6 +373,7 @@ async def _revise(
     brand: BrandProfile,
     avoid: list[str],
     run: StepRunner,
+    asks: Mapping[str, VariantCounts],
 ) -> tuple[list[ChannelCopy], list[str], list[StepRecord]]:
     """One revision of every channel the review asked about, in parallel."""
     requests: dict[str, list[str]] = {}
@@ -363,7 +388,11 @@ async def _revise(
                     copywriter_agent.revise,
                     llm,
                     copywriter_agent.RevisionInput(
-                        copy=c, requests=requests[c.channel], brand=brand, avoid=avoid
+                        copy=c,
+                        requests=requests[c.channel],
+                        brand=brand,
+                        avoid=avoid,
+                        variants=asks.get(c.channel),
                     ),
                 ),
             )

@@ -4,7 +4,7 @@ such things."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sparklio.agents.base import StepRecord, ask
 from sparklio.agents.brand_agent import BrandProfile
 from sparklio.agents.brief_agent import Brief, Channel, Line
-from sparklio.agents.copywriter_agent import ChannelCopy
+from sparklio.agents.copywriter_agent import ChannelCopy, VariantCounts
 from sparklio.agents.rules import Rule, Violation, check, rules_for
 from sparklio.agents.vision_generator_agent import VisualConcept
 from sparklio.services.clients.llm_client import LLMGatewayClient
@@ -73,16 +73,20 @@ def check_copy(
 
 
 def violations(
-    copies: list[ChannelCopy], brand: BrandProfile, rules: Sequence[Rule] = ()
+    copies: list[ChannelCopy],
+    brand: BrandProfile,
+    rules: Sequence[Rule] = (),
+    variants: Mapping[str, VariantCounts] | None = None,
 ) -> list[Violation]:
-    """Every rule the copy breaks: its channel's limits, the words the brand avoids, and
-    `rules` (the brief's, the brand kit's, the built-in ones); each finding once."""
+    """Every rule the copy breaks, in every variant: its channel's limits, the words the
+    brand avoids, and `rules` (the brief's, the brand kit's, the built-in ones); each finding
+    once. `variants`: how many variants each channel asked for."""
     brand_rules = rules_for(brand_words=brand.words_to_avoid, built_in=False)
     brand_rules += [Rule(term=c, kind="claim", source="brand") for c in brand.claims_to_avoid]
     known = {" ".join(r.term.casefold().split()) for r in rules}
     every = [*rules, *(r for r in brand_rules if " ".join(r.term.casefold().split()) not in known)]
     found: dict[tuple[str, str], Violation] = {}
-    for violation in check(copies, every):
+    for violation in check(copies, every, variants):
         found.setdefault((violation.channel, violation.message), violation)
     return list(found.values())
 
@@ -92,13 +96,15 @@ async def review(
     data: ReviewInput,
     record_step: str = "review",
     rules: Sequence[Rule] = (),
+    variants: Mapping[str, VariantCounts] | None = None,
 ) -> tuple[Review, StepRecord]:
-    """The model's review, with the rule checks added: any rule finding withholds approval,
-    and becomes a revision request whatever the model thought."""
+    """The model's review, with the rule checks added: any rule finding (in the copy or any
+    of its `variants`) withholds approval, and becomes a revision request whatever the
+    model thought."""
     judged, record = await ask(
         llm, record_step, "reviewer", "review", data.model_dump(), ModelReview
     )
-    broken = violations(data.copies, data.brand, rules)
+    broken = violations(data.copies, data.brand, rules, variants)
     findings = [RevisionRequest(channel=v.channel, request=v.message) for v in broken]
     channels = {c.channel for c in data.copies}
     requests = [r for r in judged.revision_requests if r.channel in channels]

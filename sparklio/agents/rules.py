@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel
 
 from sparklio.agents.brief_agent import Channel
-from sparklio.agents.copywriter_agent import LIMITS, ChannelCopy
+from sparklio.agents.copywriter_agent import LIMITS, ChannelCopy, VariantCounts
 from sparklio.wire.brand import BrandKit
 
 Source = Literal["brief", "brand_kit", "brand", "built_in"]
 Kind = Literal["word", "claim"]
-RuleName = Literal["forbidden_word", "forbidden_claim", "length", "hashtags", "missing_cta"]
+RuleName = Literal[
+    "forbidden_word", "forbidden_claim", "length", "hashtags", "missing_cta", "variant_count"
+]
 
 #: Korean particles (조사) a noun may carry and still be the same word, longest first.
 PARTICLES = sorted(
@@ -100,7 +102,9 @@ class Violation(BaseModel):
 
     channel: Channel
     rule: RuleName
-    field: str  # headline | body | cta | hashtags
+    field: str  # headline | body | cta | hashtags | variants.headlines | variants.descriptions
+    #: which variant of the field (1 for the first), for a variant
+    variant: int | None = None
     text: str  # what breaks it: the words found, or the over-long text's start
     term: str | None = None  # the forbidden term, for a forbidden word or claim
     source: Source | Literal["channel"]
@@ -182,9 +186,27 @@ def find(term: str, text: str) -> list[str]:
     return [m.group(0) for m in pattern(term).finditer(text)]
 
 
-def _fields(copy: ChannelCopy) -> list[tuple[str, str]]:
-    return [("headline", copy.headline), ("body", copy.body), ("cta", copy.cta),
-            ("hashtags", " ".join(copy.hashtags))]  # fmt: skip
+#: a variant's field, and how a message to the copywriter names one of it
+VARIANT_FIELDS = {"variants.headlines": "headline variant",
+                  "variants.descriptions": "description variant"}  # fmt: skip
+
+
+def _fields(copy: ChannelCopy) -> list[tuple[str, int | None, str]]:
+    """Each text of `copy` a rule applies to: its field, which variant (or None), the text."""
+    fields: list[tuple[str, int | None, str]] = [
+        ("headline", None, copy.headline), ("body", None, copy.body), ("cta", None, copy.cta),
+        ("hashtags", None, " ".join(copy.hashtags)),
+    ]  # fmt: skip
+    if copy.variants is not None:
+        for field, texts in (("variants.headlines", copy.variants.headlines),
+                             ("variants.descriptions", copy.variants.descriptions)):  # fmt: skip
+            fields += [(field, number, text) for number, text in enumerate(texts, 1)]
+    return fields
+
+
+def _named(field: str, variant: int | None) -> str:
+    """A field as a message names it: "the body", "headline variant 3"."""
+    return f"{VARIANT_FIELDS[field]} {variant}" if variant is not None else f"the {field}"
 
 
 def _why(rule: Rule) -> str:
@@ -196,20 +218,30 @@ def _why(rule: Rule) -> str:
     }[rule.source]
 
 
-def limit_violations(copy: ChannelCopy) -> list[Violation]:
-    """Where `copy` goes over its channel's limits, or has no call to action."""
+def limit_violations(copy: ChannelCopy, variants: VariantCounts | None = None) -> list[Violation]:
+    """Where `copy` goes over its channel's limits (each variant included), has no call to
+    action, or has another number of variants than `variants` asked for."""
     limits = LIMITS[copy.channel]
+    longest = {
+        "headline": limits.headline,
+        "body": limits.body,
+        "cta": limits.cta,
+        "variants.headlines": limits.headline,
+        "variants.descriptions": limits.body,
+    }
     found: list[Violation] = []
-    for field in ("headline", "body", "cta"):
-        text: str = getattr(copy, field)
-        limit: int = getattr(limits, field)
-        if len(text) > limit:
+    for field, variant, text in _fields(copy):
+        limit = longest.get(field)
+        if limit is not None and len(text) > limit:
+            named = _named(field, variant)
             found.append(Violation(
-                channel=copy.channel, rule="length", field=field, source="channel",
-                text=text[:80] + ("…" if len(text) > 80 else ""),
-                message=f"The {field} has {len(text)} characters; {copy.channel} shows at most "
-                        f"{limit}. Shorten it.",
+                channel=copy.channel, rule="length", field=field, variant=variant,
+                source="channel", text=text[:80] + ("…" if len(text) > 80 else ""),
+                message=f"{named[0].upper()}{named[1:]} has {len(text)} characters; "
+                        f"{copy.channel} shows at most {limit}. Shorten it.",
             ))  # fmt: skip
+    if variants is not None:
+        found += _count_violations(copy, variants)
     if not copy.cta.strip():
         found.append(Violation(channel=copy.channel, rule="missing_cta", field="cta",
                                source="channel", text="",
@@ -224,36 +256,67 @@ def limit_violations(copy: ChannelCopy) -> list[Violation]:
     return found
 
 
+def _count_violations(copy: ChannelCopy, variants: VariantCounts) -> list[Violation]:
+    """Another number of variants than the channel asked for."""
+    have = copy.variants
+    found: list[Violation] = []
+    for field, kind, asked in (("variants.headlines", "headlines", variants.headlines),
+                               ("variants.descriptions", "descriptions",
+                                variants.descriptions)):  # fmt: skip
+        written = len(getattr(have, kind)) if have is not None else 0
+        if written != asked:
+            found.append(Violation(
+                channel=copy.channel, rule="variant_count", field=field, source="channel",
+                text=f"{written} of {asked}",
+                message=f"Write exactly {asked} {kind[:-1]} variant{'s' * (asked != 1)} "
+                        f"(there are {written}).",
+            ))  # fmt: skip
+    return found
+
+
 def word_violations(copy: ChannelCopy, rules: Sequence[Rule]) -> list[Violation]:
-    """Each forbidden term `copy` contains, once per field it is in."""
+    """Each forbidden term `copy` contains, once per field (and variant) it is in."""
     found: list[Violation] = []
     for rule in rules:
-        for field, text in _fields(copy):
+        for field, variant, text in _fields(copy):
             hits = find(rule.term, text)
             if not hits:
                 continue
             written = ", ".join(repr(h) for h in dict.fromkeys(hits))
-            if rule.source == "brand":
+            where = _named(field, variant)
+            if rule.source == "brand" and variant is None:
                 message = f"Remove {rule.term!r}: the brand avoids that word."
+            elif rule.source == "brand":
+                message = f"Remove {rule.term!r} from {where}: the brand avoids that word."
             else:
-                message = f"Remove {rule.term!r} from the {field} ({written} found): {_why(rule)}."
+                message = f"Remove {rule.term!r} from {where} ({written} found): {_why(rule)}."
             found.append(Violation(
-                channel=copy.channel, field=field, term=rule.term, source=rule.source,
+                channel=copy.channel, field=field, variant=variant, term=rule.term,
+                source=rule.source,
                 rule="forbidden_claim" if rule.kind == "claim" else "forbidden_word",
                 text=", ".join(dict.fromkeys(hits)), message=message[:300],
             ))  # fmt: skip
     return found
 
 
-def check(copies: Sequence[ChannelCopy], rules: Sequence[Rule]) -> list[Violation]:
-    """Every rule every piece of copy breaks: limits first, then forbidden terms."""
-    return [v for copy in copies for v in (*limit_violations(copy), *word_violations(copy, rules))]
+def check(
+    copies: Sequence[ChannelCopy],
+    rules: Sequence[Rule],
+    variants: Mapping[str, VariantCounts] | None = None,
+) -> list[Violation]:
+    """Every rule every piece of copy breaks, each variant included: limits first (with
+    the number of variants `variants` asks of each channel), then forbidden terms."""
+    asked = variants or {}
+    return [v for copy in copies
+            for v in (*limit_violations(copy, asked.get(copy.channel)),
+                      *word_violations(copy, rules))]  # fmt: skip
 
 
 __all__ = [
     "BUILT_IN_CLAIMS",
     "FOOD_CLAIMS_LAW",
     "PARTICLES",
+    "VARIANT_FIELDS",
     "Rule",
     "Violation",
     "built_in_rules",

@@ -199,6 +199,7 @@ class CampaignEngine:
                     brand_kit=_kit(options.get("brand_kit")),
                     words_to_avoid=options.get("words_to_avoid") or [],
                     channels=options.get("channels"),
+                    variants=options.get("variants"),
                     runner=partial(_campaign_step, campaign_id),
                     gate=partial(self._gate, campaign_id) if manual else None,
                 )

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from sparklio.agents.brief_agent import Channel
+from sparklio.agents.copywriter_agent import variant_counts
 from sparklio.agents.pipeline import Campaign, Change, Decision
 from sparklio.agents.report import write_report
 from sparklio.api.auth import PrincipalDep
@@ -40,6 +41,17 @@ POLL = 0.05
 CampaignId = Annotated[str, Path(description="The campaign's id, from POST /api/v1/campaigns.")]
 
 
+class VariantAsk(BaseModel):
+    """How many headline and description variants a channel asks for (an omitted count:
+    the least the channel takes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # strict: a JSON number, never true or "5"
+    headlines: int | None = Field(default=None, strict=True)
+    descriptions: int | None = Field(default=None, strict=True)
+
+
 class CampaignRequest(BaseModel):
     """What a campaign starts from."""
 
@@ -57,6 +69,12 @@ class CampaignRequest(BaseModel):
         description="Words and claims no copy may contain (checked on every piece of copy).",
     )  # fmt: skip
     options: dict[str, Any] = Field(default_factory=dict)
+    variants: dict[Channel, VariantAsk] | None = Field(
+        default=None,
+        description="Headline and description variants to test, per channel: e.g. "
+        '{"naver_search": {"headlines": 5, "descriptions": 3}} (a search ad takes 3-15 '
+        "headlines of at most 30 characters and 2-4 descriptions of at most 90).",
+    )
 
     @field_validator("brief", "brand_guide")
     @classmethod
@@ -121,6 +139,9 @@ async def create(body: CampaignRequest, principal: PrincipalDep, services: Servi
     for word in body.words_to_avoid:
         if not word.strip() or len(word) > 80:
             raise InvalidRequestError("words_to_avoid: each word is 1 to 80 characters.")
+    options.pop("variants")
+    if body.variants:  # kept with the options, so a resumed campaign asks for the same
+        options["variants"] = _variants(body)
     if body.brand_kit_id is not None:
         # the kit as it is now: a resumed campaign goes on with the kit it started with
         stored = await BrandKitStore(services.db_sessions).get(
@@ -138,6 +159,21 @@ async def create(body: CampaignRequest, principal: PrincipalDep, services: Servi
     row = await store.create(principal.user_id, body.brief, options)
     await services.campaigns.submit(row.id)
     return json_response({"id": row.id, "status": row.status, "links": _links(row.id)}, 202)
+
+
+def _variants(body: CampaignRequest) -> dict[str, dict[str, int]]:
+    """The variants each channel asks for, as counts (422 naming the field and the range a
+    channel allows, or a channel the campaign does not run)."""
+    asked: dict[str, dict[str, int]] = {}
+    for channel, ask in (body.variants or {}).items():
+        if body.channels is not None and channel not in body.channels:
+            raise InvalidRequestError(
+                f"variants.{channel}: {channel} is not one of the campaign's channels "
+                f"{body.channels}; add it to channels or ask one of them for variants.",
+                details=[{"field": f"variants.{channel}", "allowed": body.channels}],
+            )
+        asked[channel] = variant_counts(channel, ask.headlines, ask.descriptions).model_dump()
+    return asked
 
 
 @router.get("", response_class=Response)
