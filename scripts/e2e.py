@@ -408,6 +408,7 @@ async def campaign_run(
         try:
             campaign_id = (await campaigns.start(request_body(brief)))["id"]
             console.print(Text(f"e2e: campaign {campaign_id} started"), soft_wrap=True)
+            follower.started = time.perf_counter()
             last = await follower.follow(campaigns, campaign_id)
             if last["type"] != "done":
                 failed = [e for e in follower.events if e["type"] == "step_failed"]
@@ -615,9 +616,7 @@ async def restart_run(brief: BriefFile, console: Console) -> Outcome:
                     )
                     if not outcome.ok:
                         outcome.server_log = server.log_tail()
-            except ServerStartError:
-                raise
-            except (GatewayError, TimeoutError) as exc:
+            except (GatewayError, TimeoutError) as exc:  # (ServerStartError goes up: exit 2)
                 outcome.error = f"{type(exc).__name__}: {exc}"
                 outcome.failed_step = (follower.steps("step_started") or [None])[-1]
     return outcome
@@ -632,6 +631,7 @@ async def run_until_cut(
                                      timeout=LIVE_TIMEOUT) as campaigns:  # fmt: skip
         campaign_id = (await campaigns.start(request_body(brief)))["id"]
         follower.console.print(Text(f"e2e: campaign {campaign_id} started"), soft_wrap=True)
+        follower.started = time.perf_counter()
         following = asyncio.create_task(follower.follow(campaigns, campaign_id))
 
         def at_cut() -> bool:
