@@ -17,7 +17,7 @@ Two runs, each against a real `sparklio serve` on 127.0.0.1 (a free port), stopp
     .venv/bin/python scripts/e2e.py --real      # the campaign run with your own models
 
 The campaign run shares your SPARKLIO_HOME, database and .env, as `sparklio serve` would,
-in mock mode whatever GENERATOR_MODE says (LLM_ROUTING_FILE applies: its mock routes).
+in mock mode whatever .env says (LLM_ROUTING_FILE applies: its mock routes).
 `--real`, or GENERATOR_MODE=live in the environment, runs it in live mode on your routing
 (LLM_ROUTING_FILE, .env) and real models, and skips the restart run, which would pay for a
 call twice. The restart run uses none of your settings: a temporary SPARKLIO_HOME with its
