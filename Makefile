@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+E2E_ARGS ?=  # e.g. --real, --no-restart, --out DIR (scripts/e2e.py --help)
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 # llama-cpp-python compiles llama.cpp: only what its Python bindings load (libllama, libggml),
 # not the multimodal library, the `common` helpers, tools, tests or examples: 178 objects to
@@ -60,10 +61,12 @@ unit: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/gateway_overhead.py
 
-## The whole system in one command: a real gateway, the campaign pipeline over HTTP, every
-## step's output checked (mock mode unless GENERATOR_MODE=live).
+## The whole system in one command: a campaign over the campaigns API in mock mode, every
+## step's output checked, then a live campaign (fake Ollama) whose server is killed with
+## SIGKILL midway and finishes after a restart without repeating a step. E2E_ARGS=--real:
+## the first part on your live routing and models, no restart part.
 e2e: $(VENV)/.installed-dev
-	$(BIN)/python scripts/e2e.py
+	$(BIN)/python scripts/e2e.py $(E2E_ARGS)
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format sparklio tests bench scripts

@@ -426,8 +426,13 @@ def campaign(
         body["brand_guide"] = data.brand_guide
     folder = out or Path("campaigns") / time.strftime("%Y%m%d-%H%M%S")
     console = Console()
+    started: dict[str, str] = {}  # the campaign's id once the gateway has taken it
+    if gateway is None:  # Ctrl-C cancels the in-process campaign's task: say it once, below
+        logging.getLogger("dbos").addFilter(_quiet_cancellations)
     try:
-        result, paths = asyncio.run(_run_campaign(body, folder, gateway, console))
+        result, paths = asyncio.run(_run_campaign(body, folder, gateway, console, started))
+    except KeyboardInterrupt:
+        _interrupted(started.get("id"), gateway, started.get("ended"))
     except CampaignFailed as exc:
         _fail(str(exc), 1)
     except ConfigError as exc:
@@ -455,13 +460,55 @@ def campaign(
     )
 
 
+def _quiet_cancellations(record: logging.LogRecord) -> bool:
+    """Not DBOS's warning for each task a Ctrl-C cancels (it prints the step's whole argument
+    list): the command's own message says what became of the campaign."""
+    return not record.getMessage().startswith("Asyncio task cancelled")
+
+
+def _interrupted(campaign_id: str | None, url: str | None, ended: str | None) -> NoReturn:
+    """Ctrl-C: the campaign is durable, so say where it goes on and how to stop it. On a
+    server it goes on running; in-process it stops with this process and resumes at its
+    unfinished step when Sparklio next starts on this SPARKLIO_HOME. Exit 130, as a shell
+    does for SIGINT. `ended`: the campaign's last event, when it had come."""
+    if campaign_id is None:
+        err.print("interrupted before the gateway said it took the campaign (GET "
+                  "/api/v1/campaigns lists it if it did)", highlight=False)  # fmt: skip
+    elif ended is not None:
+        err.print(f"interrupted; campaign {campaign_id} had ended ({ended}): GET "
+                  f"/api/v1/campaigns/{campaign_id}/report.html", highlight=False)  # fmt: skip
+    elif url is not None:
+        base = f"{url.rstrip('/')}/api/v1/campaigns/{campaign_id}"
+        auth = '-H "Authorization: Bearer $GATEWAY_API_KEY"'
+        err.print(
+            f"stopped following campaign {campaign_id}: it goes on running on {url}.\n"
+            f"  follow it:  curl -N {auth} {base}/events\n"
+            f"  cancel it:  curl -X POST {auth} {base}/cancel\n"
+            f"  its report: {base}/report.html once it is done",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        home = _settings().home
+        base = f"/api/v1/campaigns/{campaign_id}"
+        err.print(
+            f"stopped campaign {campaign_id}, which ran in this process. It is kept in {home} "
+            "and resumes at its unfinished step when Sparklio next starts there:\n"
+            f"  resume it:  sparklio serve   (then follow it: GET {base}/events)\n"
+            f"  cancel it:  POST {base}/cancel on that server",
+            highlight=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(130)
+
+
 #: How often, and how long apart, a broken event stream is followed on (a server restart).
 FOLLOW_ATTEMPTS = 30
 FOLLOW_PAUSE = 2.0
 
 
 async def _run_campaign(
-    body: dict[str, Any], folder: Path, url: str | None, console: Console
+    body: dict[str, Any], folder: Path, url: str | None, console: Console, started: dict[str, str]
 ) -> Any:
     from sparklio.agents.pipeline import Campaign
     from sparklio.agents.report import collect_images, write_report
@@ -480,8 +527,7 @@ async def _run_campaign(
         MediaGatewayClient(**connection, timeout=timeout) as media,
     ):
         with console.status("starting the campaign", spinner="dots") as status:
-            started = await campaigns.start(body)
-            campaign_id = started["id"]
+            campaign_id = started["id"] = (await campaigns.start(body))["id"]
             console.print(f"campaign {campaign_id}", highlight=False)
             last: dict[str, Any] | None = None
             failed_step: tuple[str, str] | None = None
@@ -502,6 +548,7 @@ async def _run_campaign(
                             console.print(f"✗ {step}", highlight=False)
                         elif kind in ("done", "failed", "cancelled"):
                             last = event
+                            started["ended"] = kind
                 except (GatewayConnectionError, GatewayResponseError, UpstreamTimeoutError):
                     # the server went away mid-campaign (a restart): the campaign is durable,
                     # so follow on after the last event seen

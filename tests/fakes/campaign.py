@@ -1,0 +1,44 @@
+"""A fake Ollama whose answers are the mock's: schema-valid JSON for whatever `format` asks,
+so the whole pipeline runs over a real upstream whose pace the test sets. scripts/e2e.py
+uses it too (its restart run), so it needs nothing of pytest's."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from aiohttp import web
+
+from sparklio.core.config import Settings
+from sparklio.services.llm.providers.mock import MockProvider
+from tests.fakes.base import Answer, Recorded, Reply
+from tests.fakes.ollama import FakeOllama
+
+
+class MockOllama(FakeOllama):
+    """FakeOllama answering each /api/chat with the mock's answer to the same schema and
+    messages."""
+
+    def __init__(self) -> None:
+        super().__init__(models=["campaign:7b"])
+        self.mock = MockProvider(Settings(_env_file=None))  # defaults only: no .env
+        self._content: dict[int, str] = {}
+
+    async def _model_call(self, request: web.Request, rec: Recorded) -> web.StreamResponse:
+        body = rec.body if isinstance(rec.body, dict) else {}
+        schema = body.get("format") if isinstance(body.get("format"), dict) else None
+        messages: list[dict[str, Any]] = body.get("messages") or []
+        answer = await self.mock.generate(
+            "", "fake", "fake", "json", {"schema": schema, "messages": messages}
+        )
+        self._content[id(rec)] = json.dumps(answer.output)
+        return await super()._model_call(request, rec)
+
+    def render_reply(self, rec: Recorded, reply: Reply, elapsed: float) -> Answer:
+        content = self._content.pop(id(rec), reply.text())
+        return super().render_reply(rec, dataclasses.replace(reply, content=content), elapsed)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.mock.aclose()
+        await super().__aexit__(*exc)  # type: ignore[arg-type]
