@@ -94,6 +94,12 @@ class Worker:
         self.log.flush()
         return Path(self.log.name).read_text(errors="replace")[-3000:]
 
+    def kill(self) -> None:
+        """`kill -9`: no shutdown of any kind, as a crash of its machine would."""
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
     def stop(self) -> None:
         """SIGTERM, as a supervisor stops it; SIGKILL if it has not gone in 15 s."""
         self.proc.terminate()

@@ -13,9 +13,13 @@ import sqlalchemy as sa
 from sparklio.db.engine import migrate
 from sparklio.services.auth import local_token_for
 from sparklio.services.campaigns import executors as executors_module
+from tests.campaign_upstream import MockOllama
 from tests.conftest import make_settings
+from tests.fakes.base import Held, Reply
 from tests.gateway_process import Server, Worker
+from tests.live import until
 from tests.pg import PostgresCluster, postgres
+from tests.test_campaigns import ROUTES
 
 __all__ = ["postgres"]
 
@@ -102,3 +106,53 @@ def test_each_live_process_has_its_own_executor_slot_and_a_freed_slot_is_taken_a
     finally:
         for held in (second, third, serve):
             held.release()
+
+
+@pytest.mark.timeout(300)
+async def test_a_worker_killed_mid_campaign_is_resumed_by_the_next_worker_without_repeats(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    url = postgres.create_database()
+    await asyncio.to_thread(migrate, url)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES, encoding="utf-8")
+    gate = asyncio.Event()
+    async with MockOllama() as fake:
+        fake.then(Reply(), Reply(), Held(Reply(), gate))  # the strategist waits on the model
+        live = {"DATABASE_URL": url, "GENERATOR_MODE": "live", "LLM_ROUTING_FILE": str(routes),
+                "OLLAMA_BASE_URL": fake.url}  # fmt: skip
+        # the server only queues campaigns: the workers run them
+        server = await asyncio.to_thread(
+            Server, tmp_path / "server", CAMPAIGNS_IN_SERVER="false", **live
+        )
+        worker = await asyncio.to_thread(Worker, tmp_path / "a", **live)
+        try:
+            token = await local_token_for(
+                make_settings(sparklio_home=tmp_path / "server", database_url=url)
+            )
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{server.port}",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            ) as http:
+                response = await http.post("/api/v1/campaigns", json={"brief": BRIEF})
+                campaign_id = response.json()["id"]
+                await until(lambda: fake.calls == 3)
+                killed = worker.executor
+                await asyncio.to_thread(worker.kill)
+                gate.set()
+                held = fake.model_calls()[2].raw
+                # the next worker on this host takes the dead one's slot, and its campaign
+                worker = await asyncio.to_thread(Worker, tmp_path / "b", **live)
+                assert worker.executor == killed
+                events = await http.get(f"/api/v1/campaigns/{campaign_id}/events", timeout=None)
+                assert events.text.rstrip().splitlines()[-1].startswith("data: ")
+                campaign = (await http.get(f"/api/v1/campaigns/{campaign_id}")).json()
+        finally:
+            await asyncio.to_thread(worker.stop)
+            await asyncio.to_thread(server.stop)
+    assert campaign["status"] == "succeeded", campaign
+    bodies = [r.raw for r in fake.model_calls()]
+    # every call was made once but the one the kill cut off, asked again
+    assert {b for b in bodies if bodies.count(b) > 1} == {held}
+    assert bodies.count(held) == 2 and len(bodies) == len(set(bodies)) + 1
