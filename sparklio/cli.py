@@ -427,8 +427,6 @@ def campaign(
     folder = out or Path("campaigns") / time.strftime("%Y%m%d-%H%M%S")
     console = Console()
     started: dict[str, str] = {}  # the campaign's id once the gateway has taken it
-    if gateway is None:  # Ctrl-C cancels the in-process campaign's task: say it once, below
-        logging.getLogger("dbos").addFilter(_quiet_cancellations)
     try:
         result, paths = asyncio.run(_run_campaign(body, folder, gateway, console, started))
     except KeyboardInterrupt:
@@ -458,12 +456,6 @@ def campaign(
         f"(also {paths.markdown.name} and {paths.data.name})",
         highlight=False,
     )
-
-
-def _quiet_cancellations(record: logging.LogRecord) -> bool:
-    """Not DBOS's warning for each task a Ctrl-C cancels (it prints the step's whole argument
-    list): the command's own message says what became of the campaign."""
-    return not record.getMessage().startswith("Asyncio task cancelled")
 
 
 def _interrupted(campaign_id: str | None, url: str | None, ended: str | None) -> NoReturn:

@@ -140,7 +140,7 @@ async def close_app(app: FastAPI) -> None:
             stack.push_async_callback(services.gateway.cache.aclose)
         stack.push_async_callback(services.media.aclose)  # its jobs' last saves use the engine
         # first of all: stop the campaigns before what their steps use goes
-        stack.callback(services.campaigns.close)
+        stack.push_async_callback(services.campaigns.aclose)
 
 
 def _database_monitor(

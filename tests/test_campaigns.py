@@ -493,3 +493,33 @@ async def test_a_review_taken_just_before_a_stop_resumes_the_campaign_at_the_nex
             assert started_after(events, 0).count("strategist") == 1
     finally:
         await close_app(app)
+
+
+async def test_an_app_stopped_mid_step_leaves_the_campaign_pending_and_the_next_start_ends_it(
+    tmp_path: Path,
+) -> None:
+    # a graceful stop (SIGTERM, Ctrl-C) cuts the step under way: that must not fail the
+    # campaign for good, as it would if the step failed because the gateway closed under it
+    gate = asyncio.Event()
+    async with MockOllama() as fake:
+        fake.then(Reply(), Reply(), Held(Reply(), gate))
+        app = live_app(tmp_path, fake.url)
+        try:
+            async with await client_for(app) as http:
+                campaign_id = await start(http)
+                await until(lambda: fake.calls == 3)  # the strategist waits on the model
+        finally:
+            await close_app(app)
+        gate.set()
+        app = live_app(tmp_path, fake.url)  # the same home
+        try:
+            await app.state.services.campaigns.recover()  # what the server does once it starts
+            async with await client_for(app) as http:
+                events = await events_of(http, campaign_id)
+                campaign = (await http.get(f"/api/v1/campaigns/{campaign_id}")).json()
+        finally:
+            await close_app(app)
+    assert events[-1]["event"] == "done" and campaign["status"] == "succeeded"
+    assert not [e for e in events if e["event"] == "step_failed"]
+    finished = [e["data"]["step"] for e in events if e["event"] == "step_finished"]
+    assert finished.count("brief") == finished.count("strategist") == 1

@@ -14,6 +14,7 @@ attributes every call to them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -74,6 +75,7 @@ class CampaignEngine:
         self.role = "serve"
         self.executor: executors.Executor | None = None
         self.queue: Queue | None = None
+        self._running: set[asyncio.Task[Any]] = set()
 
     def bind(self, app: ASGIApp) -> None:
         """The app whose gateway the steps call (set once create_app has built it)."""
@@ -140,11 +142,18 @@ class CampaignEngine:
         if self.launched:
             await self._resume_reviewed()
 
-    def close(self) -> None:
-        """Stop DBOS; unfinished campaigns stay pending, for the next start to recover."""
+    async def aclose(self) -> None:
+        """Stop DBOS; unfinished campaigns stay pending, for the next start to recover.
+        The campaigns running here are cancelled first, at whatever they await: a step cut
+        short records nothing (DBOS leaves the workflow pending), where one failing because
+        its gateway closed under it would fail the campaign for good."""
         global _current
         if not self.launched:
             return
+        running = [task for task in self._running if not task.done()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         self.launched = False
         _current = None
         DBOS.destroy()
@@ -171,7 +180,17 @@ class CampaignEngine:
         return True
 
     async def execute(self, campaign_id: str) -> str:
-        """The workflow's body: run the pipeline, each step durable; the final status."""
+        """The workflow's body (a task of this loop, which `aclose` cancels)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            return await self._execute(campaign_id)
+        finally:
+            self._running.discard(task)
+
+    async def _execute(self, campaign_id: str) -> str:
+        """Run the pipeline, each step durable; the final status."""
         row = await self.store.get(campaign_id)
         if row is None or row.status in FINISHED:
             return row.status if row is not None else "missing"
@@ -276,11 +295,20 @@ class CampaignEngine:
                                     data={"message": message})  # fmt: skip
 
 
+def _quiet_cancellations(record: logging.LogRecord) -> bool:
+    """Not DBOS's warning for each workflow task cancelled at a stop (it prints the step's
+    whole argument list): a campaign stopped so is pending, not failed, and resumes later."""
+    return not record.getMessage().startswith("Asyncio task cancelled")
+
+
 def _log_to_current_stderr() -> None:
     """DBOS's console handler keeps the sys.stderr of its first launch; a later launch flushes
     it, which fails once that stream is closed (a test runner's capture, a finished command's
     redirect). Point it at the stderr of now."""
-    for handler in logging.getLogger("dbos").handlers:
+    dbos_log = logging.getLogger("dbos")
+    if _quiet_cancellations not in dbos_log.filters:
+        dbos_log.addFilter(_quiet_cancellations)
+    for handler in dbos_log.handlers:
         if isinstance(handler, logging.StreamHandler) and type(handler) is logging.StreamHandler:
             handler.stream = sys.stderr
 
