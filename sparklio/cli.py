@@ -422,8 +422,9 @@ def campaign(
         _fail(f"--brief: {exc}", 2)
     body: dict[str, Any] = {"brief": data.brief, "product_facts": data.product_facts,
                             "words_to_avoid": data.words_to_avoid}  # fmt: skip
-    if data.brand_guide is not None:
-        body["brand_guide"] = data.brand_guide
+    for key in ("brand_guide", "channels", "variants"):
+        if getattr(data, key) is not None:
+            body[key] = getattr(data, key)
     folder = out or Path("campaigns") / time.strftime("%Y%m%d-%H%M%S")
     console = Console()
     started: dict[str, str] = {}  # the campaign's id once the gateway has taken it

@@ -307,6 +307,28 @@ modes:
     assert not out.exists()
 
 
+def test_a_brief_file_names_its_channels_and_variants(tmp_path: Path) -> None:
+    brief = tmp_path / "brief.yaml"
+    brief.write_text(
+        "brief: 다온 녹차 봄 신제품 출시, 검색 광고로 첫 구매를 늘리고 싶다.\n"
+        "channels: [naver_search]\n"
+        "variants: {naver_search: {headlines: 4, descriptions: 2}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["campaign", "--brief", str(brief), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(_report_files(out)["campaign.json"])
+    [copy] = data["copies"]
+    assert copy["channel"] == "naver_search"
+    assert len(copy["variants"]["headlines"]) == 4
+    assert len(copy["variants"]["descriptions"]) == 2
+
+    brief.write_text("brief: a launch\nvariants: {naver_search: {headlines: 99}}\n")
+    result = runner.invoke(app, ["campaign", "--brief", str(brief), "--out", str(out)])
+    assert result.exit_code == 2 and "variants" in result.output, result.output
+
+
 def test_a_brief_the_api_refuses_exits_2_naming_the_field(tmp_path: Path) -> None:
     brief = tmp_path / "brief.yaml"
     brief.write_text("brief: 'x'\nwords_to_avoid: ['   ']\n", encoding="utf-8")

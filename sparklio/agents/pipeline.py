@@ -86,12 +86,15 @@ Gate = Callable[[str, dict[str, Any]], Awaitable[Decision]]
 
 class BriefFile(BaseModel):
     """A brief as a marketer hands it over: the text, and optionally facts, a brand guide,
-    and words no copy may contain."""
+    words no copy may contain, the channels, and variants per channel (the campaigns API
+    checks these two: POST /api/v1/campaigns)."""
 
     brief: str = Field(min_length=1)
     product_facts: dict[str, Any] = Field(default_factory=dict)
     brand_guide: str | None = None
     words_to_avoid: list[Term] = Field(default_factory=list, max_length=30)
+    channels: list[str] | None = None
+    variants: dict[str, Any] | None = None
 
 
 def load_brief(source: str) -> BriefFile:
@@ -123,7 +126,7 @@ def load_brief(source: str) -> BriefFile:
             f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()
         )
         raise BriefError(f"{path}: {problems} (expected keys: brief, product_facts, "
-                         "brand_guide, words_to_avoid)") from None  # fmt: skip
+                         "brand_guide, words_to_avoid, channels, variants)") from None  # fmt: skip
 
 
 class Campaign(BaseModel):
