@@ -32,6 +32,7 @@ from sparklio.agents.pipeline import Decision, run_campaign
 from sparklio.core.config import Settings
 from sparklio.exceptions import AgentError, ServiceUnavailableError
 from sparklio.services.auth import AuthService
+from sparklio.services.campaigns.feed import EventFeed, joined, latest
 from sparklio.services.campaigns.store import FINISHED, CampaignStore
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
@@ -144,6 +145,9 @@ class CampaignEngine:
             "api_key": token.access_token,
             "transport": httpx.ASGITransport(app=self.app),  # type: ignore[arg-type]
         }
+        # copy as it streams and image progress, a few events a second at most
+        copy = EventFeed(self.store, campaign_id, "copy_delta", joined("text"))
+        images = EventFeed(self.store, campaign_id, "image_progress", latest)
         try:
             async with (
                 LLMGatewayClient(**connection) as llm,
@@ -158,7 +162,11 @@ class CampaignEngine:
                     brand_kit=_kit(options.get("brand_kit")),
                     words_to_avoid=options.get("words_to_avoid") or [],
                     channels=options.get("channels"),
-                    runner=partial(_campaign_step, campaign_id),
+                    on_copy=lambda channel, text: copy.add(
+                        channel, {"channel": channel, "text": text}
+                    ),
+                    on_image=lambda state: images.add(state.index, state.model_dump()),
+                    runner=partial(_flushed_step, campaign_id, (copy, images)),
                     gate=partial(self._gate, campaign_id) if manual else None,
                 )
         except StepFailed as exc:
@@ -166,6 +174,9 @@ class CampaignEngine:
                 campaign_id, "finish", partial(self._failed, campaign_id, str(exc))
             )
             return "failed"
+        finally:
+            copy.close()
+            images.close()
         result = campaign.model_dump(mode="json")
         await _campaign_step(campaign_id, "finish", partial(self._succeeded, campaign_id, result))
         return "succeeded"
@@ -258,6 +269,22 @@ async def _campaign_step(campaign_id: str, name: str, call: Callable[[], Awaitab
         await store.add_event(campaign_id, "step_finished", name,
                               {"output": output, "records": records})  # fmt: skip
     return value
+
+
+async def _flushed_step(
+    campaign_id: str, feeds: tuple[EventFeed, ...], name: str, call: Callable[[], Awaitable[T]]
+) -> T:
+    """A campaign step whose live updates (copy deltas, image progress) are all written
+    before its `step_finished` (or `step_failed`) event."""
+
+    async def then_flush() -> T:
+        try:
+            return await call()
+        finally:
+            for feed in feeds:
+                await feed.flush()
+
+    return await _campaign_step(campaign_id, name, then_flush)
 
 
 @DBOS.step(name="sparklio.campaign.quiet")
