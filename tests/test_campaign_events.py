@@ -4,6 +4,7 @@ and the campaign's images, served only to those who may see the campaign."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -179,6 +180,33 @@ async def test_a_burst_of_pieces_is_written_as_one_event(app: FastAPI) -> None:
     written = [e for e in await store.events(row.id) if e.type == "copy_delta"]
     assert len(written) == 1
     assert written[0].data == {"channel": "instagram", "text": "".join(pieces)}
+
+
+async def test_a_channels_pieces_wait_out_the_interval_or_the_end_of_the_step(
+    app: FastAPI,
+) -> None:
+    user = await app.state.services.auth.create_user("writer@example.com", "a long password")
+    store = CampaignStore(app.state.services.db_sessions)
+    row = await store.create(user.id, "a brief", {})
+    feed = EventFeed(store, row.id, "copy_delta", joined("text"), interval=30.0)
+
+    async def written() -> list[dict[str, Any]]:
+        return [e.data for e in await store.events(row.id) if e.type == "copy_delta"]
+
+    def add(channel: str, text: str) -> None:
+        feed.add(channel, {"channel": channel, "text": text})
+
+    add("instagram", "Fresh ")  # a channel's first piece goes out at once
+    add("naver_search", "Oat ")
+    while len(await written()) < 2:  # noqa: ASYNC110  # the writes run as tasks
+        await asyncio.sleep(0.005)
+    add("instagram", "oat ")
+    add("instagram", "latte")
+    assert len(await written()) == 2  # within the interval: held back
+    await feed.flush()  # the step ended: what was held is written, in one event
+    events = await written()
+    assert len(events) == 3 and events[-1] == {"channel": "instagram", "text": "oat latte"}
+    assert [e["text"] for e in events if e["channel"] == "instagram"] == ["Fresh ", "oat latte"]
 
 
 async def test_a_live_update_that_cannot_be_written_does_not_fail_the_step(
