@@ -146,8 +146,8 @@ class CampaignEngine:
             "transport": httpx.ASGITransport(app=self.app),  # type: ignore[arg-type]
         }
         # copy as it streams and image progress, a few events a second at most
-        copy = EventFeed(self.store, campaign_id, "copy_delta", joined("text"))
-        images = EventFeed(self.store, campaign_id, "image_progress", latest)
+        copy_feed = EventFeed(self.store, campaign_id, "copy_delta", joined("text"))
+        image_feed = EventFeed(self.store, campaign_id, "image_progress", latest)
         try:
             async with (
                 LLMGatewayClient(**connection) as llm,
@@ -162,11 +162,11 @@ class CampaignEngine:
                     brand_kit=_kit(options.get("brand_kit")),
                     words_to_avoid=options.get("words_to_avoid") or [],
                     channels=options.get("channels"),
-                    on_copy=lambda channel, text: copy.add(
+                    on_copy=lambda channel, text: copy_feed.add(
                         channel, {"channel": channel, "text": text}
                     ),
-                    on_image=lambda state: images.add(state.index, state.model_dump()),
-                    runner=partial(_flushed_step, campaign_id, (copy, images)),
+                    on_image=lambda state: image_feed.add(state.index, state.model_dump()),
+                    runner=partial(_flushed_step, campaign_id, (copy_feed, image_feed)),
                     gate=partial(self._gate, campaign_id) if manual else None,
                 )
         except StepFailed as exc:
@@ -175,8 +175,8 @@ class CampaignEngine:
             )
             return "failed"
         finally:
-            copy.close()
-            images.close()
+            copy_feed.close()
+            image_feed.close()
         result = campaign.model_dump(mode="json")
         await _campaign_step(campaign_id, "finish", partial(self._succeeded, campaign_id, result))
         return "succeeded"
