@@ -212,8 +212,8 @@ async def test_a_channels_pieces_wait_out_the_interval_or_the_end_of_the_step(
 async def test_a_live_update_that_cannot_be_written_does_not_fail_the_step(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # a database that is not there: every write fails as it would in an outage
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'db.sqlite'}")
+    # a database without the events table: every write fails
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.sqlite'}")
     try:
         feed = EventFeed(CampaignStore(async_sessionmaker(engine)), "c1", "copy_delta",
                          joined("text"))  # fmt: skip
