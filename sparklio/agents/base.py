@@ -1,7 +1,7 @@
 """What every agent shares: the record of a step, and one typed call through the gateway.
 
 Agents reach models only through the gateway clients: no provider SDK, no HTTP library, no
-model name. What a step cost (provider, model, latency, tokens) comes back in its record.
+model name. What a step cost (provider, model, latency, tokens, USD) comes back in its record.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class StepRecord(BaseModel):
     latency_ms: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: what the gateway priced the call at (its routing file's prices; 0 for local models)
+    cost_usd: float = 0.0
     attempts: list[dict[str, Any]] = Field(default_factory=list)
     fallback: bool = False
     repaired: bool = False
@@ -61,6 +63,7 @@ async def ask(
         latency_ms=float(meta.get("latency_ms", 0.0)),
         prompt_tokens=usage.get("prompt_tokens", 0),
         completion_tokens=usage.get("completion_tokens", 0),
+        cost_usd=float(meta.get("cost_usd", 0.0)),
         attempts=list(meta.get("attempts", [])),
         fallback=bool(meta.get("fallback", False)),
         repaired=bool(meta.get("repaired", False)),

@@ -39,7 +39,7 @@ from sparklio.agents.copywriter_agent import ChannelCopy, CopyDelta, VariantCoun
 from sparklio.agents.reviewer_agent import Review
 from sparklio.agents.rules import Rule, Violation
 from sparklio.agents.strategist_agent import Strategy
-from sparklio.agents.vision_generator_agent import CampaignImage, VisualConcept
+from sparklio.agents.vision_generator_agent import CampaignImage, OnImage, VisualConcept
 from sparklio.exceptions import BriefError
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
@@ -164,13 +164,15 @@ async def run_campaign(
     words_to_avoid: list[str] | None = None,
     on_step: StepCallback | None = None,
     on_copy: CopyDelta | None = None,
+    on_image: OnImage | None = None,
     runner: StepRunner | None = None,
     channels: list[str] | None = None,
     gate: Gate | None = None,
     variants: Mapping[str, Mapping[str, int | None]] | None = None,
 ) -> Campaign:
     """Run every step; AgentError names the step that failed. `on_copy(channel, piece)`
-    follows each channel's copy as the copywriter writes it (the calls then stream);
+    follows each channel's copy as the copywriter writes it (the calls then stream), and
+    `on_image(progress)` each image's job as it renders;
     `runner` runs each step (see StepRunner); `channels`, when given, replace the channels
     the brief agent chose; `gate`, when given, is asked after the strategy and after the
     copy, and the pipeline redoes only what its changes name before asking again.
@@ -263,7 +265,10 @@ async def run_campaign(
     # the images need only the concepts, the review only the text: they run side by side
     note("images + review", "running")
     rendering = asyncio.ensure_future(
-        run("images", partial(vision_generator_agent.render, media, concepts, brand.palette))
+        run(
+            "images",
+            partial(vision_generator_agent.render, media, concepts, brand.palette, on_image),
+        )
     )
     review_input = reviewer_agent.ReviewInput(
         brief=brief, brand=brand, copies=copies, concepts=concepts

@@ -5,6 +5,9 @@ read or paste) and campaign.html (one self-contained page: styles and images inl
 images = await collect_images(media, campaign)
 paths = write_report(campaign, Path("out/aurora"), images)
 ```
+
+A server renders the same report as one text with `render_report`, its images linked by URL
+rather than inlined (the page stays small, and the link checks who asks).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import jinja2
 import orjson
@@ -138,8 +142,8 @@ class Figure:
     """One image as the templates show it."""
 
     image: CampaignImage
-    path: str  # relative to the report folder, for the markdown
-    data_uri: str  # the bytes inline, for the HTML
+    path: str  # relative to the report folder (or the image's URL), for the markdown
+    data_uri: str  # the bytes inline (or the image's URL), for the HTML
 
 
 async def collect_images(media: MediaGatewayClient, campaign: Campaign) -> dict[str, bytes]:
@@ -192,6 +196,18 @@ def write_report(campaign: Campaign, out_dir: Path, images: dict[str, bytes]) ->
     paths.markdown.write_text(markdown, encoding="utf-8", newline="\n")
     paths.html.write_text(html, encoding="utf-8", newline="\n")
     return paths
+
+
+def render_report(campaign: Campaign, kind: Literal["md", "html"], urls: dict[str, str]) -> str:
+    """The report as one markdown or HTML text, each image shown from its URL in `urls` (by
+    asset id; images without one are left out, as write_report leaves out missing bytes)."""
+    figures: dict[int, list[Figure]] = {}
+    for image in campaign.images:
+        url = urls.get(image.asset_id)
+        if url is not None:
+            figures.setdefault(image.concept, []).append(Figure(image, url, url))
+    name = "campaign.md" if kind == "md" else "campaign.html"
+    return _environment().get_template(name).render(_context(campaign, figures))
 
 
 def _context(campaign: Campaign, figures: dict[int, list[Figure]]) -> dict[str, object]:

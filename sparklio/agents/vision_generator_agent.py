@@ -4,6 +4,7 @@ each concept (through the Media Gateway)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -15,6 +16,7 @@ from sparklio.agents.strategist_agent import Strategy
 from sparklio.exceptions import AgentError, GatewayError
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
+from sparklio.wire.media import MediaJob
 
 AspectRatio = Literal["1:1", "4:5", "16:9", "9:16"]
 #: Sizes in 8-pixel blocks that image models render well, by aspect ratio.
@@ -40,6 +42,19 @@ class VisualConcept(BaseModel):
 
 class Concepts(BaseModel):
     concepts: list[VisualConcept] = Field(min_length=1, max_length=3)
+
+
+class ImageProgress(BaseModel):
+    """Where one concept's image stands while it renders."""
+
+    index: int  # the concept's index, as CampaignImage.concept
+    status: str  # queued | running | succeeded | failed | cancelled
+    progress: float  # 0 to 1
+    message: str = ""
+
+
+#: Called each time an image's job changes status or progress (a sync callback).
+OnImage = Callable[[ImageProgress], None]
 
 
 class CampaignImage(BaseModel):
@@ -70,18 +85,28 @@ async def concepts(
 
 
 async def render(
-    media: MediaGatewayClient, items: list[VisualConcept], palette: list[str]
+    media: MediaGatewayClient,
+    items: list[VisualConcept],
+    palette: list[str],
+    on_image: OnImage | None = None,
 ) -> tuple[list[CampaignImage], list[StepRecord]]:
-    """One image per concept, rendered in parallel by the Media Gateway."""
+    """One image per concept, rendered in parallel by the Media Gateway; `on_image` follows
+    each image's job as it goes."""
 
     async def one(index: int, concept: VisualConcept) -> tuple[CampaignImage, StepRecord]:
         width, height = SIZES[concept.aspect_ratio]
         step = f"image:{index + 1}"
+
+        def report(job: MediaJob) -> None:
+            if on_image is not None:
+                on_image(ImageProgress(index=index, status=job.status, progress=job.progress,
+                                       message=job.message))  # fmt: skip
+
         try:
             job = await media.generate_image(
                 role="vision_generator", task="image", prompt=f"{concept.prompt}, {concept.style}",
                 negative_prompt=concept.negative_prompt, width=width, height=height,
-                options={"palette": palette},
+                options={"palette": palette}, progress=report,
             )  # fmt: skip
         except GatewayError as exc:
             raise AgentError(step, exc) from exc

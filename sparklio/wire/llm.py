@@ -16,7 +16,9 @@ class LLMProviderResponse(BaseModel):
     """One answer: who gave it, what it cost and what it said.
 
     In json mode `output` is the parsed JSON object; in text mode it is `{"text": "..."}`.
-    `usage` has `prompt_tokens`, `completion_tokens` and `total_tokens`.
+    `usage` has `prompt_tokens`, `completion_tokens` and `total_tokens`; `meta.cost_usd` is
+    what the gateway priced the call at (its routing file's prices; 0 for local models and a
+    cache hit; absent from gateways before it was added).
     """
 
     provider: str

@@ -35,6 +35,7 @@ from sparklio.db.models import CampaignEvent
 from sparklio.exceptions import AgentError, ServiceUnavailableError
 from sparklio.services.auth import AuthService
 from sparklio.services.campaigns import executors
+from sparklio.services.campaigns.feed import EventFeed, joined, latest
 from sparklio.services.campaigns.store import FINISHED, CampaignStore
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
@@ -204,6 +205,9 @@ class CampaignEngine:
             "api_key": token.access_token,
             "transport": httpx.ASGITransport(app=self.app),  # type: ignore[arg-type]
         }
+        # copy as it streams and image progress, a few events a second at most
+        copy_feed = EventFeed(self.store, campaign_id, "copy_delta", joined("text"))
+        image_feed = EventFeed(self.store, campaign_id, "image_progress", latest)
         try:
             async with (
                 LLMGatewayClient(**connection) as llm,
@@ -219,7 +223,11 @@ class CampaignEngine:
                     words_to_avoid=options.get("words_to_avoid") or [],
                     channels=options.get("channels"),
                     variants=options.get("variants"),
-                    runner=partial(_campaign_step, campaign_id),
+                    on_copy=lambda channel, text: copy_feed.add(
+                        channel, {"channel": channel, "text": text}
+                    ),
+                    on_image=lambda state: image_feed.add(state.index, state.model_dump()),
+                    runner=partial(_flushed_step, campaign_id, (copy_feed, image_feed)),
                     gate=partial(self._gate, campaign_id) if manual else None,
                 )
         except Paused:
@@ -229,6 +237,9 @@ class CampaignEngine:
                 campaign_id, "finish", partial(self._failed, campaign_id, str(exc))
             )
             return "failed"
+        finally:
+            copy_feed.close()
+            image_feed.close()
         result = campaign.model_dump(mode="json")
         await _campaign_step(campaign_id, "finish", partial(self._succeeded, campaign_id, result))
         return "succeeded"
@@ -370,6 +381,22 @@ async def _campaign_step(campaign_id: str, name: str, call: Callable[[], Awaitab
         await store.add_event(campaign_id, "step_finished", name,
                               {"output": output, "records": records})  # fmt: skip
     return value
+
+
+async def _flushed_step(
+    campaign_id: str, feeds: tuple[EventFeed, ...], name: str, call: Callable[[], Awaitable[T]]
+) -> T:
+    """A campaign step whose live updates (copy deltas, image progress) are all written
+    before its `step_finished` (or `step_failed`) event."""
+
+    async def then_flush() -> T:
+        try:
+            return await call()
+        finally:
+            for feed in feeds:
+                await feed.flush()
+
+    return await _campaign_step(campaign_id, name, then_flush)
 
 
 @DBOS.step(name="sparklio.campaign.quiet")

@@ -47,7 +47,7 @@ _VERSION = 1
 #: meta keys the gateway sets on every answer: an entry keeps only the provider's own
 _GATEWAY_META = frozenset({
     "request_id", "role", "task", "generator_mode", "rule", "attempts", "fallback", "queue_ms",
-    "latency_ms", "template", "prompt_hash", "repaired", "cache", "cached_usage",
+    "latency_ms", "template", "prompt_hash", "repaired", "cache", "cached_usage", "cost_usd",
 })  # fmt: skip
 
 

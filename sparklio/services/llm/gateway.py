@@ -371,6 +371,9 @@ class LLMGateway:
             template=prompt.template,
             prompt_hash=prompt.hash,
             repaired=call.repaired,
+            # what the call is priced at (the routing file's prices; a cache hit used no
+            # tokens): the caller sees it with the answer, as the call log records it
+            cost_usd=self._cost(response.provider, response.model, response.usage),
         )
         response.meta.setdefault("cache", caching.OFF)
         self._log_call(call.role, call.task, call.request_id, call.user_id, call.started, call,
@@ -459,9 +462,10 @@ class LLMGateway:
         provider = response.provider if response is not None else last.get("provider")
         model = response.model if response is not None else last.get("model")
         prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-        kind = self.routing.kind_of(provider) if provider else None
-        cost = self.routing.cost((provider, kind), model, prompt, completion)
         meta = response.meta if response is not None else {}
+        cost = meta.get("cost_usd")
+        if cost is None:
+            cost = self._cost(provider, model, usage)
         cached = meta.get("cache")
         saved = meta.get("cached_usage") or {}  # a cache hit: what the first call used
         saved_in, saved_out = saved.get("prompt_tokens", 0), saved.get("completion_tokens", 0)
@@ -484,10 +488,16 @@ class LLMGateway:
             "cost_usd": cost,
             "cache": cached if cached in (caching.HIT, caching.MISS) else None,
             "saved_tokens": saved_in + saved_out,
-            "saved_usd": self.routing.cost((provider, kind), model, saved_in, saved_out)
-            if saved else 0.0,
+            "saved_usd": self._cost(provider, model, saved) if saved else 0.0,
             "created_at": datetime.now(UTC),
         })  # fmt: skip
+
+    def _cost(self, provider: str | None, model: str | None, usage: Mapping[str, int]) -> float:
+        """A call's price in USD, from its tokens and the routing file's prices (by the
+        endpoint's name, then its kind)."""
+        kind = self.routing.kind_of(provider) if provider else None
+        return self.routing.cost((provider, kind), model, usage.get("prompt_tokens", 0),
+                                 usage.get("completion_tokens", 0))  # fmt: skip
 
     def _prepare(
         self,

@@ -1,26 +1,26 @@
 """Campaigns over HTTP: start one, list yours, follow its steps live, cancel it, read its report.
 
 A campaign belongs to the user who started it: anyone else but an admin gets 404, as for a
-campaign that does not exist. It runs as a durable workflow (sparklio.services.campaigns).
+campaign that does not exist. That holds for its images too: they are served under the
+campaign (`.../images/{asset_id}`), and the campaign's answers and reports link them there.
+It runs as a durable workflow (sparklio.services.campaigns).
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from sparklio.agents.brief_agent import Channel
 from sparklio.agents.copywriter_agent import variant_counts
 from sparklio.agents.pipeline import Campaign, Change, Decision
-from sparklio.agents.report import write_report
+from sparklio.agents.report import render_report
 from sparklio.api.auth import PrincipalDep
 from sparklio.api.deps import ServicesDep
 from sparklio.api.responses import EventStream, json_response, sse
@@ -32,6 +32,7 @@ from sparklio.services.campaigns.engine import resuming
 from sparklio.services.campaigns.store import LAST_EVENTS, CampaignStore, seconds_between
 from sparklio.services.container import Services
 from sparklio.services.jsonvalues import check_json_value
+from sparklio.services.media.assets import EXTENSIONS
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
@@ -193,10 +194,12 @@ async def list_campaigns(
 async def get_campaign(
     campaign_id: CampaignId, principal: PrincipalDep, services: ServicesDep
 ) -> Response:
-    """The campaign: its status, each step's status and output so far, tokens per step."""
+    """The campaign: its status, each step's status and output so far, tokens and cost per
+    step and in total, and its images (once rendered) with their download links."""
     row = await _campaign(services, campaign_id, principal)
     steps: dict[str, dict[str, Any]] = {}
-    for event in await services.campaigns.store.events(campaign_id):
+    events = await services.campaigns.store.events(campaign_id)
+    for event in events:
         if event.step is None:
             continue
         step = steps.setdefault(event.step, {"step": event.step})
@@ -209,18 +212,92 @@ async def get_campaign(
                 finished_at=event.created_at.isoformat(),
                 output=event.data.get("output"),
                 records=records,
-                prompt_tokens=sum(r.get("prompt_tokens", 0) for r in records),
-                completion_tokens=sum(r.get("completion_tokens", 0) for r in records),
+                **_spent(records),
             )
         elif event.type == "step_failed":
             step.update(status="failed", error=event.data.get("error"))
     body = _summary(row) | {
         "options": row.options,
         "steps": list(steps.values()),
-        "result": row.result,
+        "totals": _spent(list(steps.values())),
+        "images": _linked_images(campaign_id, _rendered(row, events)),
+        "result": _linked(campaign_id, row.result),
         "error": row.error,
     }
     return json_response(body)
+
+
+def _spent(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tokens and cost (USD) of step records, or of steps."""
+    return {
+        "prompt_tokens": sum(p.get("prompt_tokens", 0) for p in parts),
+        "completion_tokens": sum(p.get("completion_tokens", 0) for p in parts),
+        "cost_usd": round(sum(p.get("cost_usd", 0.0) for p in parts), 10),
+    }
+
+
+def _rendered(row: CampaignRow, events: list[CampaignEvent]) -> Any:
+    """The campaign's images: its result's, or while it runs, what its images step made."""
+    if row.result is not None:
+        return row.result.get("images")
+    finished = [e for e in events if e.type == "step_finished" and e.step == "images"]
+    return finished[-1].data.get("output") if finished else None
+
+
+def _image_url(campaign_id: str, asset_id: str) -> str:
+    return f"/api/v1/campaigns/{campaign_id}/images/{asset_id}"
+
+
+def _linked_images(campaign_id: str, images: Any) -> list[dict[str, Any]]:
+    """A campaign's images, each with `url` its download link under the campaign (which
+    answers only those who may see the campaign)."""
+    if not isinstance(images, list):
+        return []
+    return [
+        {**image, "url": _image_url(campaign_id, image["asset_id"])}
+        for image in images
+        if isinstance(image, dict) and isinstance(image.get("asset_id"), str)
+    ]
+
+
+def _linked(campaign_id: str, result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The campaign's result with its images linked under the campaign."""
+    if result is None:
+        return None
+    return {**result, "images": _linked_images(campaign_id, result.get("images"))}
+
+
+@router.get(
+    "/{campaign_id}/images/{asset_id}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The image.",
+            "content": {
+                mime: {"schema": {"type": "string", "format": "binary"}} for mime in EXTENSIONS
+            },
+        }
+    },
+)
+async def image(
+    campaign_id: CampaignId,
+    asset_id: Annotated[str, Path(description="The image's asset id, from the campaign.")],
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> FileResponse:
+    """One of the campaign's images. 404 for anyone who may not see the campaign, and for
+    an asset that is not one of its images."""
+    row = await _campaign(services, campaign_id, principal)
+    events = [] if row.result is not None else await services.campaigns.store.events(campaign_id)
+    if not any(
+        i["asset_id"] == asset_id for i in _linked_images(campaign_id, _rendered(row, events))
+    ):
+        raise NotFoundError(f"Campaign {campaign_id!r} has no image {asset_id!r}")
+    path, mime = services.media.assets.find(asset_id)
+    # the bytes never change, but who may read them does: only the browser keeps them
+    return FileResponse(
+        path, media_type=mime, headers={"Cache-Control": "private, max-age=31536000, immutable"}
+    )
 
 
 @router.get("/{campaign_id}/events", response_class=Response)
@@ -335,15 +412,10 @@ async def report(
     if row.result is None:
         raise NotFoundError(f"Campaign {campaign_id!r} has no report: it is {row.status}")
     if kind == "json":
-        return Response(orjson.dumps(row.result), media_type="application/json")
+        return Response(orjson.dumps(_linked(campaign_id, row.result)),
+                        media_type="application/json")  # fmt: skip
     campaign = Campaign.model_validate(row.result)
-    text = await asyncio.to_thread(_render, campaign, kind)
+    urls = {i.asset_id: _image_url(campaign_id, i.asset_id) for i in campaign.images}
+    text = await asyncio.to_thread(render_report, campaign, kind, urls)
     media = "text/markdown" if kind == "md" else "text/html"
     return Response(text, media_type=f"{media}; charset=utf-8")
-
-
-def _render(campaign: Campaign, kind: str) -> str:
-    """The report as write_report renders it (its images are not embedded here)."""
-    with tempfile.TemporaryDirectory() as folder:
-        paths = write_report(campaign, FilePath(folder), {})
-        return (paths.markdown if kind == "md" else paths.html).read_text(encoding="utf-8")
