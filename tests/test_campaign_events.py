@@ -134,6 +134,10 @@ async def test_the_campaign_shows_tokens_and_cost_per_step_and_in_total(
     assert sum(r["cost_usd"] for r in campaign["result"]["steps"]) == pytest.approx(
         totals["cost_usd"]
     )
+    # and the reports show it, per step and in total
+    for kind in ("md", "html"):
+        report = (await http.get(f"/api/v1/campaigns/{campaign_id}/report.{kind}")).text
+        assert "Cost (USD)" in report and f"{totals['cost_usd']:.6f}" in report, kind
 
 
 async def test_the_reports_show_the_images_which_only_those_who_see_the_campaign_get(
