@@ -60,9 +60,9 @@ LABELS: dict[str, dict[str, str]] = {
         "review": "Review", "issues": "Issues", "revision_requests": "Revision requests",
         "rule_findings": "found by rule checks", "first_review": "First review (before revision)",
         "none": "None", "steps": "Steps", "step": "Step", "provider": "Provider",
-        "model": "Model", "latency": "Latency (ms)", "tokens": "Tokens (prompt / completion)", "cost": "Cost (USD)",
-        "attempts": "Attempts", "fallback": "fallback", "repaired": "repaired",
-        "total": "Total", "pipeline": "pipeline",
+        "model": "Model", "latency": "Latency (ms)", "tokens": "Tokens (prompt / completion)",
+        "cost": "Cost (USD)", "attempts": "Attempts", "fallback": "fallback",
+        "repaired": "repaired", "total": "Total", "pipeline": "pipeline",
         "violations": "Rule violations", "no_violations": "The copy breaks no rule.",
         "violations_note": "The copy still breaks these rules after the revision: the "
         "campaign cannot be approved until they are fixed.",
@@ -91,8 +91,8 @@ LABELS: dict[str, dict[str, str]] = {
         "review": "검토", "issues": "지적 사항", "revision_requests": "수정 요청",
         "rule_findings": "규칙 검사로 발견", "first_review": "1차 검토 (수정 전)",
         "none": "없음", "steps": "단계별 실행 기록", "step": "단계", "provider": "제공자",
-        "model": "모델", "latency": "지연 (ms)", "tokens": "토큰 (프롬프트 / 생성)", "cost": "비용 (USD)",
-        "attempts": "시도", "fallback": "대체 경로", "repaired": "보정됨",
+        "model": "모델", "latency": "지연 (ms)", "tokens": "토큰 (프롬프트 / 생성)",
+        "cost": "비용 (USD)", "attempts": "시도", "fallback": "대체 경로", "repaired": "보정됨",
         "total": "합계", "pipeline": "파이프라인",
         "violations": "규칙 위반", "no_violations": "규칙을 어긴 카피가 없습니다.",
         "violations_note": "수정 후에도 카피가 아래 규칙을 어깁니다. 고치기 전에는 캠페인을 "
