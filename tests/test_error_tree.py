@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 INTERNAL = {
     "sparklio.services.llm.mock.walk.OverBudget": "the mock's schema walk stops when its work "
     "budget is spent; the walk itself catches it",
+    "sparklio.services.campaigns.engine.Paused": "a campaign's workflow ending at a review pause "
+    "(caught in the engine; the campaign's status says awaiting_review)",
     "sparklio.services.campaigns.engine.StepFailed": "a campaign step's failure as DBOS records "
     "it; the workflow catches it and marks the campaign failed",
     "sparklio.cli.CampaignFailed": "`sparklio campaign` raises it when the campaign's events "

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -77,6 +78,7 @@ class CampaignEngine:
         self.executor: executors.Executor | None = None
         self.queue: Queue | None = None
         self._running: set[asyncio.Task[Any]] = set()
+        self._loop_executor: ThreadPoolExecutor | None = None
 
     def bind(self, app: ASGIApp) -> None:
         """The app whose gateway the steps call (set once create_app has built it)."""
@@ -104,6 +106,9 @@ class CampaignEngine:
                 "Another Sparklio app in this process runs the campaigns; close it first"
             )
         _log_to_current_stderr()
+        # DBOS makes its own thread pool this loop's default executor (asyncio.to_thread),
+        # and shuts that pool down when destroyed: the loop gets its own back in aclose
+        self._loop_executor = getattr(asyncio.get_running_loop(), "_default_executor", None)
         executor = executors.claim(self.role)
         DBOS(config={"name": "sparklio", "system_database_url": self.system_database_url(),
                      "log_level": "WARNING", "executor_id": executor.id})  # fmt: skip
@@ -124,11 +129,18 @@ class CampaignEngine:
             )
         except BaseException:
             _current = None
-            DBOS.destroy()
+            self._destroy()
             executor.release()
             raise
         self.executor = executor
         self.launched = True
+
+    def _destroy(self) -> None:
+        """Stop DBOS, and give the loop back its own default executor (DBOS's pool is gone)."""
+        DBOS.destroy()
+        asyncio.get_running_loop().set_default_executor(
+            self._loop_executor or ThreadPoolExecutor(thread_name_prefix="asyncio")
+        )
 
     @property
     def runs_campaigns(self) -> bool:
@@ -157,7 +169,7 @@ class CampaignEngine:
         await asyncio.gather(*running, return_exceptions=True)
         self.launched = False
         _current = None
-        DBOS.destroy()
+        self._destroy()
         if self.executor is not None:
             self.executor.release()
             self.executor = None
