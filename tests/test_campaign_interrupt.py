@@ -61,7 +61,12 @@ async def at_third_call(proc: subprocess.Popen[str], fake: MockOllama) -> None:
 async def interrupt(proc: subprocess.Popen[str]) -> tuple[int, str]:
     """Ctrl-C: SIGINT to the command; its exit code and output."""
     proc.send_signal(signal.SIGINT)
-    out, errors = await asyncio.to_thread(proc.communicate, timeout=60)
+    try:
+        out, errors = await asyncio.to_thread(proc.communicate, timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # not left running after the test, whatever it was stuck on
+        out, errors = await asyncio.to_thread(proc.communicate)
+        raise AssertionError(f"Ctrl-C did not stop the command in 60 s: {out}{errors}") from None
     return proc.returncode, out + errors
 
 
