@@ -119,20 +119,60 @@ async def test_unknown_jobs_and_assets(http: httpx.AsyncClient) -> None:
     assert bad.status_code == 422 and "sha256" in bad.json()["error"]["message"]
 
 
-async def test_a_job_cut_off_by_a_restart_reports_failed(tmp_path: Path) -> None:
+async def stored_as_cut_off(app: FastAPI, job_id: str) -> None:
+    """A job stored as running, as it stood when the process died (no workflow had started
+    it: the server starts it at recovery all the same)."""
+    job = MediaJob(job_id=job_id, status="running", started_at=1.0,
+                   request={**IMAGE, "seed": 7})  # fmt: skip
+    await app.state.services.media.jobs.save(job)
+
+
+async def followed(http: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    """The job once it has ended, followed as a user would (the test timeout is the bound)."""
+    while True:
+        body: dict[str, Any] = (await http.get(f"/api/v1/media/jobs/{job_id}")).json()
+        if body["status"] not in ("queued", "running"):
+            return body
+        await asyncio.sleep(0.02)
+
+
+async def test_a_job_cut_off_by_a_restart_is_resumed_and_finishes(tmp_path: Path) -> None:
     settings = make_settings(sparklio_home=tmp_path / "home")
     first = create_app(settings)
-    job = MediaJob(job_id="1" * 32, status="running", started_at=1.0,
-                   request={"role": "r", "task": "t", "prompt": "p"})  # fmt: skip
-    await first.state.services.media.jobs.save(job)  # as the job stood when the process died
+    await stored_as_cut_off(first, "1" * 32)
     await close_app(first)
     second = create_app(settings)
-    assert await second.state.services.media.jobs.recover() == 1  # what the server does at start
-    async with await client_for(second, "http://gw") as http:
-        body = (await http.get(f"/api/v1/media/jobs/{'1' * 32}")).json()
-    await close_app(second)
+    try:
+        assert await second.state.services.media.recover() == 1  # what the server does at start
+        async with await client_for(second, "http://gw") as http:
+            body = await followed(http, "1" * 32)
+            image = await http.get(body["assets"][0]["url"]) if body["assets"] else None
+    finally:
+        await close_app(second)
+    assert body["status"] == "succeeded", body
+    assert image is not None and png(image.content).size == (320, 200)
+
+
+async def test_a_job_whose_route_is_gone_after_a_restart_fails_saying_why(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(sparklio_home=tmp_path / "home")
+    first = create_app(settings)
+    await stored_as_cut_off(first, "3" * 32)
+    await close_app(first)
+    routes = tmp_path / "routes.yaml"  # the routing file lost its media section meanwhile
+    routes.write_text("version: 1\nmodes:\n  mock:\n    default: [{provider: mock, model: m}]\n")
+    second = create_app(make_settings(sparklio_home=tmp_path / "home", llm_routing_file=routes))
+    try:
+        await second.state.services.media.recover()
+        async with await client_for(second, "http://gw") as http:
+            body = await followed(http, "3" * 32)
+    finally:
+        await close_app(second)
     assert body["status"] == "failed"
-    assert "interrupted by restart" in body["error"]["message"]
+    message = body["error"]["message"]
+    assert message.startswith("The job cannot resume after the restart: ")
+    assert "no 'media' section" in message and "Submit it again" in message
 
 
 class SlowImages(MediaProvider):

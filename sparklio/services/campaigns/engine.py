@@ -88,8 +88,10 @@ class CampaignEngine:
                 "Another Sparklio app in this process runs the campaigns; close it first"
             )
         _log_to_current_stderr()
+        # a short poll: DBOS.destroy waits out one (1 s by default) for every app closed
         DBOS(config={"name": "sparklio", "system_database_url": self.system_database_url(),
-                     "log_level": "WARNING"})  # fmt: skip
+                     "log_level": "WARNING",
+                     "notification_listener_polling_interval_sec": 0.1})  # fmt: skip
         _current = self
         try:
             DBOS.launch()
