@@ -13,7 +13,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from PIL import Image
+from sqlalchemy import select
 
+from sparklio.db.models import MediaJobRow
 from sparklio.exceptions import ConfigError, ProviderError
 from sparklio.main import close_app, create_app
 from sparklio.services.clients.media_client import MediaGatewayClient
@@ -307,3 +309,26 @@ def test_a_routed_workflow_that_does_not_exist_fails_at_start(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match=r"No workflow 'txt2imgg'.*Available: txt2img"):
         create_app(make_settings(llm_routing_file=routes))
+
+
+async def test_a_second_app_in_the_process_gets_a_503_naming_why(tmp_path: Path) -> None:
+    """DBOS is one per process: while one app runs image jobs on it, another app's job is
+    refused with a 503 that says what to do (and stored as failed, never left queued)."""
+    first = create_app(make_settings(sparklio_home=tmp_path / "one"))
+    second = create_app(make_settings(sparklio_home=tmp_path / "two"))
+    try:
+        async with (
+            await client_for(first, "http://one") as one,
+            await client_for(second, "http://two") as two,
+        ):
+            done = await one.post("/api/v1/media/generate?wait=5", json=IMAGE)
+            refused = await two.post("/api/v1/media/generate", json=IMAGE)
+            async with second.state.services.db_sessions() as session:
+                [row] = (await session.scalars(select(MediaJobRow))).all()
+    finally:
+        await close_app(second)
+        await close_app(first)
+    assert done.json()["status"] == "succeeded"
+    assert refused.status_code == 503, refused.text
+    assert "close it first" in refused.json()["error"]["message"]
+    assert row.status == "failed" and "close it first" in row.data["error"]["message"]

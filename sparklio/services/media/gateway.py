@@ -135,18 +135,17 @@ class MediaGateway:
             raise ServiceUnavailableError(
                 f"{waiting} image jobs already wait for {primary.where}; try again later."
             )
-        self._launch()  # before the job is stored: a DBOS that cannot start is a 503 now
         self.jobs.add(job)
-        await self.jobs.save(job, user_id)
+        await self.jobs.save(job, user_id)  # a 503 while the database is down
         try:
+            self._launch()
             await runs.enqueue(job.job_id)
-        except Exception as exc:  # DBOS's database failed it: the job must not stay queued
-            log.exception("media job %s could not be started", job.job_id)
-            error = {"type": "internal_error", "message": f"the job could not be started: {exc}"}
-            await self._finish(job, "failed", error=error)
-            raise ServiceUnavailableError(
-                "The image job could not be started (the workflow database failed); try again."
-            ) from exc
+        except Exception as exc:  # no workflow runs it: the job must not stay queued
+            log.warning("media job %s could not be started: %s", job.job_id, exc)
+            reason = exc.message if isinstance(exc, GatewayError) else "DBOS failed to start it"
+            message = f"The image job could not be started: {reason}; try again."
+            await self._finish(job, "failed", error={"type": "unavailable", "message": message})
+            raise ServiceUnavailableError(message) from exc
         log.info(
             "→ media %s.%s job %s via %s",
             request.role,
@@ -288,6 +287,7 @@ class MediaGateway:
             return job
         self._launch()
         await DBOS.cancel_workflow_async(job_id)
+        # running here: stopped now (DBOS logs it), not at DBOS's next poll for cancellations
         task = self._tasks.get(job_id)
         if task is not None:
             task.cancel()

@@ -235,8 +235,8 @@ class JobStore:
         return True
 
     async def aclose(self) -> None:
-        """Stop retrying; a last try writes what is unsaved (else the next start reports the
-        jobs as interrupted)."""
+        """Stop retrying; a last try writes what is unsaved (else the next start finds the
+        jobs unfinished, and resumes them)."""
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()
