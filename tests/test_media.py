@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dbos import DBOS
 from fastapi import FastAPI
 from PIL import Image
 from sqlalchemy import select
@@ -215,9 +216,12 @@ async def test_cancel_stops_a_running_job(slow_app: FastAPI) -> None:
         assert job["status"] == "running" and 0 < job["progress"] < 1
         cancelled = await http.delete(f"/api/v1/media/jobs/{job['job_id']}")
         again = await http.get(f"/api/v1/media/jobs/{job['job_id']}")
+        # its workflow too: no restart resumes it, and a worker running it elsewhere stops
+        workflow = await DBOS.get_workflow_status_async(job["job_id"])
     assert cancelled.json()["status"] == "cancelled"
     assert again.json()["status"] == "cancelled"
     assert SlowImages.cancelled == 1
+    assert workflow is not None and workflow.status == "CANCELLED"
 
 
 async def test_client_follows_the_job_and_downloads_the_image(app: FastAPI) -> None:
