@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 
 from sparklio.services.auth import local_token_for
@@ -50,6 +51,7 @@ def rendered_for(fake: FakeComfyUI) -> list[str]:
     return [graph["9"]["inputs"]["filename_prefix"] for graph in fake.prompts.values()]
 
 
+@pytest.mark.timeout(240)  # two starts of a server, each up to 90 s on a busy machine
 async def test_a_server_killed_mid_render_finishes_the_job_after_a_restart(
     tmp_path: Path,
 ) -> None:
