@@ -305,6 +305,7 @@ class MediaGateway:
 
         Only the server calls this: an in-process app sharing the database must not take
         over the jobs a running server is working on."""
+        runs.claim(self)  # should the campaigns launch DBOS, the jobs it resumes find us
         job_ids = await self.jobs.unfinished()
         if not job_ids:
             return 0
