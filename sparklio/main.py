@@ -78,7 +78,12 @@ def create_app(
     # answers of deterministic calls: in memory, or in Redis when REDIS_URL is set
     cache = build_cache(settings)
     gateway = LLMGateway.build(settings, routing, path, registry, call_log, cache=cache)
-    media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db))
+
+    async def launch() -> None:
+        """DBOS for this app's durable work: image jobs run on the campaigns' engine."""
+        await campaigns.start()
+
+    media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db), launch)
     auth = AuthService(settings, db)
     auth.load_secret()  # a bad JWT_SECRET fails here, at start
     migrated = not migrate_db or migrate_at_start(url, in_child=migrate_in_child)
@@ -88,8 +93,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await call_log.start()
-        # only the server recovers jobs: an in-process app (no lifespan) sharing its database
-        # must not fail the jobs it is running; the monitor does it once the database answers
+        # only the server resumes jobs: an in-process app (no lifespan) sharing its database
+        # must not take over the jobs it is running; the monitor does it once the database
+        # answers
         monitor.after_migrations(partial(_recover_jobs, media))
         # and the campaigns a stop left unfinished (in-process, the first campaign starts it)
         monitor.after_migrations(campaigns.recover)
@@ -140,7 +146,11 @@ async def close_app(app: FastAPI) -> None:
             stack.push_async_callback(services.gateway.cache.aclose)
         stack.push_async_callback(services.media.aclose)  # its jobs' last saves use the engine
         # first of all: stop the campaigns before what their steps use goes
-        stack.push_async_callback(services.campaigns.aclose)
+        stack.push_async_callback(services.campaigns.aclose)  # DBOS goes last of the three
+        # before DBOS goes, the image jobs running here (the next start resumes them)
+        stack.push_async_callback(services.media.stop_jobs)
+        # and before those, the campaigns (whose image steps wait on those jobs)
+        stack.push_async_callback(services.campaigns.stop_running)
 
 
 def _database_monitor(
@@ -183,7 +193,7 @@ def _release(call_log: CallLog) -> Callable[[], Awaitable[None]]:
 
 
 async def _recover_jobs(media: MediaGateway) -> None:
-    """Mark jobs an earlier run left unfinished as interrupted."""
-    count = await media.jobs.recover()
+    """Resume the image jobs an earlier run left unfinished."""
+    count = await media.recover()
     if count:
-        log.info("%d media jobs were interrupted by the last stop", count)
+        log.info("%d media jobs left unfinished by the last stop are resumed", count)

@@ -32,6 +32,8 @@ async def run(app: FastAPI, on_ready: Callable[[str], None]) -> None:
 
     async def launch() -> None:
         await campaigns.start()
+        # the image jobs this slot left unfinished resume here too (campaigns' images)
+        await services.media.recover()
         if campaigns.executor is not None:
             on_ready(campaigns.executor.id)
 

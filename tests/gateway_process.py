@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -120,3 +122,30 @@ def health(port: int, timeout: float = 5.0) -> int | None:
     except OSError:
         return None
     return int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else None
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (granian serves from worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def kill_9(server: Server) -> None:
+    """`kill -9` the server and its workers at once, as a crash of the machine would."""
+    for pid in process_tree(server.proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.proc.wait(10)
+    server.log.close()

@@ -11,9 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+from dbos import DBOS
 from fastapi import FastAPI
 from PIL import Image
+from sqlalchemy import select
 
+from sparklio.db.models import MediaJobRow
 from sparklio.exceptions import ConfigError, ProviderError
 from sparklio.main import close_app, create_app
 from sparklio.services.clients.media_client import MediaGatewayClient
@@ -119,20 +122,60 @@ async def test_unknown_jobs_and_assets(http: httpx.AsyncClient) -> None:
     assert bad.status_code == 422 and "sha256" in bad.json()["error"]["message"]
 
 
-async def test_a_job_cut_off_by_a_restart_reports_failed(tmp_path: Path) -> None:
+async def stored_as_cut_off(app: FastAPI, job_id: str) -> None:
+    """A job stored as running, as it stood when the process died (no workflow had started
+    it: the server starts it at recovery all the same)."""
+    job = MediaJob(job_id=job_id, status="running", started_at=1.0,
+                   request={**IMAGE, "seed": 7})  # fmt: skip
+    await app.state.services.media.jobs.save(job)
+
+
+async def followed(http: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    """The job once it has ended, followed as a user would (the test timeout is the bound)."""
+    while True:
+        body: dict[str, Any] = (await http.get(f"/api/v1/media/jobs/{job_id}")).json()
+        if body["status"] not in ("queued", "running"):
+            return body
+        await asyncio.sleep(0.02)
+
+
+async def test_a_job_cut_off_by_a_restart_is_resumed_and_finishes(tmp_path: Path) -> None:
     settings = make_settings(sparklio_home=tmp_path / "home")
     first = create_app(settings)
-    job = MediaJob(job_id="1" * 32, status="running", started_at=1.0,
-                   request={"role": "r", "task": "t", "prompt": "p"})  # fmt: skip
-    await first.state.services.media.jobs.save(job)  # as the job stood when the process died
+    await stored_as_cut_off(first, "1" * 32)
     await close_app(first)
     second = create_app(settings)
-    assert await second.state.services.media.jobs.recover() == 1  # what the server does at start
-    async with await client_for(second, "http://gw") as http:
-        body = (await http.get(f"/api/v1/media/jobs/{'1' * 32}")).json()
-    await close_app(second)
+    try:
+        assert await second.state.services.media.recover() == 1  # what the server does at start
+        async with await client_for(second, "http://gw") as http:
+            body = await followed(http, "1" * 32)
+            image = await http.get(body["assets"][0]["url"]) if body["assets"] else None
+    finally:
+        await close_app(second)
+    assert body["status"] == "succeeded", body
+    assert image is not None and png(image.content).size == (320, 200)
+
+
+async def test_a_job_whose_route_is_gone_after_a_restart_fails_saying_why(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(sparklio_home=tmp_path / "home")
+    first = create_app(settings)
+    await stored_as_cut_off(first, "3" * 32)
+    await close_app(first)
+    routes = tmp_path / "routes.yaml"  # the routing file lost its media section meanwhile
+    routes.write_text("version: 1\nmodes:\n  mock:\n    default: [{provider: mock, model: m}]\n")
+    second = create_app(make_settings(sparklio_home=tmp_path / "home", llm_routing_file=routes))
+    try:
+        await second.state.services.media.recover()
+        async with await client_for(second, "http://gw") as http:
+            body = await followed(http, "3" * 32)
+    finally:
+        await close_app(second)
     assert body["status"] == "failed"
-    assert "interrupted by restart" in body["error"]["message"]
+    message = body["error"]["message"]
+    assert message.startswith("The job cannot resume after the restart: ")
+    assert "no 'media' section" in message and "Submit it again" in message
 
 
 class SlowImages(MediaProvider):
@@ -173,9 +216,12 @@ async def test_cancel_stops_a_running_job(slow_app: FastAPI) -> None:
         assert job["status"] == "running" and 0 < job["progress"] < 1
         cancelled = await http.delete(f"/api/v1/media/jobs/{job['job_id']}")
         again = await http.get(f"/api/v1/media/jobs/{job['job_id']}")
+        # its workflow too: no restart resumes it, and a worker running it elsewhere stops
+        workflow = await DBOS.get_workflow_status_async(job["job_id"])
     assert cancelled.json()["status"] == "cancelled"
     assert again.json()["status"] == "cancelled"
     assert SlowImages.cancelled == 1
+    assert workflow is not None and workflow.status == "CANCELLED"
 
 
 async def test_client_follows_the_job_and_downloads_the_image(app: FastAPI) -> None:
@@ -267,3 +313,26 @@ def test_a_routed_workflow_that_does_not_exist_fails_at_start(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match=r"No workflow 'txt2imgg'.*Available: txt2img"):
         create_app(make_settings(llm_routing_file=routes))
+
+
+async def test_a_second_app_in_the_process_gets_a_503_naming_why(tmp_path: Path) -> None:
+    """DBOS is one per process: while one app runs image jobs on it, another app's job is
+    refused with a 503 that says what to do (and stored as failed, never left queued)."""
+    first = create_app(make_settings(sparklio_home=tmp_path / "one"))
+    second = create_app(make_settings(sparklio_home=tmp_path / "two"))
+    try:
+        async with (
+            await client_for(first, "http://one") as one,
+            await client_for(second, "http://two") as two,
+        ):
+            done = await one.post("/api/v1/media/generate?wait=5", json=IMAGE)
+            refused = await two.post("/api/v1/media/generate", json=IMAGE)
+            async with second.state.services.db_sessions() as session:
+                [row] = (await session.scalars(select(MediaJobRow))).all()
+    finally:
+        await close_app(second)
+        await close_app(first)
+    assert done.json()["status"] == "succeeded"
+    assert refused.status_code == 503, refused.text
+    assert "close it first" in refused.json()["error"]["message"]
+    assert row.status == "failed" and "close it first" in row.data["error"]["message"]

@@ -79,6 +79,7 @@ class CampaignEngine:
         self.queue: Queue | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._loop_executor: ThreadPoolExecutor | None = None
+        self._starting = asyncio.Lock()
 
     def bind(self, app: ASGIApp) -> None:
         """The app whose gateway the steps call (set once create_app has built it)."""
@@ -96,9 +97,14 @@ class CampaignEngine:
         unfinished (see executors.py), and listen on the campaigns' queue. Called in the
         event loop the campaigns run on (DBOS runs async workflows on the loop it launched
         in). `if_free`: quietly do nothing when another app of this process has it."""
-        global _current
         if self.launched:
             return
+        async with self._starting:  # image jobs submitted at once launch it once
+            if not self.launched:
+                await self._start(if_free=if_free)
+
+    async def _start(self, *, if_free: bool) -> None:
+        global _current
         if _current is not None:
             if if_free:
                 return
@@ -110,8 +116,10 @@ class CampaignEngine:
         # and shuts that pool down when destroyed: the loop gets its own back in aclose
         self._loop_executor = getattr(asyncio.get_running_loop(), "_default_executor", None)
         executor = executors.claim(self.role)
+        # a short poll: DBOS.destroy waits out one (1 s by default) for every app closed
         DBOS(config={"name": "sparklio", "system_database_url": self.system_database_url(),
-                     "log_level": "WARNING", "executor_id": executor.id})  # fmt: skip
+                     "log_level": "WARNING", "executor_id": executor.id,
+                     "notification_listener_polling_interval_sec": 0.1})  # fmt: skip
         if not self.runs_campaigns:
             DBOS.listen_queues([])  # it queues them; the workers run them
         _current = self
@@ -134,6 +142,13 @@ class CampaignEngine:
             raise
         self.executor = executor
         self.launched = True
+
+    async def stop_running(self) -> None:
+        """Cancel the campaigns running here (see aclose); they stay pending."""
+        running = [task for task in self._running if not task.done()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     def _destroy(self) -> None:
         """Stop DBOS, and give the loop back its own default executor (DBOS's pool is gone)."""
@@ -163,10 +178,7 @@ class CampaignEngine:
         global _current
         if not self.launched:
             return
-        running = [task for task in self._running if not task.done()]
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await self.stop_running()
         self.launched = False
         _current = None
         self._destroy()

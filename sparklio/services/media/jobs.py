@@ -1,7 +1,8 @@
 """Image jobs and where their state lives: the media_jobs table.
 
-State is written whenever a job changes status, so after a restart a job that was queued or
-running reports failed ("interrupted by restart") instead of vanishing.
+State is written whenever a job changes status; a job runs as a durable workflow
+(sparklio.services.media.runs), so after a restart a job that was queued or running is
+resumed from its row (`unfinished`, `resume`) instead of vanishing.
 
 While the database is down, a job already stored keeps running: its new state stays in memory
 (`GET` shows it from there) and is written once the database answers again, by a background
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Self
@@ -76,29 +76,36 @@ class JobStore:
         self._writer: asyncio.Task[None] | None = None
         self._owners: dict[str, str | None] = {}  # who made each live job (the row has it too)
 
-    async def recover(self) -> int:
-        """Mark jobs left queued or running by a previous run as failed; how many there were.
-
-        Only the server calls this at start: an in-process app sharing the database must not
-        fail the jobs a running server is working on.
-        """
-        async with self.sessions() as session, session.begin():
-            rows = (await session.scalars(
-                select(MediaJobRow).where(MediaJobRow.status.in_(("queued", "running")))
+    async def unfinished(self) -> list[str]:
+        """The jobs a previous run left queued or running (not this process's own: when the
+        database was down at start, jobs submitted since are not leftovers)."""
+        async with self.sessions() as session:
+            job_ids = (await session.scalars(
+                select(MediaJobRow.job_id).where(MediaJobRow.status.in_(("queued", "running")))
             )).all()  # fmt: skip
-            # run late (the database was down at start): this process's jobs are not leftovers
-            rows = [row for row in rows if row.job_id not in self._jobs]
-            for row in rows:
-                job = MediaJob.from_row(row)
-                was = "running" if job.started_at else "queued"
-                job.status, job.finished_at = "failed", time.time()
-                job.error = {
-                    "type": "interrupted",
-                    "message": f"interrupted by restart: the gateway stopped while this job "
-                    f"was {was}. Submit it again.",
-                }
-                job.to_row(row)
-        return len(rows)
+        return [job_id for job_id in job_ids if job_id not in self._jobs]
+
+    async def resume(self, job_id: str) -> MediaJob | None:
+        """The live job, or its row's job made live (its workflow resumes after a restart),
+        so GET shows its progress from memory as for any job running here; None without one."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job
+        try:
+            async with self.sessions() as session:
+                row = await session.get(MediaJobRow, job_id)
+        except Exception as exc:
+            if is_outage(exc):
+                raise outage_error(exc) from exc
+            raise
+        if row is None:
+            return None
+        job = MediaJob.from_row(row)
+        if not job.finished:
+            self.add(job)
+            self._owners[job_id] = row.user_id
+            self._stored.add(job_id)
+        return job
 
     def add(self, job: MediaJob) -> None:
         self._jobs[job.job_id] = job
@@ -228,8 +235,8 @@ class JobStore:
         return True
 
     async def aclose(self) -> None:
-        """Stop retrying; a last try writes what is unsaved (else the next start reports the
-        jobs as interrupted)."""
+        """Stop retrying; a last try writes what is unsaved (else the next start finds the
+        jobs unfinished, and resumes them)."""
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()
