@@ -44,7 +44,14 @@ def command(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen
         [sys.executable, "-m", "sparklio.cli", "campaign", "--brief", BRIEF,
          "--out", str(tmp_path / "out"), *args],
         cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,
     )  # fmt: skip
+
+
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started in the background of a shell
+    (`make test &`) ignores SIGINT, and a child inherits that, so its Ctrl-C did nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def api(port: int, token: str) -> httpx.AsyncClient:
