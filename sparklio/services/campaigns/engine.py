@@ -164,8 +164,11 @@ class CampaignEngine:
 
     async def recover(self) -> None:
         """For the server once its database answers (one that hangs must not hold up the
-        start): launch DBOS, which resumes what this executor slot left unfinished and
-        runs the campaigns queued meanwhile."""
+        start): when campaigns are unfinished, launch DBOS, which resumes what this executor
+        slot left unfinished and runs the campaigns queued; otherwise the first campaign
+        launches it (a server that runs none has no DBOS threads)."""
+        if not await self.store.unfinished():
+            return
         await self.start(if_free=True)
         if self.launched:
             await self._resume_reviewed()
