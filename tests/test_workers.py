@@ -156,3 +156,32 @@ async def test_a_worker_killed_mid_campaign_is_resumed_by_the_next_worker_withou
     # every call was made once but the one the kill cut off, asked again
     assert {b for b in bodies if bodies.count(b) > 1} == {held}
     assert bodies.count(held) == 2 and len(bodies) == len(set(bodies)) + 1
+
+
+@pytest.mark.timeout(300)
+async def test_a_server_on_a_fresh_postgresql_takes_campaigns_posted_all_at_once(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    # the first campaigns launch DBOS, whose tables are made then; their DDL must not wait
+    # on the app's own transactions (which waited on it: the server hung for good)
+    url = postgres.create_database()
+    await asyncio.to_thread(migrate, url)
+    server = await asyncio.to_thread(Server, tmp_path / "server", DATABASE_URL=url)
+    try:
+        token = await local_token_for(
+            make_settings(sparklio_home=tmp_path / "server", database_url=url)
+        )
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{server.port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        ) as http:
+            posted = await asyncio.gather(
+                *(http.post("/api/v1/campaigns", json={"brief": BRIEF}) for _ in range(CAMPAIGNS))
+            )
+            assert [r.status_code for r in posted] == [202] * CAMPAIGNS
+            for response in posted:
+                events = await http.get(response.json()["links"]["events"], timeout=None)
+                assert events.text.rstrip().splitlines()[-2] == "event: done", events.text[-300:]
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -115,11 +115,16 @@ class CampaignEngine:
         # DBOS makes its own thread pool this loop's default executor (asyncio.to_thread),
         # and shuts that pool down when destroyed: the loop gets its own back in aclose
         self._loop_executor = getattr(asyncio.get_running_loop(), "_default_executor", None)
+        # DBOS's own tables, migrated off the loop: launch() would do it on the loop's thread,
+        # and on PostgreSQL its CREATE INDEX CONCURRENTLY waits for every open transaction,
+        # the app's own among them, which wait for the loop (seen: a server stuck for good)
+        await asyncio.to_thread(DBOS.migrate, self.system_database_url())
         executor = executors.claim(self.role)
         # a short poll: DBOS.destroy waits out one (1 s by default) for every app closed
         DBOS(config={"name": "sparklio", "system_database_url": self.system_database_url(),
                      "log_level": "WARNING", "executor_id": executor.id,
-                     "notification_listener_polling_interval_sec": 0.1})  # fmt: skip
+                     "notification_listener_polling_interval_sec": 0.1,
+                     "run_migrations": False})  # fmt: skip
         if not self.runs_campaigns:
             DBOS.listen_queues([])  # it queues them; the workers run them
         _current = self
