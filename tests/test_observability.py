@@ -6,8 +6,13 @@ collector over OTLP/HTTP."""
 from __future__ import annotations
 
 import http.server
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -19,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sparklio.main import close_app, create_app
 from sparklio.services import telemetry
 from tests.conftest import client_for, make_settings
+from tests.gateway_process import ROOT, Server
 from tests.test_campaigns import events_of, start
 
 CALL = {"role": "copywriter", "task": "channel_copy", "payload": {"product": "Dawon green tea"},
@@ -208,7 +214,7 @@ class _Collector(http.server.BaseHTTPRequestHandler):
 
 
 async def test_with_an_otlp_endpoint_spans_reach_the_collector(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
     thread = threading.Thread(target=collector.serve_forever, daemon=True)
@@ -230,3 +236,40 @@ async def test_with_an_otlp_endpoint_spans_reach_the_collector(
     assert paths == {"/v1/traces"}
     body = b"".join(data for _, data in _Collector.received)
     assert b"otlp-test-1" in body and b"gen_ai.request.model" in body
+
+
+def test_sparklio_serve_adds_up_its_workers_metrics_from_a_private_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real server: its worker process writes metric files under SPARKLIO_HOME/metrics,
+    which /metrics reads (an admin's key: METRICS_PUBLIC is false by default)."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    home = tmp_path / "home"
+    env = {**os.environ, "SPARKLIO_HOME": str(home)}
+    made = subprocess.run([sys.executable, "-m", "sparklio.cli", "create-test-users"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    keys = {u["role"]: u["api_key"] for u in json.loads((home / "test-users.json").read_text())}
+    server = Server(home)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=30) as client:
+            member = {"Authorization": f"Bearer {keys['member']}"}
+            admin = {"Authorization": f"Bearer {keys['admin']}"}
+            assert client.get("/metrics", headers=member).status_code == 403
+            for _ in range(2):
+                response = client.post("/api/v1/llm/generate", json=CALL, headers=member)
+                assert response.status_code == 200, response.text
+            scraped = client.get("/metrics", headers=admin)
+            assert scraped.status_code == 200, scraped.text
+    finally:
+        server.stop()
+    samples: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(scraped.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    call = {"role": "copywriter", "task": "channel_copy", "provider": "mock", "outcome": "ok"}
+    assert value(samples, "sparklio_gateway_calls_total", **call) == 2
+    assert value(samples, "gen_ai_client_token_usage_count", gen_ai_token_type="output") == 2
+    (directory,) = (home / "metrics").iterdir()  # the serve process's own
+    assert directory.name == str(server.proc.pid) and any(directory.glob("*.db"))

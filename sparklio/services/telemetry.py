@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from sparklio.services.container import Services
+    from sparklio.services.gateway.endpoints import Endpoint
 
 log = logging.getLogger("sparklio.telemetry")
 
@@ -172,16 +173,12 @@ def metrics() -> _Metrics:
     return _metrics
 
 
-def render(services: Services | None = None) -> tuple[bytes, str]:
-    """The exposition text and its content type. `services`: this process's live state
-    (endpoints, call log) is sampled first. Reads files in multiprocess mode: run it off the
-    event loop."""
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type. Reads every worker's files in multiprocess
+    mode: run it off the event loop."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-    m = metrics()
-    if services is not None:
-        _sample(m, services)
-    registry = m.registry
+    registry = metrics().registry
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
@@ -190,16 +187,24 @@ def render(services: Services | None = None) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def _sample(m: _Metrics, services: Services) -> None:
+def sample(services: Services) -> None:
+    """Set the gauges of this process's live state: each endpoint's queue, calls in flight
+    and breaker, and the call log's buffer. On the event loop (it reads what the loop
+    changes); microseconds. Other workers' gauges are as of their last sample."""
+    m = metrics()
     gateways: list[Any] = [services.gateway, services.media]
     for gateway in gateways:
         for name, state in gateway.endpoints.snapshot().items():
-            m.queue_depth.labels(name).set(state["waiting"])
-            m.in_flight.labels(name).set(state["in_flight"])
-            m.breaker.labels(name).set(BREAKER_STATES.get(state["circuit"], 2))
+            _endpoint_gauges(m, name, state)
     stats = services.call_log.stats()
     m.buffered.set(stats.get("buffered", 0))
     m.spill_pending.set(stats.get("spilled", 0))
+
+
+def _endpoint_gauges(m: _Metrics, name: str, state: Mapping[str, Any]) -> None:
+    m.queue_depth.labels(name).set(state["waiting"])
+    m.in_flight.labels(name).set(state["in_flight"])
+    m.breaker.labels(name).set(BREAKER_STATES.get(str(state["circuit"]), 2))
 
 
 def call_done(entry: dict[str, Any], span: trace.Span | None, system: str | None) -> dict[str, Any]:
@@ -233,15 +238,18 @@ def call_done(entry: dict[str, Any], span: trace.Span | None, system: str | None
 
 def attempt_done(
     started: tuple[trace.Span, object] | None,
-    endpoint: str,
+    endpoint: Endpoint[Any],
     model: str,
     outcome: str,
     queued_ms: float,
 ) -> None:
-    """Count an attempt (and its wait for a slot) and end its span."""
+    """Count an attempt (and its wait for a slot), end its span, and set its endpoint's
+    gauges: each worker's stay current as it works, not only when it answers a scrape."""
     m = metrics()
-    m.attempts.labels(endpoint, model, outcome).inc()
-    m.queue_wait.labels(endpoint).observe(queued_ms / 1000)
+    name = endpoint.name
+    m.attempts.labels(name, model, outcome).inc()
+    m.queue_wait.labels(name).observe(queued_ms / 1000)
+    _endpoint_gauges(m, name, endpoint.guard.snapshot())
     if started is not None:
         span, token = started
         span.set_attribute("sparklio.outcome", outcome)

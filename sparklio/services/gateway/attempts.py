@@ -271,7 +271,7 @@ class AttemptLoop:
         finally:
             trail.record(candidate, endpoint.name, outcome, (time.perf_counter() - started) * 1000)
             telemetry.attempt_done(
-                span, endpoint.name, candidate.model, outcome, trail.queue_ms - queued
+                span, endpoint, candidate.model, outcome, trail.queue_ms - queued
             )
 
 

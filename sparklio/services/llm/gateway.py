@@ -287,7 +287,6 @@ class LLMGateway:
         call = self._prepare(role, task, payload, mode, options, output_schema)
         call.request_id = request_id or uuid.uuid4().hex
         call.user_id, call.started = user_id, started
-        call.trail.span = telemetry.call_span(role, task, call.request_id)
         call.route = route or self.router.route(role, task)
         if messages is not None:
             call.messages = messages
@@ -299,6 +298,7 @@ class LLMGateway:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("→ %s.%s via %s [%s]", role, task, call.route.candidates[0].label,
                       call.request_id)  # fmt: skip
+        call.trail.span = telemetry.call_span(role, task, call.request_id)
         return call
 
     def _cache_key(self, call: _Call) -> str | None:

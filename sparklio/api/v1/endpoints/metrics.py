@@ -26,6 +26,7 @@ async def metrics(request: Request, services: ServicesDep, auth: AuthServiceDep)
     breakers, the call log and campaign steps; with `sparklio serve`, every worker's."""
     if not services.settings.metrics_public:
         await require_admin(await require_principal(request, auth))
+    telemetry.sample(services)  # this process's live state, read on the loop
     # multiprocess mode reads every worker's files: off the event loop
-    body, content_type = await asyncio.to_thread(telemetry.render, services)
+    body, content_type = await asyncio.to_thread(telemetry.render)
     return Response(body, media_type=content_type)
