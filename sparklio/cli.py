@@ -103,9 +103,11 @@ def serve(
     from sparklio import serving
     from sparklio.api.deps import services_of
     from sparklio.main import create_app
+    from sparklio.services import telemetry
 
     settings = _settings()
     configure_logging(settings.log_level)
+    telemetry.use_multiprocess(settings.home)  # each worker writes metrics /metrics adds up
     try:
         # migrations run in a child process: the server then never imports Alembic (~10 MB);
         # a database that cannot be reached yet is migrated in the background once it answers

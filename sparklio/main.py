@@ -16,7 +16,7 @@ from sparklio.api.errors import install_error_handlers
 from sparklio.api.middleware import RequestContextMiddleware
 from sparklio.api.openapi import install_openapi
 from sparklio.api.v1 import api_router
-from sparklio.api.v1.endpoints import health, openai_compat
+from sparklio.api.v1.endpoints import health, metrics, openai_compat
 from sparklio.core.config import Settings, load_settings
 from sparklio.db.engine import (
     database_url,
@@ -28,6 +28,7 @@ from sparklio.db.engine import (
     sessions,
 )
 from sparklio.db.monitor import DatabaseMonitor
+from sparklio.services import telemetry
 from sparklio.services.auth import AuthService
 from sparklio.services.calllog import CallLog
 from sparklio.services.campaigns.engine import CampaignEngine
@@ -114,12 +115,15 @@ def create_app(
     install_services(app, services)  # what endpoints reach through api.deps
     install_error_handlers(app)
     install_openapi(app)  # the security scheme, every error status and the real error body
+    telemetry.configure_tracing(settings.otel_exporter_otlp_endpoint)  # None: no traces
+    app.add_middleware(telemetry.TelemetryMiddleware)  # inside: it reads the request id
     app.add_middleware(
         RequestContextMiddleware,
         max_body_size=settings.max_request_bytes,
         body_timeout=settings.server_body_timeout,
     )
     app.include_router(health.router)
+    app.include_router(metrics.router)
     # Content-Length over the limit is refused by RequestContextMiddleware; this catches
     # chunked bodies while they arrive.
     app.include_router(api_router, max_body_size=settings.max_request_bytes)

@@ -143,6 +143,16 @@ class Settings(BaseSettings):
     )
 
     call_log_buffer: int = Field(default=10_000, ge=1)
+    metrics_public: bool = Field(
+        default=False,
+        description="True: GET /metrics answers anyone (scraped on a private network); "
+        "false: only admins (an admin API key or token).",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="Export traces over OTLP/HTTP to this collector (http://host:4318); "
+        "unset: no traces.",
+    )
     db_probe_interval: float = Field(
         default=1.0,
         gt=0,

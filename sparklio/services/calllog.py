@@ -47,6 +47,7 @@ from sparklio.core.files import open_private
 from sparklio.db.errors import describe
 from sparklio.db.models import LLMCall
 from sparklio.exceptions import ConfigError
+from sparklio.services import telemetry
 
 log = logging.getLogger("sparklio.calllog")
 
@@ -121,6 +122,7 @@ class SpillFile:
         while view:
             view = view[os.write(self._fd, view) :]
         self.pending += count
+        telemetry.spilled(count)
 
     def reject(self, lines: Iterable[bytes]) -> None:
         with os.fdopen(open_private(self.rejected, os.O_WRONLY | os.O_APPEND), "ab") as out:

@@ -34,6 +34,7 @@ from sparklio.agents.pipeline import Decision, run_campaign
 from sparklio.core.config import Settings
 from sparklio.db.models import CampaignEvent
 from sparklio.exceptions import AgentError, ServiceUnavailableError
+from sparklio.services import telemetry
 from sparklio.services.auth import AuthService
 from sparklio.services.campaigns import executors
 from sparklio.services.campaigns.feed import EventFeed, joined, latest
@@ -399,7 +400,8 @@ async def _campaign_step(campaign_id: str, name: str, call: Callable[[], Awaitab
     elif name != "finish":
         await store.add_event(campaign_id, "step_started", name)
     try:
-        value = await call()
+        with telemetry.campaign_step(campaign_id, name):
+            value = await call()
     except Exception as exc:
         await store.add_event(campaign_id, "step_failed", name, {"error": str(exc)})
         if isinstance(exc, AgentError | StepFailed):

@@ -27,6 +27,7 @@ from sparklio.exceptions import (
     ServiceUnavailableError,
     UpstreamTimeoutError,
 )
+from sparklio.services import telemetry
 from sparklio.services.gateway.endpoints import Endpoint, Endpoints
 from sparklio.services.gateway.guard import ENDPOINT_FAILURES, QueueFullError, RetryPolicy
 from sparklio.services.gateway.routing import C
@@ -61,6 +62,8 @@ class Trail:
     queue_ms: float = 0.0
     #: extra fields for each attempt's record (e.g. the media workflow)
     describe: Callable[[Any], dict[str, Any]] | None = None
+    #: the call's span when tracing (sparklio.services.telemetry): its attempts' parent
+    span: Any = None
 
     def record(self, candidate: Any, endpoint: str, outcome: str, latency_ms: float) -> None:
         entry = {"provider": endpoint, "model": candidate.model, "outcome": outcome,
@@ -214,8 +217,9 @@ class AttemptLoop:
             timeout = max(0.0, min(timeout, plan.deadline - asyncio.get_running_loop().time()))
         limiter = endpoint.guard.limiter
         where = candidate.label_on(endpoint.name)
-        started = time.perf_counter()
+        started, queued = time.perf_counter(), trail.queue_ms
         outcome = "ok"
+        span = telemetry.attempt_started(trail.span, endpoint.kind, endpoint.name, candidate.model)
         try:
             if plan.hold:
                 stack = AsyncExitStack()
@@ -266,6 +270,9 @@ class AttemptLoop:
             ) from exc  # fmt: skip
         finally:
             trail.record(candidate, endpoint.name, outcome, (time.perf_counter() - started) * 1000)
+            telemetry.attempt_done(
+                span, endpoint, candidate.model, outcome, trail.queue_ms - queued
+            )
 
 
 def _load(endpoint: Endpoint[Any]) -> tuple[float, int]:

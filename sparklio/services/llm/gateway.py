@@ -35,6 +35,7 @@ from sparklio.exceptions import (
     ServiceUnavailableError,
     UpstreamTimeoutError,
 )
+from sparklio.services import telemetry
 from sparklio.services.gateway.attempts import AttemptLoop, Plan, Trail, Try
 from sparklio.services.gateway.endpoints import Endpoint, Endpoints
 from sparklio.services.gateway.guard import ENDPOINT_FAILURES, RetryPolicy
@@ -297,6 +298,7 @@ class LLMGateway:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("→ %s.%s via %s [%s]", role, task, call.route.candidates[0].label,
                       call.request_id)  # fmt: skip
+        call.trail.span = telemetry.call_span(role, task, call.request_id)
         return call
 
     def _cache_key(self, call: _Call) -> str | None:
@@ -469,7 +471,8 @@ class LLMGateway:
         cached = meta.get("cache")
         saved = meta.get("cached_usage") or {}  # a cache hit: what the first call used
         saved_in, saved_out = saved.get("prompt_tokens", 0), saved.get("completion_tokens", 0)
-        self.call_log.record({
+        kind = self.routing.kind_of(provider) if provider else None
+        self.call_log.record(telemetry.call_done({
             "id": uuid.uuid4().hex,
             "request_id": request_id,
             "user_id": user_id,
@@ -490,7 +493,7 @@ class LLMGateway:
             "saved_tokens": saved_in + saved_out,
             "saved_usd": self._cost(provider, model, saved) if saved else 0.0,
             "created_at": datetime.now(UTC),
-        })  # fmt: skip
+        }, call.trail.span if call is not None else None, kind))  # fmt: skip
 
     def _cost(self, provider: str | None, model: str | None, usage: Mapping[str, int]) -> float:
         """A call's price in USD, from its tokens and the routing file's prices (by the
@@ -594,6 +597,7 @@ class LLMGateway:
             call.prompt.text, call.role, call.task, call.mode, options
         )
         self._check(call, response, attempt.candidate, attempt.endpoint.name)
+        telemetry.attempt_usage(response.model, response.usage)
         return response
 
     async def _open(self, attempt: Try[Candidate], call: _Call) -> _Opened:
