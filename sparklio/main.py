@@ -29,6 +29,7 @@ from sparklio.db.engine import (
 )
 from sparklio.db.monitor import DatabaseMonitor
 from sparklio.services.auth import AuthService
+from sparklio.services.auth_shared import build_shared_auth
 from sparklio.services.calllog import CallLog
 from sparklio.services.campaigns.engine import CampaignEngine
 from sparklio.services.campaigns.store import CampaignStore
@@ -84,7 +85,8 @@ def create_app(
         await campaigns.start()
 
     media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db), launch)
-    auth = AuthService(settings, db)
+    # with REDIS_URL, revocations and failed-login counts are shared by every process
+    auth = AuthService(settings, db, shared=build_shared_auth(settings))
     auth.load_secret()  # a bad JWT_SECRET fails here, at start
     migrated = not migrate_db or migrate_at_start(url, in_child=migrate_in_child)
     monitor = _database_monitor(settings, url, migrated, migrate_in_child, call_log, media)
@@ -142,6 +144,7 @@ async def close_app(app: FastAPI) -> None:
         # writes what is buffered, or spills it to its file; before the engine goes
         stack.push_async_callback(services.call_log.aclose)
         stack.push_async_callback(services.gateway.aclose)
+        stack.push_async_callback(services.auth.aclose)
         if services.gateway.cache is not None:
             stack.push_async_callback(services.gateway.cache.aclose)
         stack.push_async_callback(services.media.aclose)  # its jobs' last saves use the engine

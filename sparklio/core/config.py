@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     cache_prefix: str = Field(
         default="sparklio:cache:", description="Prefix of the cache's keys in Redis."
     )
+    redis_auth_prefix: str = Field(
+        default="sparklio:auth:",
+        description="Prefix of the keys and channel through which gateway processes share "
+        "revocations and failed-login counts in Redis (with REDIS_URL).",
+    )
 
     call_log_buffer: int = Field(default=10_000, ge=1)
     db_probe_interval: float = Field(
