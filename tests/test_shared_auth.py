@@ -1,0 +1,226 @@
+"""Two gateway processes on one PostgreSQL and one Redis share revocations and login limits.
+
+Real parts only: two `sparklio serve` processes, the local Redis (127.0.0.1:6379, each test
+under its own key prefix) and a private PostgreSQL cluster. A Redis that never answers is a
+real socket that accepts and stays silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sparklio.db.engine import make_engine, migrate, sessions
+from sparklio.services.auth import LOGIN_FAILURES, AuthService, TestCredentials
+from sparklio.services.auth_shared import SharedAuth
+from tests.conftest import make_settings
+from tests.gateway_process import Server
+from tests.pg import PostgresCluster, postgres
+
+__all__ = ["postgres"]  # a fixture, used by name
+
+REDIS = "redis://127.0.0.1:6379/0"
+SECRET = "s" * 48
+
+
+def _redis_or_skip() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"needs Redis at {REDIS} ({exc})")
+    return client
+
+
+def _forget(client: redis.Redis, prefix: str) -> None:
+    """Delete this test's keys, and only them."""
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+async def _test_users(url: str) -> list[TestCredentials]:
+    engine = make_engine(url)
+    try:
+        return await AuthService(
+            make_settings(jwt_secret=SECRET), sessions(engine)
+        ).ensure_test_users()
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def servers(
+    postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Server, TestCredentials]]:
+    """Processes A and B on one database and one Redis, and the admin (with a key)."""
+    client = _redis_or_skip()
+    prefix = f"test:{uuid.uuid4().hex}:auth:"
+    url = postgres.create_database()
+    migrate(url)
+    admin = next(c for c in asyncio.run(_test_users(url)) if c.role == "admin")
+    env = {
+        "DATABASE_URL": url, "REDIS_URL": REDIS, "REDIS_AUTH_PREFIX": prefix,
+        "JWT_SECRET": SECRET,
+        # each test logs in "from" its own address (the test itself is 127.0.0.1)
+        "FORWARDED_ALLOW_IPS": "127.0.0.1",
+    }  # fmt: skip
+    base = tmp_path_factory.mktemp("shared-auth")
+    a = Server(base / "a", **env)
+    try:
+        b = Server(base / "b", **env)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b, admin
+    finally:
+        a.stop()
+        b.stop()
+        _forget(client, prefix)
+        client.close()
+
+
+def _url(server: Server, path: str) -> str:
+    return f"http://127.0.0.1:{server.port}{path}"
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_key_revoked_through_one_process_is_refused_by_the_other_at_once(
+    servers: tuple[Server, Server, TestCredentials],
+) -> None:
+    a, b, admin = servers
+    with httpx.Client(timeout=10) as http:
+        made = http.post(
+            _url(a, "/api/v1/auth/api-keys"), json={"name": "ci"}, headers=_bearer(admin.api_key)
+        )
+        assert made.status_code == 201, made.text
+        key, key_id = made.json()["key"], made.json()["id"]
+        # both processes now hold the key in their credential cache (10 s without Redis)
+        for server in (a, b, a, b):
+            me = http.get(_url(server, "/api/v1/auth/me"), headers=_bearer(key))
+            assert me.status_code == 200, me.text
+
+        revoke = http.delete(
+            _url(a, f"/api/v1/auth/api-keys/{key_id}"), headers=_bearer(admin.api_key)
+        )
+        assert revoke.status_code == 200, revoke.text
+        returned = time.perf_counter()
+        on_b = http.get(_url(b, "/api/v1/auth/me"), headers=_bearer(key))
+        latency = time.perf_counter() - returned
+        on_a = http.get(_url(a, "/api/v1/auth/me"), headers=_bearer(key))
+        # the admin's own key is untouched on both
+        still = [
+            http.get(_url(s, "/api/v1/auth/me"), headers=_bearer(admin.api_key)).status_code
+            for s in (a, b)
+        ]
+    assert on_b.status_code == 403, on_b.text
+    assert "was revoked" in on_b.json()["error"]["message"]
+    assert on_a.status_code == 403, on_a.text
+    assert still == [200, 200]
+    print(f"bench: revoked on A, refused on B {latency * 1000:.1f} ms after the revoke returned")
+
+
+def test_failed_logins_through_both_processes_share_one_limit(
+    servers: tuple[Server, Server, TestCredentials],
+) -> None:
+    a, b, admin = servers
+    address = {"X-Forwarded-For": "198.51.100.7"}
+    wrong = {"email": admin.email, "password": "not-the-password"}
+    codes = []
+    with httpx.Client(timeout=10) as http:
+        for n in range(LOGIN_FAILURES + 1):
+            server = (a, b)[n % 2]  # alternately, as a load balancer would
+            codes.append(http.post(_url(server, "/api/v1/auth/login"), json=wrong, headers=address))
+        # the right password is refused too now, on either process, from this address
+        right = {"email": admin.email, "password": admin.password}
+        locked = [
+            http.post(_url(s, "/api/v1/auth/login"), json=right, headers=address) for s in (a, b)
+        ]
+        # while another address logs in as usual
+        elsewhere = http.post(
+            _url(b, "/api/v1/auth/login"), json=right, headers={"X-Forwarded-For": "198.51.100.8"}
+        )
+    assert [r.status_code for r in codes] == [401] * LOGIN_FAILURES + [429]
+    assert int(codes[-1].headers["Retry-After"]) > 0
+    assert [r.status_code for r in locked] == [429, 429]
+    assert elsewhere.status_code == 200, elsewhere.text
+
+
+# -- a Redis that does not answer ------------------------------------------------------------
+
+
+@pytest.fixture
+async def engine(postgres: PostgresCluster) -> AsyncIterator[AsyncEngine]:
+    url = postgres.create_database()
+    migrate(url)
+    engine = make_engine(url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def silent_redis() -> AsyncIterator[str]:
+    """A Redis URL whose server accepts connections and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"redis://127.0.0.1:{port}/0"
+    for writer in held:
+        writer.close()
+    server.close()
+
+
+async def test_a_silent_redis_degrades_auth_without_hanging_or_failing(
+    engine: AsyncEngine, silent_redis: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(jwt_secret=SECRET, redis_url=silent_redis)
+    shared = SharedAuth(silent_redis, prefix="never:", timeout=0.1)
+    auth = AuthService(settings, sessions(engine), shared=shared)
+    try:
+        [admin, _] = await auth.ensure_test_users()
+        caplog.set_level(logging.WARNING, logger="sparklio.auth")
+        started = time.monotonic()
+        principal = await auth.authenticate(f"Bearer {admin.api_key}")
+        again = await auth.authenticate(f"Bearer {admin.api_key}")
+        elapsed = time.monotonic() - started
+        # failed logins are still limited, in this process
+        outcomes: list[Any] = []
+        for _ in range(LOGIN_FAILURES + 1):
+            try:
+                await auth.login(admin.email, "not-the-password", "192.0.2.1")
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+        # revoking still works here, and at once
+        [key] = await auth.list_api_keys(admin_id := principal.user_id)
+        await auth.revoke_api_key(admin_id, key.id)
+        try:
+            await auth.authenticate(f"Bearer {admin.api_key}")
+            revoked = "accepted"
+        except Exception as exc:
+            revoked = type(exc).__name__
+    finally:
+        await auth.aclose()
+    assert principal == again and principal.email == admin.email
+    assert elapsed < 5  # one REDIS_TIMEOUT, then Redis is left alone; never a hang
+    assert outcomes == ["UnauthorizedError"] * LOGIN_FAILURES + ["TooManyRequestsError"]
+    assert revoked == "ForbiddenError"
+    warnings = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # logged once, not per request
+    assert "trusted for 1 s only" in warnings[0]
