@@ -40,6 +40,7 @@ from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.providers.registry import ProviderRegistry
 from sparklio.services.media.gateway import MediaGateway
 from sparklio.services.media.jobs import JobStore
+from sparklio.services.media.progress import build_shared_progress
 from sparklio.services.media.providers.registry import MediaRegistry
 
 log = logging.getLogger("sparklio")
@@ -84,7 +85,9 @@ def create_app(
         """DBOS for this app's durable work: image jobs run on the campaigns' engine."""
         await campaigns.start()
 
-    media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db), launch)
+    # with REDIS_URL, a job's live progress is visible from every process
+    jobs = JobStore(db, progress=build_shared_progress(settings))
+    media = MediaGateway.build(settings, routing, path, media_registry, jobs, launch)
     # with REDIS_URL, revocations and failed-login counts are shared by every process
     auth = AuthService(settings, db, shared=build_shared_auth(settings))
     auth.load_secret()  # a bad JWT_SECRET fails here, at start
