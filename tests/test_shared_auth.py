@@ -27,6 +27,8 @@ from tests.gateway_process import Server
 from tests.pg import PostgresCluster, postgres
 
 __all__ = ["postgres"]  # a fixture, used by name
+# each starts `sparklio serve` processes: 25 s each on a busy 2-core machine
+pytestmark = pytest.mark.timeout(180)
 
 REDIS = "redis://127.0.0.1:6379/0"
 SECRET = "s" * 48
