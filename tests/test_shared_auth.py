@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sparklio.db.engine import make_engine, migrate, sessions
-from sparklio.services.auth import LOGIN_FAILURES, AuthService, TestCredentials
+from sparklio.services.auth import ADDRESS_FAILURES, LOGIN_FAILURES, AuthService, TestCredentials
 from sparklio.services.auth_shared import SharedAuth
 from tests.conftest import make_settings
 from tests.gateway_process import Server
@@ -226,3 +227,54 @@ async def test_a_silent_redis_degrades_auth_without_hanging_or_failing(
     warnings = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
     assert len(warnings) == 1, warnings  # logged once, not per request
     assert "trusted for 1 s only" in warnings[0]
+
+
+# -- two services in this process, one Redis: concurrent attempts ---------------------------
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    client = _redis_or_skip()
+    name = f"test:{uuid.uuid4().hex}:auth:"
+    yield name
+    _forget(client, name)
+    client.close()
+
+
+async def test_concurrent_wrong_logins_on_two_processes_pass_the_limit_only_once(
+    engine: AsyncEngine, prefix: str
+) -> None:
+    settings = make_settings(jwt_secret=SECRET, redis_url=REDIS)
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    services = [
+        AuthService(
+            settings, sessions(engine), hasher=hasher, shared=SharedAuth(REDIS, prefix=prefix)
+        )
+        for _ in range(2)
+    ]
+    try:
+        [admin, member] = await services[0].ensure_test_users()
+
+        async def attempt(n: int, email: str, address: str) -> str:
+            try:
+                await services[n % 2].login(email, "not-the-password", address)
+            except Exception as exc:
+                return type(exc).__name__
+            return "logged in"
+
+        # one account from one address: 5 allowed in all, not 5 per process
+        pair = await asyncio.gather(*(attempt(n, admin.email, "192.0.2.9") for n in range(12)))
+        # one address, many accounts (one each): 20 allowed in all
+        emails = [f"nobody{n}@example.com" for n in range(30)]
+        address = await asyncio.gather(*(attempt(n, e, "192.0.2.10") for n, e in enumerate(emails)))
+        # another address is not affected
+        elsewhere = await services[1].login(member.email, member.password, "192.0.2.11")
+    finally:
+        for service in services:
+            await service.aclose()
+    assert sorted(pair) == sorted(
+        ["UnauthorizedError"] * LOGIN_FAILURES + ["TooManyRequestsError"] * 7
+    )
+    assert address.count("UnauthorizedError") == ADDRESS_FAILURES
+    assert address.count("TooManyRequestsError") == 30 - ADDRESS_FAILURES
+    assert elsewhere.access_token

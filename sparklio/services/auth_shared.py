@@ -14,10 +14,12 @@ an address got twice the login attempts.
   one Lua script on Redis's clock, so concurrent attempts on several processes (and hosts)
   cannot pass the limit together.
 
-A Redis that does not answer never fails or stalls a request: every command is bounded by
-REDIS_TIMEOUT; after a failure Redis is left alone for `pause` seconds, during which cached
-credentials are trusted for `degraded_ttl` seconds only and failed logins are counted per
-process. Both changes are logged once.
+A Redis that does not answer never fails or stalls a request: the version check on every
+request is bounded by REDIS_TIMEOUT, the rare commands (a login's check, a revocation) by
+RARE_TIMEOUT (a login spends longer on its password hash anyway, and a busy process must not
+count logins alone because Redis took 0.1 s to answer). After a failure Redis is left alone
+for `pause` seconds, during which cached credentials are trusted for `degraded_ttl` seconds
+only and failed logins are counted per process. Both changes are logged once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ Kind = Literal["key", "user"]
 #: seconds a cached credential is trusted while Redis (so other processes' revocations)
 #: cannot be heard
 DEGRADED_TTL = 1.0
+#: seconds a login's check or a revocation may wait for Redis (at least REDIS_TIMEOUT)
+RARE_TIMEOUT = 1.0
 #: seconds between two tries to (re)subscribe to the revocation channel
 RESUBSCRIBE = 1.0
 
@@ -94,7 +98,9 @@ class SharedAuth:
 
         try:
             self._redis = Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                # the bound of each command is its asyncio.timeout; this one is a backstop
+                url, socket_timeout=max(timeout, RARE_TIMEOUT),
+                socket_connect_timeout=max(timeout, RARE_TIMEOUT),
                 retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
             )  # fmt: skip
         except ValueError as exc:
@@ -109,6 +115,7 @@ class SharedAuth:
         self._revoke = self._redis.register_script(_REVOKE)
         self._admit = self._redis.register_script(_ADMIT)
         self._down_until = 0.0
+        self._rare_down_until = 0.0
         self._last_error: str | None = None
         self._listener: asyncio.Task[None] | None = None
         self._on_revoked: Callable[[Kind, str], None] | None = None
@@ -137,7 +144,8 @@ class SharedAuth:
         """Tell every process that `kind` `ident` was revoked (or its user deactivated).
         When Redis does not answer, other processes stop trusting it within CACHE_TTL."""
         done = await self._run(
-            lambda: self._revoke(keys=[self._version_key, self._channel], args=[f"{kind}:{ident}"])
+            lambda: self._revoke(keys=[self._version_key, self._channel], args=[f"{kind}:{ident}"]),
+            rare=True,
         )
         if done is _FAILED:
             log.warning(
@@ -206,13 +214,17 @@ class SharedAuth:
         except Exception as exc:  # closing must not fail the shutdown
             log.debug("closing the auth state's Redis client: %s", exc)
 
-    async def _run(self, command: Callable[[], Awaitable[_T]]) -> _T | Literal[_Failed.FAILED]:
+    async def _run(
+        self, command: Callable[[], Awaitable[_T]], *, rare: bool = False
+    ) -> _T | Literal[_Failed.FAILED]:
         """`command`'s answer, or _FAILED when Redis does not answer in time (or was
-        failing less than `pause` seconds ago)."""
-        if self._last_error is not None and time.monotonic() < self._down_until:
+        failing less than `pause` seconds ago). A `rare` command waits RARE_TIMEOUT, and only
+        a failure of one of those makes the next ones skip Redis."""
+        down_until = self._rare_down_until if rare else self._down_until
+        if self._last_error is not None and time.monotonic() < down_until:
             return _FAILED
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(max(self.timeout, RARE_TIMEOUT) if rare else self.timeout):
                 answer = await command()
         except Exception as exc:  # whatever failed, the caller goes on degraded
             error = _describe(exc)
@@ -224,6 +236,8 @@ class SharedAuth:
                 )  # fmt: skip
             self._last_error = error
             self._down_until = time.monotonic() + self.pause
+            if rare:
+                self._rare_down_until = self._down_until
             return _FAILED
         if self._last_error is not None:
             log.warning("auth state: Redis at %s answers again", self.url)
@@ -250,7 +264,8 @@ class SharedLoginLimits(LoginLimits):
             lambda: shared._admit(
                 keys=list(keys),
                 args=[self.pair_limit, self.address_limit, int(self.window * 1000), member],
-            )
+            ),
+            rare=True,
         )
         if waited is _FAILED:
             return await self._local.admit(email, address)
@@ -261,13 +276,13 @@ class SharedLoginLimits(LoginLimits):
         if ticket[0] != "redis":
             return await self._local.undo(email, address, ticket)
         pair, by_address = self._keys(email, address)
-        await self._shared._run(lambda: self._remove(ticket[1], pair, by_address))
+        await self._shared._run(lambda: self._remove(ticket[1], pair, by_address), rare=True)
 
     async def succeeded(self, email: str, address: str, ticket: Ticket) -> None:
         if ticket[0] != "redis":
             return await self._local.succeeded(email, address, ticket)
         pair, by_address = self._keys(email, address)
-        await self._shared._run(lambda: self._forget_pair(ticket[1], pair, by_address))
+        await self._shared._run(lambda: self._forget_pair(ticket[1], pair, by_address), rare=True)
 
     async def _remove(self, member: object, *keys: str) -> None:
         async with self._shared._redis.pipeline(transaction=True) as pipe:
