@@ -2,12 +2,13 @@
 
 Real parts only: two `sparklio serve` processes, the local Redis (127.0.0.1:6379, each test
 under its own key prefix) and a private PostgreSQL cluster. A Redis that never answers is a
-real socket that accepts and stays silent.
+real socket that accepts and stays silent; a lost pub/sub message is a proxy that swallows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -24,7 +25,7 @@ from sparklio.db.engine import make_engine, migrate, sessions
 from sparklio.services.auth import ADDRESS_FAILURES, LOGIN_FAILURES, AuthService, TestCredentials
 from sparklio.services.auth_shared import SharedAuth
 from tests.conftest import make_settings
-from tests.gateway_process import Server
+from tests.gateway_process import MARGIN, Server
 from tests.pg import PostgresCluster, postgres
 
 __all__ = ["postgres"]  # a fixture, used by name
@@ -278,3 +279,75 @@ async def test_concurrent_wrong_logins_on_two_processes_pass_the_limit_only_once
     assert address.count("UnauthorizedError") == ADDRESS_FAILURES
     assert address.count("TooManyRequestsError") == 30 - ADDRESS_FAILURES
     assert elsewhere.access_token
+
+
+class LossyRedis:
+    """A TCP proxy to the real Redis that, once `lose()` is called, swallows everything Redis
+    sends on subscribed connections: a pub/sub message lost on its way, as on a flaky network."""
+
+    def __init__(self) -> None:
+        self.losing = False
+        self.subscribed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+
+    async def __aexit__(self, *_: object) -> None:
+        for writer in self._writers:
+            writer.close()
+        assert self._server is not None
+        self._server.close()
+
+    def lose(self) -> None:
+        self.losing = True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self._writers += [writer, up_writer]
+        state = {"subscriber": False}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    if up and b"SUBSCRIBE" in data.upper():
+                        state["subscriber"] = True
+                    if not up and state["subscriber"]:
+                        self.subscribed.set()
+                        if self.losing:
+                            continue
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+
+async def test_a_lost_revocation_message_does_not_keep_the_key_alive(
+    engine: AsyncEngine, prefix: str
+) -> None:
+    settings = make_settings(jwt_secret=SECRET, redis_url=REDIS)
+    proxy = LossyRedis()
+    async with proxy as lossy_url:
+        a = AuthService(settings, sessions(engine), shared=SharedAuth(REDIS, prefix=prefix))
+        b = AuthService(settings, sessions(engine), shared=SharedAuth(lossy_url, prefix=prefix))
+        try:
+            [admin, _] = await a.ensure_test_users()
+            header = f"Bearer {admin.api_key}"
+            principal = await b.authenticate(header)  # cached in B for 10 s; B subscribes
+            async with asyncio.timeout(MARGIN):  # a backstop: B subscribes at once
+                await proxy.subscribed.wait()
+            proxy.lose()  # from now on B hears no revocation
+            assert principal.key_id is not None
+            await a.revoke_api_key(principal.user_id, principal.key_id)
+            try:
+                await b.authenticate(header)
+                outcome = "accepted"
+            except Exception as exc:
+                outcome = type(exc).__name__
+        finally:
+            await a.aclose()
+            await b.aclose()
+    assert outcome == "ForbiddenError"
