@@ -351,3 +351,29 @@ async def test_a_lost_revocation_message_does_not_keep_the_key_alive(
             await a.aclose()
             await b.aclose()
     assert outcome == "ForbiddenError"
+
+
+async def test_a_user_deactivated_through_one_process_is_refused_by_the_other(
+    engine: AsyncEngine, prefix: str
+) -> None:
+    settings = make_settings(jwt_secret=SECRET, redis_url=REDIS)
+    a = AuthService(settings, sessions(engine), shared=SharedAuth(REDIS, prefix=prefix))
+    b = AuthService(settings, sessions(engine), shared=SharedAuth(REDIS, prefix=prefix))
+    try:
+        [_, member] = await a.ensure_test_users()
+        token = (await a.login(member.email, member.password, "192.0.2.20")).access_token
+        credentials = [f"Bearer {member.api_key}", f"Bearer {token}"]
+        before = [await b.authenticate(c) for c in credentials]  # both cached in B
+        await a.set_active(before[0].user_id, False)
+        after = []
+        for credential in credentials:
+            try:
+                await b.authenticate(credential)
+                after.append("accepted")
+            except Exception as exc:
+                after.append(type(exc).__name__)
+    finally:
+        await a.aclose()
+        await b.aclose()
+    assert [p.email for p in before] == [member.email, member.email]
+    assert after == ["ForbiddenError", "ForbiddenError"]
