@@ -30,6 +30,7 @@ from sparklio.db.engine import (
 from sparklio.db.monitor import DatabaseMonitor
 from sparklio.services import telemetry
 from sparklio.services.auth import AuthService
+from sparklio.services.auth_shared import build_shared_auth
 from sparklio.services.calllog import CallLog
 from sparklio.services.campaigns.engine import CampaignEngine
 from sparklio.services.campaigns.store import CampaignStore
@@ -40,6 +41,7 @@ from sparklio.services.llm.gateway import LLMGateway
 from sparklio.services.llm.providers.registry import ProviderRegistry
 from sparklio.services.media.gateway import MediaGateway
 from sparklio.services.media.jobs import JobStore
+from sparklio.services.media.progress import build_shared_progress
 from sparklio.services.media.providers.registry import MediaRegistry
 
 log = logging.getLogger("sparklio")
@@ -84,8 +86,11 @@ def create_app(
         """DBOS for this app's durable work: image jobs run on the campaigns' engine."""
         await campaigns.start()
 
-    media = MediaGateway.build(settings, routing, path, media_registry, JobStore(db), launch)
-    auth = AuthService(settings, db)
+    # with REDIS_URL, a job's live progress is visible from every process
+    jobs = JobStore(db, progress=build_shared_progress(settings))
+    media = MediaGateway.build(settings, routing, path, media_registry, jobs, launch)
+    # with REDIS_URL, revocations and failed-login counts are shared by every process
+    auth = AuthService(settings, db, shared=build_shared_auth(settings))
     auth.load_secret()  # a bad JWT_SECRET fails here, at start
     migrated = not migrate_db or migrate_at_start(url, in_child=migrate_in_child)
     monitor = _database_monitor(settings, url, migrated, migrate_in_child, call_log, media)
@@ -146,6 +151,7 @@ async def close_app(app: FastAPI) -> None:
         # writes what is buffered, or spills it to its file; before the engine goes
         stack.push_async_callback(services.call_log.aclose)
         stack.push_async_callback(services.gateway.aclose)
+        stack.push_async_callback(services.auth.aclose)
         if services.gateway.cache is not None:
             stack.push_async_callback(services.gateway.cache.aclose)
         stack.push_async_callback(services.media.aclose)  # its jobs' last saves use the engine

@@ -141,6 +141,16 @@ class Settings(BaseSettings):
     cache_prefix: str = Field(
         default="sparklio:cache:", description="Prefix of the cache's keys in Redis."
     )
+    redis_auth_prefix: str = Field(
+        default="sparklio:auth:",
+        description="Prefix of the keys and channel through which gateway processes share "
+        "revocations and failed-login counts in Redis (with REDIS_URL).",
+    )
+    redis_media_prefix: str = Field(
+        default="sparklio:media:",
+        description="Prefix of the keys through which gateway processes share image jobs' live "
+        "progress in Redis (with REDIS_URL).",
+    )
 
     call_log_buffer: int = Field(default=10_000, ge=1)
     metrics_public: bool = Field(

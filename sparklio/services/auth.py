@@ -10,12 +10,15 @@ secret.
   generated once in SPARKLIO_HOME/jwt_secret (mode 0600).
 - `authenticate` runs on every model call, so a resolved principal is cached for a few seconds
   per credential (keyed by its sha256). Revoking a key or deactivating a user drops the entries
-  at once in this process; other processes see the change within `CACHE_TTL` seconds.
+  at once in this process. Without Redis, other processes see the change within `CACHE_TTL`
+  seconds; with REDIS_URL, at their next request (`auth_shared`: a version key read before a
+  cached entry is trusted, and a channel that drops the entries on every process).
 - While the database is down, a credential approved before the outage keeps working (until it
   expires), the `last_used_at` bookkeeping is skipped, and everything that needs the database
   (log in, keys, users) raises DatabaseUnavailableError (503 with Retry-After).
 - Failed logins are counted per (account, client address) and per address, never per account
-  alone: a stranger guessing someone's password locks out only themselves.
+  alone: a stranger guessing someone's password locks out only themselves. With REDIS_URL the
+  counts are shared by every process.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ from sparklio.services.auth_input import (
     check_role,
     check_text,
 )
-from sparklio.services.auth_state import FailureWindow, PrincipalCache
+from sparklio.services.auth_shared import SharedAuth
+from sparklio.services.auth_state import LocalLoginLimits, LoginLimits, PrincipalCache
 
 log = logging.getLogger("sparklio.auth")
 
@@ -172,11 +176,13 @@ class AuthService:
         hasher: PasswordHasher | None = None,
         cache_ttl: float = CACHE_TTL,
         touch_every: float = TOUCH_EVERY,
+        shared: SharedAuth | None = None,
     ) -> None:
         """`sessions` must not expire objects on commit (`sparklio.db.engine.sessions` does
         not): the records this returns are read after their session closed. `hasher` is for
         tests that want cheaper argon2 parameters; `cache_ttl` and `touch_every` for tests
-        that cannot wait for the clock (the next `last_used_at` write is a minute away)."""
+        that cannot wait for the clock (the next `last_used_at` write is a minute away).
+        `shared` (REDIS_URL) shares revocations and login limits with other processes."""
         self.settings = settings
         self._sessions = sessions
         self._hasher = hasher or PasswordHasher()
@@ -187,8 +193,10 @@ class AuthService:
         # outages are logged once, not once per call or per key and minute
         self._touch_failing = False
         self._serving_stale = False
-        self._pairs = FailureWindow(LOGIN_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
-        self._addresses = FailureWindow(ADDRESS_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
+        self._shared = shared
+        self._seen_version: int | None = None  # the shared revocation counter last read
+        local = LocalLoginLimits(LOGIN_FAILURES, ADDRESS_FAILURES, LOGIN_WINDOW, CACHE_SIZE)
+        self._limits: LoginLimits = local if shared is None else shared.login_limits(local)
         self._secret_value: str | None = None
         self._dummy_hash: str | None = None
 
@@ -198,8 +206,9 @@ class AuthService:
         """The principal behind an `Authorization: Bearer <API key or token>` header."""
         credential = _bearer(authorization)
         digest = _sha256(credential)
+        max_age = await self._check_revocations()
         moment = time.monotonic()
-        principal = self._cache.get(digest, moment)
+        principal = self._cache.get(digest, moment, max_age=max_age)
         if principal is None:
             generation = self._cache.generation
             until, hard = moment + self._cache_ttl, float("inf")
@@ -242,6 +251,36 @@ class AuthService:
         if principal.key_id is not None:
             await self._touch(principal.key_id, moment)
         return principal
+
+    async def _check_revocations(self) -> float | None:
+        """With shared state: drop the cache when another process revoked something since
+        the last look. The longest a cached entry may be trusted: None for its TTL, shorter
+        while Redis does not answer (another process's revocation could not be heard)."""
+        shared = self._shared
+        if shared is None:
+            return None
+        if not shared.listening:
+            shared.listen(self._revoked_elsewhere)
+        version = await shared.version()
+        if version is None:
+            return shared.degraded_ttl
+        if self._seen_version is None or version > self._seen_version:
+            if self._seen_version is not None:
+                self._cache.clear()
+            self._seen_version = version
+        return None
+
+    def _revoked_elsewhere(self, kind: str, ident: str) -> None:
+        """A revocation announced by any process (this one included)."""
+        if kind == "key":
+            self._cache.drop(lambda p: p.key_id == ident)
+        else:
+            self._cache.drop(lambda p: p.user_id == ident)
+
+    async def aclose(self) -> None:
+        """Stop listening for revocations and close the shared state's connections."""
+        if self._shared is not None:
+            await self._shared.aclose()
 
     async def _resolve_key(self, digest: str, prefix: str) -> Principal:
         async with self._sessions() as session:
@@ -362,27 +401,21 @@ class AuthService:
         email = check_text("email", email.strip().lower(), MAX_EMAIL)
         check_text("password", password, MAX_PASSWORD, controls=True)
         address = address_key(client)
-        pair = (email, address)
-        moment = time.monotonic()
-        wait = max(self._pairs.wait(pair, moment), self._addresses.wait(address, moment))
+        # counted as failed up front, so concurrent attempts cannot slip past the limit
+        wait, ticket = await self._limits.admit(email, address)
         if wait > 0:
             raise TooManyRequestsError(
                 f"Too many failed logins from this address; try again in {max(1, round(wait))} s",
                 retry_after=wait,
             )
-        # counted as failures up front, so concurrent attempts cannot slip past the limit
-        self._pairs.add(pair, moment)
-        self._addresses.add(address, moment)
         try:
             user = await self._user_if_password_right(email, password)
         except BaseException:  # not an answer about the password (e.g. the database is down)
-            self._pairs.discard(pair, moment)
-            self._addresses.discard(address, moment)
+            await asyncio.shield(self._limits.undo(email, address, ticket))
             raise
         if user is None:
             raise UnauthorizedError("email or password is wrong")
-        self._pairs.clear(pair)
-        self._addresses.discard(address, moment)  # a success does not wipe the address's record
+        await self._limits.succeeded(email, address, ticket)
         if not user.active:
             raise ForbiddenError(f"User {user.email} is inactive; ask an admin to reactivate it")
         return self.issue_token(user.id, user.role)
@@ -497,6 +530,8 @@ class AuthService:
                 raise NotFoundError(f"No user {user_id}")
             user.active = active
         self._cache.drop(lambda p: p.user_id == user_id)
+        if self._shared is not None and not active:
+            await self._shared.revoked("user", user_id)
         return user
 
     @_needs_database
@@ -535,6 +570,8 @@ class AuthService:
             if key.revoked_at is None:
                 key.revoked_at = now()
         self._cache.drop(lambda p: p.key_id == key_id)
+        if self._shared is not None:
+            await self._shared.revoked("key", key_id)
         return key
 
     @_needs_database

@@ -261,8 +261,13 @@ class MediaGateway:
             job.request.role,
             job.request.task,
             options,
-            lambda f, m: _progress(job, f, m),
+            lambda f, m: self._progress(job, f, m),
         )
+
+    def _progress(self, job: MediaJob, fraction: float, message: str) -> None:
+        job.progress = round(min(max(fraction, job.progress), 1.0), 3)
+        job.message = message
+        self.jobs.progressed(job)  # and to other processes, with REDIS_URL
 
     async def _finish(
         self, job: MediaJob, status: str, error: dict[str, Any] | None = None
@@ -336,11 +341,6 @@ class MediaGateway:
         await self.stop_jobs()
         await self.jobs.aclose()  # writes job states the database missed, if it can
         await self.endpoints.aclose()
-
-
-def _progress(job: MediaJob, fraction: float, message: str) -> None:
-    job.progress = round(min(max(fraction, job.progress), 1.0), 3)
-    job.message = message
 
 
 def _candidates(router: Router[MediaCandidate]) -> list[tuple[str, MediaCandidate]]:

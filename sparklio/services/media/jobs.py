@@ -17,7 +17,7 @@ import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +27,9 @@ from sparklio.db.models import MediaJobRow
 from sparklio.exceptions import InvalidRequestError, NotFoundError
 from sparklio.wire.media import FINISHED, JobStatus, MediaRequest
 from sparklio.wire.media import MediaJob as WireMediaJob
+
+if TYPE_CHECKING:
+    from sparklio.services.media.progress import SharedProgress
 
 log = logging.getLogger("sparklio.media")
 
@@ -57,7 +60,8 @@ class JobStore:
     """Jobs in the database (table media_jobs), with this process's live jobs in memory.
 
     A job's row is written whenever its status changes; progress stays in memory (it changes
-    many times a second and means nothing after a restart).
+    many times a second and means nothing after a restart), and with `progress` (REDIS_URL)
+    in Redis too, where other processes read it for a job that runs here.
     """
 
     def __init__(
@@ -65,8 +69,10 @@ class JobStore:
         sessions: async_sessionmaker[AsyncSession],
         *,
         backoff: tuple[float, float] = (1.0, 30.0),
+        progress: SharedProgress | None = None,
     ) -> None:
         self.sessions = sessions
+        self._progress = progress
         self._jobs: dict[str, MediaJob] = {}
         self._done: dict[str, asyncio.Event] = {}
         self._stored: set[str] = set()  # live jobs whose row exists
@@ -131,7 +137,17 @@ class JobStore:
             raise
         if row is None or (owner is not None and row.user_id != owner):
             raise missing
-        return MediaJob.from_row(row)
+        job = MediaJob.from_row(row)
+        if self._progress is not None and not job.finished:  # running on another process?
+            live = await self._progress.read(job_id)
+            if live is not None and live[0] >= job.progress:
+                job.progress, job.message = live
+        return job
+
+    def progressed(self, job: MediaJob) -> None:
+        """A live job's progress changed: tell the other processes (with REDIS_URL)."""
+        if self._progress is not None:
+            self._progress.note(job.job_id, job.progress, job.message)
 
     async def save(self, job: MediaJob, user_id: str | None = None) -> None:
         """Write a status change; wake waiters when the job finished.
@@ -250,6 +266,8 @@ class JobStore:
         if self._unsaved and not written:
             log.warning("%d media jobs could not be written: the database is down",
                         len(self._unsaved))  # fmt: skip
+        if self._progress is not None:
+            await self._progress.aclose()
 
     async def wait(self, job_id: str, seconds: float) -> MediaJob:
         """The job once it finished, or as it stands after `seconds`."""
