@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from sparklio.main import close_app, create_app
@@ -238,6 +239,7 @@ def kill_9(server: Server) -> None:
     server.log.close()
 
 
+@pytest.mark.timeout(240)  # two server starts on a busy 2-core machine
 async def test_a_server_killed_mid_campaign_finishes_it_after_a_restart_without_repeating_a_step(
     tmp_path: Path,
 ) -> None:

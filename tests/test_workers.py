@@ -91,20 +91,24 @@ async def test_two_workers_and_the_server_share_twenty_campaigns_none_twice_none
     assert all(":serve-" in e or ":worker-" in e for e in by)
 
 
-def test_each_live_process_has_its_own_executor_slot_and_a_freed_slot_is_taken_again(
+def test_each_live_process_on_a_database_has_its_own_slot_and_a_freed_slot_is_taken_again(
     tmp_path: Path,
 ) -> None:
-    first = executors_module.claim("worker", tmp_path)
-    second = executors_module.claim("worker", tmp_path)
+    db = "postgresql://db/sparklio"
+    first = executors_module.claim("worker", db, tmp_path)
+    second = executors_module.claim("worker", db, tmp_path)
     assert first.id.endswith(":worker-1") and second.id.endswith(":worker-2")
     first.release()  # the process in slot 1 is gone: the next one resumes its workflows
-    third = executors_module.claim("worker", tmp_path)
-    serve = executors_module.claim("serve", tmp_path)
+    third = executors_module.claim("worker", db, tmp_path)
+    serve = executors_module.claim("serve", db, tmp_path)
+    # a process on another database never holds up this one's slots
+    elsewhere = executors_module.claim("worker", "sqlite:///other/workflows.sqlite", tmp_path)
     try:
         assert third.id == first.id
         assert serve.id.endswith(":serve-1")  # each role has its own slots
+        assert elsewhere.id.endswith(":worker-1")
     finally:
-        for held in (second, third, serve):
+        for held in (second, third, serve, elsewhere):
             held.release()
 
 

@@ -120,7 +120,7 @@ class CampaignEngine:
         # and on PostgreSQL its CREATE INDEX CONCURRENTLY waits for every open transaction,
         # the app's own among them, which wait for the loop (seen: a server stuck for good)
         await asyncio.to_thread(DBOS.migrate, self.system_database_url())
-        executor = executors.claim(self.role)
+        executor = executors.claim(self.role, self.system_database_url())
         # a short poll: DBOS.destroy waits out one (1 s by default) for every app closed
         DBOS(config={"name": "sparklio", "system_database_url": self.system_database_url(),
                      "log_level": "WARNING", "executor_id": executor.id,
