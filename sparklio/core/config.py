@@ -141,6 +141,26 @@ class Settings(BaseSettings):
     cache_prefix: str = Field(
         default="sparklio:cache:", description="Prefix of the cache's keys in Redis."
     )
+    budget_prefix: str = Field(
+        default="sparklio:budget:", description="Prefix of the limits' counters in Redis."
+    )
+    default_rpm: int | None = Field(
+        default=None, ge=1, description="Requests per minute per user without its own; unset: none."
+    )
+    default_tpm: int | None = Field(
+        default=None, ge=1, description="Tokens per minute per user without its own; unset: none."
+    )
+    default_usd_per_day: float | None = Field(
+        default=None, ge=0, description="USD a user may spend per UTC day without its own limit."
+    )
+    default_usd_per_month: float | None = Field(
+        default=None, ge=0, description="USD a user may spend per UTC month without its own."
+    )
+    budget_max_tokens: int = Field(
+        default=1024, ge=1,
+        description="Completion tokens a call without max_tokens is reserved for, priced, "
+        "before it runs (the difference is given back after).",
+    )  # fmt: skip
 
     call_log_buffer: int = Field(default=10_000, ge=1)
     db_probe_interval: float = Field(
