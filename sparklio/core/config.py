@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     budget_prefix: str = Field(
         default="sparklio:budget:", description="Prefix of the limits' counters in Redis."
     )
+    budget_redis_timeout: float = Field(
+        default=1.0, gt=0, le=10,
+        description="Seconds a limits script in Redis may take; then this worker counts on its "
+        "own. Longer than REDIS_TIMEOUT: a busy worker must not give up on the shared counts.",
+    )  # fmt: skip
     default_rpm: int | None = Field(
         default=None, ge=1, description="Requests per minute per user without its own; unset: none."
     )

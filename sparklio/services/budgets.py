@@ -42,6 +42,12 @@ LIMITS_TTL = 5.0
 #: seconds between two log lines about a Redis that does not answer
 REDIS_QUIET = 30.0
 
+#: USD below which a budget counts as spent: sums of float prices miss it by ~1e-17 (the
+#: Lua scripts use the same 1e-9)
+CENT_FRACTION = 1e-9
+#: seconds a call refused for a budget held by calls in flight is told to wait
+BUSY_RETRY = 1.0
+
 LIMIT_NAMES = ("rpm", "tpm", "usd_per_day", "usd_per_month")
 
 
@@ -109,13 +115,16 @@ class Ticket:
 
 
 class Counters(Protocol):
-    """The counters: `reserve` takes every amount or none (the index of the first check that
-    refuses, with seconds to wait); `adjust` adds deltas; `read` says what is used."""
+    """The counters. `reserve` takes every amount or none: a bucket's from its level, a
+    total's as *held*; it returns None, or the index of the first check that refuses with
+    seconds to wait (a bucket) or whether the total is really spent (1.0) or only held by
+    calls in flight (0.0). `settle` adds `used` and drops `held` per check; `read` says
+    what is used (a bucket: taken; a total: used + held)."""
 
     async def reserve(self, checks: Sequence[Check], now: float) -> tuple[int, float] | None: ...
 
-    async def adjust(
-        self, checks: Sequence[Check], deltas: Sequence[float], now: float
+    async def settle(
+        self, checks: Sequence[Check], held: Sequence[float], used: Sequence[float], now: float
     ) -> None: ...
 
     async def read(self, checks: Sequence[Check], now: float) -> list[float]: ...
@@ -128,15 +137,15 @@ class MemoryCounters:
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (level, at)
-        self._totals: dict[str, tuple[float, float]] = {}  # key -> (spent, expires)
+        self._totals: dict[str, tuple[float, float, float]] = {}  # key -> (used, held, expires)
 
     def _level(self, check: Check, now: float) -> float:
         level, at = self._buckets.get(check.key, (check.limit, now))
         return min(check.limit, level + max(0.0, now - at) * check.limit / 60.0)
 
-    def _spent(self, check: Check, now: float) -> float:
-        spent, expires = self._totals.get(check.key, (0.0, math.inf))
-        return spent if expires > now else 0.0
+    def _total(self, check: Check, now: float) -> tuple[float, float]:
+        used, held, expires = self._totals.get(check.key, (0.0, 0.0, math.inf))
+        return (used, held) if expires > now else (0.0, 0.0)
 
     async def reserve(self, checks: Sequence[Check], now: float) -> tuple[int, float] | None:
         for index, check in enumerate(checks):
@@ -145,26 +154,32 @@ class MemoryCounters:
                 level = self._level(check, now)
                 if level < need:
                     return index, (need - level) * 60.0 / check.limit
-            elif self._spent(check, now) >= check.limit:
-                return index, -1.0
-        self._take(checks, [c.amount for c in checks], now)
+            else:
+                used, held = self._total(check, now)
+                if used + held >= check.limit - CENT_FRACTION:
+                    return index, 1.0 if used >= check.limit - CENT_FRACTION else 0.0
+        for check in checks:
+            self._move(check, check.amount, 0.0, now)
         return None
 
-    async def adjust(self, checks: Sequence[Check], deltas: Sequence[float], now: float) -> None:
-        self._take(checks, deltas, now)
+    async def settle(
+        self, checks: Sequence[Check], held: Sequence[float], used: Sequence[float], now: float
+    ) -> None:
+        for check, was_held, was_used in zip(checks, held, used, strict=True):
+            self._move(check, -was_held, was_used, now)
 
-    def _take(self, checks: Sequence[Check], amounts: Sequence[float], now: float) -> None:
-        for check, amount in zip(checks, amounts, strict=True):
-            if check.kind == "bucket":
-                level = min(check.limit, self._level(check, now) - amount)
-                self._buckets[check.key] = (level, now)
-            else:
-                self._totals[check.key] = (self._spent(check, now) + amount, now + check.ttl)
+    def _move(self, check: Check, held: float, used: float, now: float) -> None:
+        if check.kind == "bucket":  # a bucket takes what is held and used alike
+            level = min(check.limit, self._level(check, now) - held - used)
+            self._buckets[check.key] = (level, now)
+        else:
+            was_used, was_held = self._total(check, now)
+            self._totals[check.key] = (was_used + used, was_held + held, now + check.ttl)
 
     async def read(self, checks: Sequence[Check], now: float) -> list[float]:
         return [
             check.limit - self._level(check, now) if check.kind == "bucket"
-            else self._spent(check, now)
+            else sum(self._total(check, now))
             for check in checks
         ]  # fmt: skip
 
@@ -172,71 +187,88 @@ class MemoryCounters:
         return None
 
 
-# ARGV: now, then per key: kind ("b" bucket, "t" total), limit, amount, ttl
-_RESERVE = """
+# Lua: the same steps as MemoryCounters', each script atomic in Redis. A bucket is a hash
+# (level, at); a total a hash (used, held). ARGV: now, then per key: kind ("b"/"t"), limit,
+# ttl, and an amount (reserve) or held and used deltas (settle).
+_LEVEL = """
+local function level_of(key, limit, now)
+  local s = redis.call('HMGET', key, 'level', 'at')
+  local level, at = tonumber(s[1]) or limit, tonumber(s[2]) or now
+  return math.min(limit, level + math.max(0, now - at) * limit / 60)
+end
+"""
+
+_RESERVE = (
+    _LEVEL
+    + """
 local now = tonumber(ARGV[1])
 local levels = {}
 for i = 1, #KEYS do
-  local kind, limit = ARGV[i*4-2], tonumber(ARGV[i*4-1])
-  local amount = tonumber(ARGV[i*4])
+  local kind, limit, amount = ARGV[i*4-2], tonumber(ARGV[i*4-1]), tonumber(ARGV[i*4+1])
   if kind == 'b' then
-    local s = redis.call('HMGET', KEYS[i], 'level', 'at')
-    local level, at = tonumber(s[1]) or limit, tonumber(s[2]) or now
-    level = math.min(limit, level + math.max(0, now - at) * limit / 60)
+    local level = level_of(KEYS[i], limit, now)
     local need = math.min(amount, limit)
     if level < need then return {i, tostring((need - level) * 60 / limit)} end
     levels[i] = level
   else
-    if tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then return {i, '-1'} end
+    local s = redis.call('HMGET', KEYS[i], 'used', 'held')
+    local used, held = tonumber(s[1]) or 0, tonumber(s[2]) or 0
+    if used + held >= limit - 1e-9 then
+      if used >= limit - 1e-9 then return {i, '1'} end
+      return {i, '0'}
+    end
   end
 end
 for i = 1, #KEYS do
-  local kind, amount, ttl = ARGV[i*4-2], tonumber(ARGV[i*4]), tonumber(ARGV[i*4+1])
+  local kind, ttl, amount = ARGV[i*4-2], tonumber(ARGV[i*4]), tonumber(ARGV[i*4+1])
   if kind == 'b' then
     redis.call('HSET', KEYS[i], 'level', tostring(levels[i] - amount), 'at', ARGV[1])
   else
-    redis.call('INCRBYFLOAT', KEYS[i], tostring(amount))
+    redis.call('HINCRBYFLOAT', KEYS[i], 'held', tostring(amount))
   end
   redis.call('EXPIRE', KEYS[i], ttl)
 end
 return {0, '0'}
 """
+)
 
-# ARGV as _RESERVE's, the amount a delta (negative: given back)
-_ADJUST = """
+_SETTLE = (
+    _LEVEL
+    + """
 local now = tonumber(ARGV[1])
 for i = 1, #KEYS do
-  local kind, limit = ARGV[i*4-2], tonumber(ARGV[i*4-1])
-  local delta, ttl = tonumber(ARGV[i*4]), tonumber(ARGV[i*4+1])
+  local kind, limit, ttl = ARGV[i*5-3], tonumber(ARGV[i*5-2]), tonumber(ARGV[i*5-1])
+  local held, used = tonumber(ARGV[i*5]), tonumber(ARGV[i*5+1])
   if kind == 'b' then
-    local s = redis.call('HMGET', KEYS[i], 'level', 'at')
-    local level, at = tonumber(s[1]) or limit, tonumber(s[2]) or now
-    level = math.min(limit, level + math.max(0, now - at) * limit / 60)
-    redis.call('HSET', KEYS[i], 'level', tostring(math.min(limit, level - delta)), 'at', ARGV[1])
+    local level = math.min(limit, level_of(KEYS[i], limit, now) + held - used)
+    redis.call('HSET', KEYS[i], 'level', tostring(level), 'at', ARGV[1])
   else
-    redis.call('INCRBYFLOAT', KEYS[i], tostring(delta))
+    redis.call('HINCRBYFLOAT', KEYS[i], 'held', tostring(-held))
+    redis.call('HINCRBYFLOAT', KEYS[i], 'used', tostring(used))
   end
   redis.call('EXPIRE', KEYS[i], ttl)
 end
 return 0
 """
+)
 
-_READ = """
+_READ = (
+    _LEVEL
+    + """
 local now = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS do
   local kind, limit = ARGV[i*2], tonumber(ARGV[i*2+1])
   if kind == 'b' then
-    local s = redis.call('HMGET', KEYS[i], 'level', 'at')
-    local level, at = tonumber(s[1]) or limit, tonumber(s[2]) or now
-    level = math.min(limit, level + math.max(0, now - at) * limit / 60)
-    out[i] = tostring(limit - level)
+    out[i] = tostring(limit - level_of(KEYS[i], limit, now))
   else
-    out[i] = redis.call('GET', KEYS[i]) or '0'
+    local s = redis.call('HMGET', KEYS[i], 'used', 'held')
+    out[i] = tostring((tonumber(s[1]) or 0) + (tonumber(s[2]) or 0))
   end
 end
 return out
 """
+)
 
 
 class RedisCounters:
@@ -248,6 +280,7 @@ class RedisCounters:
         from redis.asyncio import Redis  # imported only when Redis is configured
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
 
         self._redis = Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -255,23 +288,19 @@ class RedisCounters:
         )  # fmt: skip
         self.prefix = prefix
         self.timeout = timeout
+        self._failures: tuple[type[BaseException], ...] = (TimeoutError, OSError, RedisError)
         self._reserve = self._redis.register_script(_RESERVE)
-        self._adjust = self._redis.register_script(_ADJUST)
+        self._settle = self._redis.register_script(_SETTLE)
         self._read = self._redis.register_script(_READ)
         self.fallback = MemoryCounters()
         self._complained = -math.inf
 
-    def _args(self, checks: Sequence[Check], amounts: Sequence[float], now: float) -> list[Any]:
-        args: list[Any] = [repr(now)]
-        for check, amount in zip(checks, amounts, strict=True):
-            args += ["b" if check.kind == "bucket" else "t", repr(check.limit), repr(amount),
-                     check.ttl]  # fmt: skip
-        return args
+    @staticmethod
+    def _kind(check: Check) -> str:
+        return "b" if check.kind == "bucket" else "t"
 
-    def _keys(self, checks: Sequence[Check]) -> list[str]:
-        return [self.prefix + check.key for check in checks]
-
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: Any, checks: Sequence[Check], args: list[Any]) -> Any:
+        keys = [self.prefix + check.key for check in checks]
         async with asyncio.timeout(self.timeout):
             return await script(keys=keys, args=args)
 
@@ -279,33 +308,41 @@ class RedisCounters:
         moment = time.monotonic()
         if moment - self._complained >= REDIS_QUIET:
             self._complained = moment
-            log.warning("Redis did not answer for the limits and budgets (%s): each worker "
+            log.warning("Redis did not answer for the limits and budgets (%s): this worker "
                         "counts on its own until it does", exc or type(exc).__name__)  # fmt: skip
 
     async def reserve(self, checks: Sequence[Check], now: float) -> tuple[int, float] | None:
+        args: list[Any] = [repr(now)]
+        for check in checks:
+            args += [self._kind(check), repr(check.limit), check.ttl, repr(check.amount)]
         try:
-            args = self._args(checks, [c.amount for c in checks], now)
-            found = await self._run(self._reserve, self._keys(checks), args)
-        except (TimeoutError, OSError, ConnectionError, _redis_error()) as exc:
+            found = await self._run(self._reserve, checks, args)
+        except self._failures as exc:
             self._down(exc)
             return await self.fallback.reserve(checks, now)
         index, wait = int(found[0]), float(found[1])
         return None if index == 0 else (index - 1, wait)
 
-    async def adjust(self, checks: Sequence[Check], deltas: Sequence[float], now: float) -> None:
+    async def settle(
+        self, checks: Sequence[Check], held: Sequence[float], used: Sequence[float], now: float
+    ) -> None:
+        args: list[Any] = [repr(now)]
+        for check, was_held, was_used in zip(checks, held, used, strict=True):
+            args += [self._kind(check), repr(check.limit), check.ttl, repr(was_held),
+                     repr(was_used)]  # fmt: skip
         try:
-            await self._run(self._adjust, self._keys(checks), self._args(checks, deltas, now))
-        except (TimeoutError, OSError, ConnectionError, _redis_error()) as exc:
+            await self._run(self._settle, checks, args)
+        except self._failures as exc:
             self._down(exc)
-            await self.fallback.adjust(checks, deltas, now)
+            await self.fallback.settle(checks, held, used, now)
 
     async def read(self, checks: Sequence[Check], now: float) -> list[float]:
         args: list[Any] = [repr(now)]
         for check in checks:
-            args += ["b" if check.kind == "bucket" else "t", repr(check.limit)]
+            args += [self._kind(check), repr(check.limit)]
         try:
-            found = await self._run(self._read, self._keys(checks), args)
-        except (TimeoutError, OSError, ConnectionError, _redis_error()) as exc:
+            found = await self._run(self._read, checks, args)
+        except self._failures as exc:
             self._down(exc)
             return await self.fallback.read(checks, now)
         return [float(value) for value in found]
@@ -318,17 +355,11 @@ class RedisCounters:
             pass
 
 
-def _redis_error() -> type[Exception]:
-    from redis.exceptions import RedisError
-
-    return RedisError
-
-
 def build_counters(settings: Settings) -> Counters:
     """Redis counters when REDIS_URL is set, else this process's own."""
     if settings.redis_url:
         return RedisCounters(settings.redis_url, prefix=settings.budget_prefix,
-                             timeout=settings.redis_timeout)  # fmt: skip
+                             timeout=settings.budget_redis_timeout)  # fmt: skip
     return MemoryCounters()
 
 
@@ -467,19 +498,15 @@ class Budgets:
         return Ticket(checks, tokens, usd)
 
     async def settle(self, ticket: Ticket | None, tokens: float, usd: float) -> None:
-        """Give back what was reserved beyond the call's real tokens and cost (once)."""
+        """Turn what was held into what was really used: the call's tokens and cost (once)."""
         if ticket is None or ticket.settled:
             return
         ticket.settled = True
-        deltas = [
-            0.0 if c.name == "rpm" else (tokens - ticket.tokens if c.name == "tpm"
-                                         else usd - ticket.usd)
-            for c in ticket.checks
-        ]  # fmt: skip
-        moved = [(c, d) for c, d in zip(ticket.checks, deltas, strict=True) if d != 0]
-        if moved:
-            await self.counters.adjust([c for c, _ in moved], [d for _, d in moved],
-                                       time.time())  # fmt: skip
+        checks = [check for check in ticket.checks if check.name != "rpm"]  # a request is one
+        if checks:
+            held = [check.amount for check in checks]
+            used = [tokens if check.name == "tpm" else usd for check in checks]
+            await self.counters.settle(checks, held, used, time.time())
 
     def _refusal(self, check: Check, wait: float, now: datetime) -> TooManyRequestsError:
         lim = check.limit
@@ -490,11 +517,16 @@ class Budgets:
         else:
             assert check.resets_at is not None
             period = "daily" if check.name == "usd_per_day" else "monthly"
-            wait = (check.resets_at - now).total_seconds()
-            when = ("00:00 UTC" if check.name == "usd_per_day"
-                    else f"{check.resets_at:%Y-%m-%d} 00:00 UTC")  # fmt: skip
-            message = (f"{period} budget of {_money(lim)} for {check.scope.label} is spent; "
-                       f"resets at {when}")  # fmt: skip
+            budget = f"{period} budget of {_money(lim)} for {check.scope.label}"
+            if wait > 0:  # really spent: until the day or month ends
+                wait = (check.resets_at - now).total_seconds()
+                when = ("00:00 UTC" if check.name == "usd_per_day"
+                        else f"{check.resets_at:%Y-%m-%d} 00:00 UTC")  # fmt: skip
+                message = f"{budget} is spent; resets at {when}"
+            else:  # what is left is held by calls still running: known once they end
+                wait = BUSY_RETRY
+                message = (f"{budget} is held by calls in flight; retry once they end (what "
+                           "they do not spend is given back)")  # fmt: skip
         message = message[0].upper() + message[1:] + "."
         return TooManyRequestsError(message, retry_after=max(1.0, math.ceil(wait)),
                                     details={"limit": check.name, "scope": check.scope.id,
