@@ -10,8 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from sparklio.api.auth import AdminDep, ClientAddressDep, PrincipalDep
-from sparklio.api.budgets import AccountDep
-from sparklio.api.deps import AuthServiceDep, GatewayDep
+from sparklio.api.budgets import AccountDep, BudgetsDep
+from sparklio.api.deps import AuthServiceDep
 from sparklio.db.models import ApiKey, User
 from sparklio.exceptions import ServiceUnavailableError
 from sparklio.services.auth import utc
@@ -172,9 +172,9 @@ async def login(body: LoginRequest, client: ClientAddressDep, auth: AuthServiceD
 
 
 @router.get("/me")
-async def me(principal: PrincipalDep, gateway: GatewayDep, account: AccountDep) -> MeOut:
+async def me(principal: PrincipalDep, budgets: BudgetsDep, account: AccountDep) -> MeOut:
     """Who the credentials belong to, and the limits they are held to (used, remaining)."""
-    limits = await gateway.budgets.report(account) if gateway.budgets and account else []
+    limits = await budgets.report(account) if budgets and account else []
     return MeOut(
         id=principal.user_id,
         email=principal.email,
@@ -186,21 +186,21 @@ async def me(principal: PrincipalDep, gateway: GatewayDep, account: AccountDep) 
     )
 
 
-def _budgets(gateway: GatewayDep) -> Budgets:
-    if gateway.budgets is None:
+def _budgets(budgets: Budgets | None) -> Budgets:
+    if budgets is None:
         raise ServiceUnavailableError("This gateway keeps no limits.")
-    return gateway.budgets
+    return budgets
 
 
 @router.post("/api-keys", status_code=201)
 async def create_api_key(
-    body: NewKeyRequest, principal: PrincipalDep, auth: AuthServiceDep, gateway: GatewayDep
+    body: NewKeyRequest, principal: PrincipalDep, auth: AuthServiceDep, budgets: BudgetsDep
 ) -> NewKeyOut:
     """A new API key for the caller, with its limits if given. The key is in this answer
     only."""
     key, record = await auth.create_api_key(principal.user_id, body.name)
     if body.limits is not None and body.limits.limits().any():
-        record = await _budgets(gateway).set_key_limits(
+        record = await _budgets(budgets).set_key_limits(
             principal.user_id, record.id, body.limits.limits()
         )
     return NewKeyOut(
@@ -215,11 +215,11 @@ async def create_api_key(
 
 @router.put("/api-keys/{key_id}/limits", responses={404: {"description": "No such key of yours."}})
 async def set_api_key_limits(
-    key_id: KeyId, body: LimitsIn, principal: PrincipalDep, gateway: GatewayDep
+    key_id: KeyId, body: LimitsIn, principal: PrincipalDep, budgets: BudgetsDep
 ) -> ApiKeyOut:
     """Set a key's limits (all of them: a missing one is unlimited). Its owner may, as may
     an admin for any key; the user's own limits hold as well."""
-    key = await _budgets(gateway).set_key_limits(
+    key = await _budgets(budgets).set_key_limits(
         principal.user_id, key_id, body.limits(), as_admin=principal.role == "admin"
     )
     return ApiKeyOut.of(key)
@@ -227,11 +227,11 @@ async def set_api_key_limits(
 
 @router.put("/users/{user_id}/limits", responses={404: {"description": "No such user."}})
 async def set_user_limits(
-    user_id: UserId, body: LimitsIn, admin: AdminDep, gateway: GatewayDep
+    user_id: UserId, body: LimitsIn, admin: AdminDep, budgets: BudgetsDep
 ) -> UserLimitsOut:
     """Set a user's limits, over all their keys and tokens (admins only). A missing one
     falls back to the DEFAULT_* setting."""
-    user = await _budgets(gateway).set_user_limits(user_id, body.limits())
+    user = await _budgets(budgets).set_user_limits(user_id, body.limits())
     return UserLimitsOut(id=user.id, email=user.email, limits=LimitsIn.of(user))
 
 
