@@ -240,3 +240,19 @@ async def test_a_redis_that_does_not_answer_leaves_limits_per_process(
     finally:
         await close_app(app)
     assert "Redis did not answer for the limits and budgets" in caplog.text
+
+
+async def test_a_streamed_call_gives_back_what_it_reserved_beyond_its_tokens(
+    http: httpx.AsyncClient,
+) -> None:
+    key = await new_key(http, "stream", rpm=5, tpm=6000)
+    body = {**TEXT, "stream": True}
+    async with http.stream("POST", "/api/v1/llm/generate", json=body,
+                           headers=bearer(key)) as response:  # fmt: skip
+        assert response.status_code == 200
+        text = "".join([part async for part in response.aiter_text()])
+    assert "event: done" in text or '"usage"' in text
+    (scope,) = (await http.get("/api/v1/auth/me", headers=bearer(key))).json()["limits"]
+    assert scope["rpm"]["used"] == 1
+    # reserved at the prompt + BUDGET_MAX_TOKENS (1024); the mock's answer is far shorter
+    assert scope["tpm"]["used"] < 1024
