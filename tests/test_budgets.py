@@ -256,3 +256,24 @@ async def test_a_streamed_call_gives_back_what_it_reserved_beyond_its_tokens(
     assert scope["rpm"]["used"] == 1
     # reserved at the prompt + BUDGET_MAX_TOKENS (1024); the mock's answer is far shorter
     assert scope["tpm"]["used"] < 1024
+
+
+async def test_default_limits_from_settings_hold_for_a_user_without_its_own(
+    priced: Settings,
+) -> None:
+    app = create_app(priced.model_copy(update={"default_rpm": 1}))
+    try:
+        async with await client_for(app) as http:
+            assert (await http.post("/api/v1/llm/generate", json=TEXT)).status_code == 200
+            refused = await http.post("/api/v1/llm/generate", json=TEXT)
+            assert refused.status_code == 429
+            assert "Limit of 1 requests per minute for user " in message(refused)
+            assert int(refused.headers["Retry-After"]) >= 1
+            # a user's own limit beats the default
+            me = (await http.get("/api/v1/auth/me")).json()
+            assert me["limits"][0]["rpm"]["limit"] == 1
+            response = await http.put(f"/api/v1/auth/users/{me['id']}/limits", json={"rpm": 50})
+            assert response.status_code == 200
+            assert (await http.post("/api/v1/llm/generate", json=TEXT)).status_code == 200
+    finally:
+        await close_app(app)

@@ -456,13 +456,16 @@ class Budgets:
         next_day = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
         next_month = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
         checks = []
+        # a bucket's key names its limit: a new limit starts full; a budget's spend stays
         for scope in account.scopes:
             lim = scope.limits
             if lim.rpm is not None:
-                checks.append(Check(f"{scope.id}:rpm", "bucket", lim.rpm, 1, 120, scope, "rpm"))
+                checks.append(
+                    Check(f"{scope.id}:rpm:{lim.rpm}", "bucket", lim.rpm, 1, 120, scope, "rpm")
+                )
             if lim.tpm is not None:
-                checks.append(Check(f"{scope.id}:tpm", "bucket", lim.tpm, tokens, 120, scope,
-                                    "tpm"))  # fmt: skip
+                key = f"{scope.id}:tpm:{lim.tpm}"
+                checks.append(Check(key, "bucket", lim.tpm, tokens, 120, scope, "tpm"))
             if lim.usd_per_day is not None:
                 checks.append(Check(f"{scope.id}:usd:{day}", "total", lim.usd_per_day, usd,
                                     2 * 86_400, scope, "usd_per_day", next_day))  # fmt: skip
