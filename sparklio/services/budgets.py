@@ -413,6 +413,7 @@ class Budgets:
         self._last[ident] = account
         if len(self._cache) > 10_000:  # old principals go; they are read again when they come
             self._cache.clear()
+            self._last = {ident: account}
         return account
 
     async def _load(self, user_id: str, key_id: str | None) -> Account:
