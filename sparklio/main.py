@@ -31,6 +31,7 @@ from sparklio.db.monitor import DatabaseMonitor
 from sparklio.services import telemetry
 from sparklio.services.auth import AuthService
 from sparklio.services.auth_shared import build_shared_auth
+from sparklio.services.budgets import Budgets
 from sparklio.services.calllog import CallLog
 from sparklio.services.campaigns.engine import CampaignEngine
 from sparklio.services.campaigns.store import CampaignStore
@@ -80,7 +81,10 @@ def create_app(
     # a bad routing file or endpoint fails the start here, before the database is touched
     # answers of deterministic calls: in memory, or in Redis when REDIS_URL is set
     cache = build_cache(settings)
-    gateway = LLMGateway.build(settings, routing, path, registry, call_log, cache=cache)
+    # limits and budgets per key and user: counters in Redis when REDIS_URL is set
+    budgets = Budgets(settings, db)
+    gateway = LLMGateway.build(settings, routing, path, registry, call_log, cache=cache,
+                               budgets=budgets)  # fmt: skip
 
     async def launch() -> None:
         """DBOS for this app's durable work: image jobs run on the campaigns' engine."""
@@ -154,6 +158,8 @@ async def close_app(app: FastAPI) -> None:
         stack.push_async_callback(services.auth.aclose)
         if services.gateway.cache is not None:
             stack.push_async_callback(services.gateway.cache.aclose)
+        if services.gateway.budgets is not None:
+            stack.push_async_callback(services.gateway.budgets.aclose)
         stack.push_async_callback(services.media.aclose)  # its jobs' last saves use the engine
         # first of all: stop the campaigns before what their steps use goes
         stack.push_async_callback(services.campaigns.aclose)  # DBOS goes last of the three

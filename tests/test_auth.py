@@ -281,6 +281,7 @@ async def test_login_gives_a_token_for_the_protected_routes_and_me(
         "active": True,
         "via": "token",
         "key_id": None,
+        "limits": [],  # none set: nothing held
     }
     response = await client.get("/admin-only", headers=bearer(token))
     assert response.status_code == 403

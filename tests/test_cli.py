@@ -249,7 +249,7 @@ def test_server_limits_out_of_range_are_named(
 def test_db_upgrade_reports_the_revision() -> None:
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "database at revision 0004" in result.stdout
+    assert "database at revision 0005" in result.stdout
 
 
 BRIEF_KO = ROOT / "examples" / "brief_ko.yaml"

@@ -151,6 +151,31 @@ class Settings(BaseSettings):
         description="Prefix of the keys through which gateway processes share image jobs' live "
         "progress in Redis (with REDIS_URL).",
     )
+    budget_prefix: str = Field(
+        default="sparklio:budget:", description="Prefix of the limits' counters in Redis."
+    )
+    budget_redis_timeout: float = Field(
+        default=1.0, gt=0, le=10,
+        description="Seconds a limits script in Redis may take; then this worker counts on its "
+        "own. Longer than REDIS_TIMEOUT: a busy worker must not give up on the shared counts.",
+    )  # fmt: skip
+    default_rpm: int | None = Field(
+        default=None, ge=1, description="Requests per minute per user without its own; unset: none."
+    )
+    default_tpm: int | None = Field(
+        default=None, ge=1, description="Tokens per minute per user without its own; unset: none."
+    )
+    default_usd_per_day: float | None = Field(
+        default=None, ge=0, description="USD a user may spend per UTC day without its own limit."
+    )
+    default_usd_per_month: float | None = Field(
+        default=None, ge=0, description="USD a user may spend per UTC month without its own."
+    )
+    budget_max_tokens: int = Field(
+        default=1024, ge=1,
+        description="Completion tokens a call without max_tokens is reserved for, priced, "
+        "before it runs (the difference is given back after).",
+    )  # fmt: skip
 
     call_log_buffer: int = Field(default=10_000, ge=1)
     metrics_public: bool = Field(

@@ -31,6 +31,11 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="member")  # admin | member
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # limits (sparklio.services.budgets); None: unlimited (a user's: the DEFAULT_* setting)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    usd_per_day: Mapped[float | None] = mapped_column(Float, nullable=True)
+    usd_per_month: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ApiKey(Base):
@@ -46,6 +51,11 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # limits (sparklio.services.budgets); None: unlimited
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    usd_per_day: Mapped[float | None] = mapped_column(Float, nullable=True)
+    usd_per_month: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LLMCall(Base):

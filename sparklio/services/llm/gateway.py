@@ -36,6 +36,7 @@ from sparklio.exceptions import (
     UpstreamTimeoutError,
 )
 from sparklio.services import telemetry
+from sparklio.services.budgets import Account, Budgets, Ticket
 from sparklio.services.gateway.attempts import AttemptLoop, Plan, Trail, Try
 from sparklio.services.gateway.endpoints import Endpoint, Endpoints
 from sparklio.services.gateway.guard import ENDPOINT_FAILURES, RetryPolicy
@@ -92,6 +93,10 @@ class _Call:
     route: Route[Candidate] | None = None
     #: the caller did not bypass the response cache (`options.cache`, taken out of options)
     use_cache: bool = True
+    #: what the call reserved of its key's and user's limits; settled once it ends
+    ticket: Ticket | None = None
+    #: (tokens, USD) it really used, once answered
+    spent: tuple[int, float] = (0, 0.0)
 
 
 @dataclass(slots=True)
@@ -119,6 +124,7 @@ class LLMGateway:
         schemas: SchemaCache | None = None,
         *,
         cache: caching.ResponseCache | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.settings = settings
         self.routing = routing
@@ -130,6 +136,8 @@ class LLMGateway:
         self.schemas = schemas or SchemaCache()
         #: answers of deterministic calls (sparklio.services.llm.cache); None: no caching
         self.cache = cache
+        #: limits and budgets per key and user (sparklio.services.budgets); None: none
+        self.budgets = budgets
         self.loop = AttemptLoop(endpoints, RetryPolicy.from_settings(settings))
 
     @classmethod
@@ -142,6 +150,7 @@ class LLMGateway:
         call_log: CallSink | None,
         *,
         cache: caching.ResponseCache | None = None,
+        budgets: Budgets | None = None,
     ) -> LLMGateway:
         """The gateway for a loaded routing file, over the endpoints it declares and each
         kind's default one; ConfigError for bad endpoint settings."""
@@ -152,7 +161,7 @@ class LLMGateway:
             raise ConfigError(f"Routing file {path} is invalid:\n  " + "\n  ".join(problems))
         router = LLMRouter(routing, settings.generator_mode, path=path)
         return cls(settings, routing, endpoints, router, PromptBuilder(settings.prompts_dir),
-                   call_log, cache=cache)  # fmt: skip
+                   call_log, cache=cache, budgets=budgets)  # fmt: skip
 
     async def start(self) -> None:
         """Let each endpoint routed in this mode prepare (e.g. preload a local model)."""
@@ -175,28 +184,35 @@ class LLMGateway:
         user_id: str | None = None,
         messages: list[dict[str, Any]] | None = None,
         route: Route[Candidate] | None = None,
+        account: Account | None = None,
     ) -> LLMProviderResponse:
         """Answer one call. Raises a GatewayError subclass that says what went wrong.
 
         `messages` (with `route`, from `resolve`) is a chat of the OpenAI-compatible API: the
-        messages are the prompt, no template is rendered."""
+        messages are the prompt, no template is rendered. `account`: the key's and user's
+        limits the call is held to (TooManyRequestsError when one is reached)."""
         call: _Call | None = None
         started = time.perf_counter()
         try:
-            call = await self._start(role, task, payload, mode, options, output_schema,
-                                     request_id, user_id, messages, route, started)  # fmt: skip
-            assert call.route is not None
-            key = self._cache_key(call)
-            hit = await self._cache_get(call, key) if key is not None else None
-            if hit is not None:
-                return self._finish(call, hit)
-            plan = self._plan(call.route.candidates, call)
-            response = await self.loop.run(plan, call.trail)
-        except GatewayError as exc:
-            raise self._failed(role, task, request_id, user_id, started, call, exc) from None
-        if key is not None:
-            await self._cache_put(call, key, response)
-        return self._finish(call, response)
+            try:
+                call = await self._start(role, task, payload, mode, options, output_schema,
+                                         request_id, user_id, messages, route, started,
+                                         account)  # fmt: skip
+                assert call.route is not None
+                key = self._cache_key(call)
+                hit = await self._cache_get(call, key) if key is not None else None
+                if hit is not None:
+                    return self._finish(call, hit)
+                plan = self._plan(call.route.candidates, call)
+                response = await self.loop.run(plan, call.trail)
+            except GatewayError as exc:
+                raise self._failed(role, task, request_id, user_id, started, call, exc) from None
+            if key is not None:
+                await self._cache_put(call, key, response)
+            return self._finish(call, response)
+        finally:
+            if call is not None and call.ticket is not None:
+                await asyncio.shield(self._settle(call))
 
     async def open_stream(
         self,
@@ -211,6 +227,7 @@ class LLMGateway:
         user_id: str | None = None,
         messages: list[dict[str, Any]] | None = None,
         route: Route[Candidate] | None = None,
+        account: Account | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Start a call whose answer streams. Returns once the first piece came: until then a
         failure falls back to the next candidate like any call, and when every candidate
@@ -222,12 +239,17 @@ class LLMGateway:
         started = time.perf_counter()
         try:
             call = await self._start(role, task, payload, mode, options, output_schema,
-                                     request_id, user_id, messages, route, started)  # fmt: skip
+                                     request_id, user_id, messages, route, started,
+                                     account)  # fmt: skip
             assert call.route is not None
             plan = self._plan(call.route.candidates, call, stream=True)
             opened = await self.loop.run(plan, call.trail)
-        except GatewayError as exc:
-            raise self._failed(role, task, request_id, user_id, started, call, exc) from None
+        except BaseException as exc:
+            if call is not None and call.ticket is not None:
+                await asyncio.shield(self._settle(call))
+            if isinstance(exc, GatewayError):
+                raise self._failed(role, task, request_id, user_id, started, call, exc) from None
+            raise
         return self._follow(call, opened)
 
     def resolve(self, model: str) -> tuple[str, str, Route[Candidate]]:
@@ -276,8 +298,9 @@ class LLMGateway:
         messages: list[dict[str, Any]] | None,
         route: Route[Candidate] | None,
         started: float,
+        account: Account | None = None,
     ) -> _Call:
-        """Check the call, route it and render its prompt."""
+        """Check the call, route it, render its prompt and reserve its share of the limits."""
         try:  # compiling a large schema takes up to ~100 ms: fill the cache off the loop
             large = output_schema is not None and len(orjson.dumps(output_schema)) > 20_000
         except TypeError:  # an integer past 64 bits: left to the schema check below
@@ -293,6 +316,9 @@ class LLMGateway:
             call.prompt = chat_prompt(messages)
         else:
             call.prompt = self.prompts.render(role, task, call.payload, mode, output_schema)
+        if self.budgets is not None and account is not None and account.limited:
+            tokens, usd = self._estimate(call)
+            call.ticket = await self.budgets.reserve(account, tokens, usd)
         # the start of a call is a debug line: at thousands of calls a second, one INFO
         # line per call (its end) is what a person can follow (bench: -17 % for two)
         if log.isEnabledFor(logging.DEBUG):
@@ -300,6 +326,29 @@ class LLMGateway:
                       call.request_id)  # fmt: skip
         call.trail.span = telemetry.call_span(role, task, call.request_id)
         return call
+
+    def _estimate(self, call: _Call) -> tuple[int, float]:
+        """What a call is reserved at before it runs: its prompt (about 3 characters a
+        token, on the high side) and its max_tokens (else BUDGET_MAX_TOKENS), priced at the
+        dearest of its candidates; `_settle` gives back the difference."""
+        assert call.route is not None and call.prompt is not None
+        prompt = len(call.prompt.text) // 3 + 1
+        usd = 0.0
+        tokens = prompt
+        for candidate in call.route.candidates:
+            most = call.options.get("max_tokens", candidate.options.get("max_tokens"))
+            completion = int(most) if most else self.settings.budget_max_tokens
+            tokens = max(tokens, prompt + completion)
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+            for name in candidate.targets:
+                usd = max(usd, self._cost(name, candidate.model, usage))
+        return tokens, usd
+
+    async def _settle(self, call: _Call) -> None:
+        """Give back what the call reserved beyond what it used (all of it on a failure)."""
+        if self.budgets is not None:
+            tokens, usd = call.spent
+            await self.budgets.settle(call.ticket, tokens, usd)
 
     def _cache_key(self, call: _Call) -> str | None:
         """The response cache's key for this call, or None when it is not cached: no cache,
@@ -378,6 +427,7 @@ class LLMGateway:
             cost_usd=self._cost(response.provider, response.model, response.usage),
         )
         response.meta.setdefault("cache", caching.OFF)
+        call.spent = (response.usage.get("total_tokens", 0), response.meta["cost_usd"] or 0.0)
         self._log_call(call.role, call.task, call.request_id, call.user_id, call.started, call,
                        response, None)  # fmt: skip
         if log.isEnabledFor(logging.INFO):
@@ -424,6 +474,8 @@ class LLMGateway:
             # closes the provider's stream and frees the slot, even when the consumer's task
             # is being cancelled (a server cancels a response whose client went away)
             await asyncio.shield(opened.hold.aclose())
+            if call.ticket is not None:
+                await asyncio.shield(self._settle(call))
 
     @staticmethod
     async def _next_piece(

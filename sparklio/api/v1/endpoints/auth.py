@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from sparklio.api.auth import ClientAddressDep, PrincipalDep
+from sparklio.api.auth import AdminDep, ClientAddressDep, PrincipalDep
+from sparklio.api.budgets import AccountDep, BudgetsDep
 from sparklio.api.deps import AuthServiceDep
-from sparklio.db.models import ApiKey
+from sparklio.db.models import ApiKey, User
+from sparklio.exceptions import ServiceUnavailableError
 from sparklio.services.auth import utc
 from sparklio.services.auth_input import text_problem
+from sparklio.services.budgets import Budgets, Limits, limits_of
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -61,6 +64,37 @@ class TokenOut(BaseModel):
     expires_in: int = Field(description="Seconds the token is valid for.")
 
 
+UserId = Annotated[str, Path(max_length=32, pattern="^[0-9A-Za-z_-]+$")]
+
+
+class LimitsIn(BaseModel):
+    """A key's or user's limits; a missing or null one is unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(default=None, ge=1, le=1_000_000, description="Requests per minute.")
+    tpm: int | None = Field(
+        default=None, ge=1, le=1_000_000_000, description="Tokens (prompt + answer) per minute."
+    )
+    usd_per_day: float | None = Field(
+        default=None, ge=0, le=1_000_000, allow_inf_nan=False,
+        description="USD per UTC day, at the routing file's prices.",
+    )  # fmt: skip
+    usd_per_month: float | None = Field(
+        default=None, ge=0, le=10_000_000, allow_inf_nan=False,
+        description="USD per UTC month, at the routing file's prices.",
+    )  # fmt: skip
+
+    def limits(self) -> Limits:
+        return Limits(self.rpm, self.tpm, self.usd_per_day, self.usd_per_month)
+
+    @classmethod
+    def of(cls, row: ApiKey | User) -> LimitsIn:
+        limits = limits_of(row)
+        return cls(rpm=limits.rpm, tpm=limits.tpm, usd_per_day=limits.usd_per_day,
+                   usd_per_month=limits.usd_per_month)  # fmt: skip
+
+
 class MeOut(BaseModel):
     id: str
     email: str
@@ -68,12 +102,17 @@ class MeOut(BaseModel):
     active: bool
     via: Literal["key", "token"]
     key_id: str | None = Field(default=None, description="The API key used, if one was.")
+    limits: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Per key and user: each limit set, with what is used and what remains.",
+    )
 
 
 class NewKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: PlainText = Field(min_length=1, max_length=100, examples=["campaign-runner"])
+    limits: LimitsIn | None = Field(default=None, description="The key's limits; none: unlimited.")
 
 
 class ApiKeyOut(BaseModel):
@@ -85,6 +124,7 @@ class ApiKeyOut(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    limits: LimitsIn = Field(default_factory=LimitsIn)
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyOut:
@@ -95,7 +135,14 @@ class ApiKeyOut(BaseModel):
             created_at=utc(key.created_at),
             last_used_at=key.last_used_at and utc(key.last_used_at),
             revoked_at=key.revoked_at and utc(key.revoked_at),
+            limits=LimitsIn.of(key),
         )
+
+
+class UserLimitsOut(BaseModel):
+    id: str
+    email: str
+    limits: LimitsIn
 
 
 class NewKeyOut(BaseModel):
@@ -104,6 +151,7 @@ class NewKeyOut(BaseModel):
     prefix: str
     key: str = Field(description="The key. Shown this once: keep it now.")
     created_at: datetime
+    limits: LimitsIn = Field(default_factory=LimitsIn)
 
 
 class ApiKeysOut(BaseModel):
@@ -124,8 +172,9 @@ async def login(body: LoginRequest, client: ClientAddressDep, auth: AuthServiceD
 
 
 @router.get("/me")
-async def me(principal: PrincipalDep) -> MeOut:
-    """Who the credentials belong to."""
+async def me(principal: PrincipalDep, budgets: BudgetsDep, account: AccountDep) -> MeOut:
+    """Who the credentials belong to, and the limits they are held to (used, remaining)."""
+    limits = await budgets.report(account) if budgets and account else []
     return MeOut(
         id=principal.user_id,
         email=principal.email,
@@ -133,22 +182,57 @@ async def me(principal: PrincipalDep) -> MeOut:
         active=True,  # an inactive user's credentials are refused before this
         via=principal.via,
         key_id=principal.key_id,
+        limits=limits,
     )
+
+
+def _budgets(budgets: Budgets | None) -> Budgets:
+    if budgets is None:
+        raise ServiceUnavailableError("This gateway keeps no limits.")
+    return budgets
 
 
 @router.post("/api-keys", status_code=201)
 async def create_api_key(
-    body: NewKeyRequest, principal: PrincipalDep, auth: AuthServiceDep
+    body: NewKeyRequest, principal: PrincipalDep, auth: AuthServiceDep, budgets: BudgetsDep
 ) -> NewKeyOut:
-    """A new API key for the caller. The key is in this answer only."""
+    """A new API key for the caller, with its limits if given. The key is in this answer
+    only."""
     key, record = await auth.create_api_key(principal.user_id, body.name)
+    if body.limits is not None and body.limits.limits().any():
+        record = await _budgets(budgets).set_key_limits(
+            principal.user_id, record.id, body.limits.limits()
+        )
     return NewKeyOut(
         id=record.id,
         name=record.name,
         prefix=record.prefix,
         key=key,
         created_at=utc(record.created_at),
+        limits=LimitsIn.of(record),
     )
+
+
+@router.put("/api-keys/{key_id}/limits", responses={404: {"description": "No such key of yours."}})
+async def set_api_key_limits(
+    key_id: KeyId, body: LimitsIn, principal: PrincipalDep, budgets: BudgetsDep
+) -> ApiKeyOut:
+    """Set a key's limits (all of them: a missing one is unlimited). Its owner may, as may
+    an admin for any key; the user's own limits hold as well."""
+    key = await _budgets(budgets).set_key_limits(
+        principal.user_id, key_id, body.limits(), as_admin=principal.role == "admin"
+    )
+    return ApiKeyOut.of(key)
+
+
+@router.put("/users/{user_id}/limits", responses={404: {"description": "No such user."}})
+async def set_user_limits(
+    user_id: UserId, body: LimitsIn, admin: AdminDep, budgets: BudgetsDep
+) -> UserLimitsOut:
+    """Set a user's limits, over all their keys and tokens (admins only). A missing one
+    falls back to the DEFAULT_* setting."""
+    user = await _budgets(budgets).set_user_limits(user_id, body.limits())
+    return UserLimitsOut(id=user.id, email=user.email, limits=LimitsIn.of(user))
 
 
 @router.get("/api-keys")

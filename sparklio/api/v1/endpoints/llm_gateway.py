@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from sparklio.api.budgets import AccountDep
 from sparklio.api.deps import GatewayDep
 from sparklio.api.responses import HEALTH_TIMEOUT, event_stream, json_response
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
@@ -71,7 +72,7 @@ def _check_floats(body: GenerateRequest) -> None:
         504: {"description": "The provider did not answer in time."},
     },
 )
-async def generate(request: Request, gateway: GatewayDep) -> Response:
+async def generate(request: Request, gateway: GatewayDep, account: AccountDep) -> Response:
     """Route, prompt and call a model; the answer's `meta` says how it was made."""
     raw = await request.body()
     try:
@@ -90,6 +91,7 @@ async def generate(request: Request, gateway: GatewayDep) -> Response:
         output_schema=body.output_schema,
         request_id=request.state.request_id,
         user_id=request.state.principal.user_id,
+        account=account,
     )
     if isinstance(result, LLMProviderResponse):
         return json_response(result.model_dump())

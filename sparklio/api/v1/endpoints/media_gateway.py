@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import FileResponse, Response
 
+from sparklio.api.budgets import AccountDep, BudgetsDep
 from sparklio.api.deps import MediaGatewayDep
 from sparklio.api.responses import HEALTH_TIMEOUT, json_response
 from sparklio.services.jsonvalues import check_json_value, may_hold_nonfinite
@@ -55,6 +56,8 @@ async def generate(
     body: GenerateImageRequest,
     request: Request,
     gateway: MediaGatewayDep,
+    budgets: BudgetsDep,
+    account: AccountDep,
     wait: Annotated[
         float, Query(ge=0, description="Seconds to wait for the job to finish (capped).")
     ] = 0,
@@ -65,6 +68,8 @@ async def generate(
         await asyncio.to_thread(check_json_value, body.options, "options", floats=True)
     else:
         check_json_value(body.options, "options")
+    if budgets is not None:  # a job is a request: it counts against requests per minute
+        await budgets.reserve(account, requests_only=True)
     job = await gateway.submit(
         MediaRequest(**body.model_dump()), user_id=request.state.principal.user_id
     )

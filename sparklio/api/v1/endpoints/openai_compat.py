@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from sparklio.api.auth import PrincipalDep, require_principal
+from sparklio.api.budgets import AccountDep
 from sparklio.api.deps import GatewayDep
 from sparklio.api.responses import EventStream, json_response
 from sparklio.exceptions import InvalidRequestError, RouteNotFoundError
@@ -192,7 +193,7 @@ async def models(gateway: GatewayDep) -> Response:
     responses=_CHAT_ANSWERS,
 )
 async def chat_completions(
-    request: Request, gateway: GatewayDep, principal: PrincipalDep
+    request: Request, gateway: GatewayDep, principal: PrincipalDep, account: AccountDep
 ) -> Response:
     """OpenAI's chat completion, answered by the gateway (mock, local or remote models)."""
     raw = await request.body()
@@ -217,6 +218,7 @@ async def chat_completions(
         "route": route,
         "request_id": request.state.request_id,
         "user_id": principal.user_id,
+        "account": account,
     }
     completion = Completion(body.model)
     if body.stream:
