@@ -113,11 +113,11 @@ async def redis_answers(url: str) -> bool:
         await client.aclose()
 
 
-async def main() -> None:
+async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"{'counters':<22} {'calls':>5} {'answered':>8} {'of budg.':>8} {'+serial':>7} "
           f"{'spent':>8} {'overspend $':>12} {'calls':>6}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,8 @@ gains.
 
     .venv/bin/python bench/scale_out.py [--calls 2000] [--concurrency 32]
 
-Traffic goes only to 127.0.0.1. Prints tables; not a test.
+Then the budget overspend under 50 concurrent calls (bench/budget_overspend.py), with the
+counters in memory and in Redis. Traffic goes only to 127.0.0.1. Prints tables; not a test.
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ def main() -> None:
     for through, count, figures in rows:
         print(f"{through:<15} {count:>9} {figures['calls_s']:>9.0f} {figures['p50_ms']:>8.2f} "
               f"{figures['p99_ms']:>8.2f}")  # fmt: skip
+
+    print("\nbudget overspend: 50 concurrent calls against a daily budget that allows 10")
+    import budget_overspend
+
+    asyncio.run(budget_overspend.main(["--redis-url", args.redis]))
 
 
 if __name__ == "__main__":
