@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.fakes import FakeOllama, FakeOpenAI, Held, Reply, Status
-from tests.gateway_process import ROOT, Server
+from tests.gateway_process import ROOT, Server, health
 from tests.live import CALL, GOOD_COPY, live_gateway, until
 from tests.servers import free_port
 
@@ -281,3 +282,86 @@ async def test_a_circuit_opened_through_one_serve_process_is_skipped_by_the_othe
     assert answer.status_code == 200
     assert outcomes(answer.json()) == ["ollama:circuit_open", "openai:ok"]
     assert ollama.calls == called
+
+
+async def test_two_workers_of_one_serve_share_the_limit(tmp_path: Path, prefix: str) -> None:
+    gate = asyncio.Event()
+    async with FakeOllama() as ollama:
+        ollama.default = Held(Reply(GOOD_COPY), gate)
+        server, key = await asyncio.to_thread(
+            serve_workers, tmp_path, live_routes(ONE_OLLAMA), 2, REDIS_URL=REDIS,
+            GUARD_PREFIX=prefix, OLLAMA_BASE_URL=ollama.url, OLLAMA_MAX_CONCURRENCY="2",
+            LLM_MAX_QUEUE="64",
+        )  # fmt: skip
+        redis = aioredis.Redis.from_url(REDIS)
+        try:
+            assert len(worker_pids(server.pid)) == 2
+            # 50 connections at once: the kernel hands them to both workers
+            url, auth = f"http://127.0.0.1:{server.port}", {"Authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(base_url=url, timeout=120, headers=auth) as http:
+                calls = [asyncio.create_task(http.post("/api/v1/llm/generate", json=CALL))
+                         for _ in range(50)]  # fmt: skip
+
+                async def all_in() -> bool:
+                    # the line is in Redis, whichever worker each call reached
+                    waiting = await redis.zcard(f"{prefix}ollama:waiting")
+                    return ollama.calls + waiting == 50 or ollama.calls > 2  # (a broken limit)
+
+                await until_true(all_in)
+                gate.set()
+                responses = await asyncio.gather(*calls)
+        finally:
+            await redis.aclose()
+            await asyncio.to_thread(server.stop)
+    assert [r.status_code for r in responses] == [200] * 50, responses[0].text
+    assert ollama.max_in_flight == 2  # the upstream's own count
+    assert ollama.calls == 50
+
+
+class Served:
+    """`sparklio serve --workers N` in a subprocess."""
+
+    def __init__(self, home: Path, workers: int, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.log = (home.parent / f"serve-{self.port}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sparklio.cli", "serve", "--port", str(self.port),
+             "--workers", str(workers)],
+            env={**_environ(home), **env}, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 90
+        while health(self.port) != 200 or len(worker_pids(self.pid)) < workers:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(Path(self.log.name).read_text(errors="replace")[-3000:])
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
+def serve_workers(tmp_path: Path, routes: str, workers: int, **settings: str) -> tuple[Served, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes, encoding="utf-8")
+    env = {**settings, "LLM_ROUTING_FILE": str(path), "GENERATOR_MODE": "live"}
+    made = subprocess.run([sys.executable, "-m", "sparklio.cli", "create-test-users"],
+                          cwd=ROOT, env={**_environ(home), **env}, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    users = {u["role"]: u["api_key"] for u in json.loads((home / "test-users.json").read_text())}
+    return Served(home, workers, env), users["member"]
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The processes `parent` started (granian's workers)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
