@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -173,6 +174,50 @@ async def test_a_redis_that_does_not_answer_leaves_each_gateway_its_own_limit(
     assert ollama.max_in_flight == 2
     warnings = [r.message for r in caplog.records if "Redis does not answer" in r.message]
     assert len(warnings) == 1  # once, not per call
+
+
+async def test_a_redis_that_never_answers_costs_a_bounded_wait_not_a_hang(
+    tmp_path: Path, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a port that takes connections (the listen backlog) and never answers a command
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    nowhere = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    try:
+        async with FakeOllama() as ollama:
+            ollama.default = Reply(GOOD_COPY)
+            async with live_gateway(tmp_path, ONE_OLLAMA, redis_url=nowhere, guard_prefix=prefix,
+                                    guard_timeout=0.2, ollama_base_url=ollama.url,
+                                    ollama_max_concurrency=2) as (_, http):  # fmt: skip
+                responses = await asyncio.gather(
+                    *(http.post("/api/v1/llm/generate", json=CALL) for _ in range(5))
+                )
+    finally:
+        silent.close()
+    assert [r.status_code for r in responses] == [200] * 5
+    assert ollama.max_in_flight <= 2
+    warnings = [r.message for r in caplog.records if "Redis does not answer" in r.message]
+    assert len(warnings) == 1 and "TimeoutError" in warnings[0]
+
+
+async def test_slots_held_by_a_process_that_died_come_back_when_their_leases_lapse(
+    tmp_path: Path, prefix: str
+) -> None:
+    redis = aioredis.Redis.from_url(REDIS)
+    seconds, micros = await redis.time()
+    lapse = seconds * 1000 + micros // 1000 + 300  # Redis's clock, as the leases use
+    # a process that died holding both slots: nobody will give them back
+    await redis.zadd(f"{prefix}ollama:holders", {"dead-1": lapse, "dead-2": lapse})
+    await redis.aclose()
+    async with FakeOllama() as ollama:
+        ollama.default = Reply(GOOD_COPY)
+        async with live_gateway(tmp_path, ONE_OLLAMA, redis_url=REDIS, guard_prefix=prefix,
+                                ollama_base_url=ollama.url,
+                                ollama_max_concurrency=2) as (_, http):  # fmt: skip
+            response = await http.post("/api/v1/llm/generate", json=CALL)
+    assert response.status_code == 200
+    assert response.json()["meta"]["queue_ms"] > 0  # it waited for the leases, then ran
 
 
 # -- two real `sparklio serve` processes ---------------------------------------------------
