@@ -196,14 +196,17 @@ class SharedState:
         self._answered()
         return result
 
-    def background(self, work: Callable[[], Awaitable[Any]]) -> None:
-        """Run `work` without waiting for it (a verdict to record, a line to leave)."""
+    def background(self, work: Callable[[], Awaitable[Any]]) -> bool:
+        """Run `work` without waiting for it (a verdict to record, a line to leave); False
+        when there is no event loop to run it on (the in-memory state is all there is)."""
         try:
-            task = asyncio.get_running_loop().create_task(self._quietly(work))
+            loop = asyncio.get_running_loop()
         except RuntimeError:
-            return  # no loop (a sync test): the in-memory state is all there is
+            return False
+        task = loop.create_task(self._quietly(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     @staticmethod
     async def _quietly(work: Callable[[], Awaitable[Any]]) -> None:
@@ -255,8 +258,12 @@ class SharedState:
     async def _sync_loop(self) -> None:
         while True:
             for breaker in list(self.breakers):
+                # a read that crossed one of this process's own verdicts is stale: dropped
+                seen = breaker.verdicts
                 with contextlib.suppress(RedisDownError):
-                    breaker.apply(await self.run("read", [breaker.key], []))
+                    state = await self.run("read", [breaker.key], [])
+                    if breaker.verdicts == seen and not breaker.pending:
+                        breaker.apply(state)
             await asyncio.sleep(SYNC)
 
     def _failed(self, exc: BaseException) -> None:
@@ -377,6 +384,9 @@ class SharedBreaker(CircuitBreaker):
 
     shared: SharedState | None = field(default=None, repr=False)
     key: str = ""
+    #: this process's verdicts so far, and those not yet written to Redis
+    verdicts: int = field(default=0, repr=False)
+    pending: int = field(default=0, repr=False)
 
     __hash__ = object.__hash__  # kept in a WeakSet, by identity
 
@@ -392,7 +402,7 @@ class SharedBreaker(CircuitBreaker):
         super().success()
         if self.shared is not None:
             shared = self.shared
-            shared.background(lambda: shared.run("success", [self.key], []))
+            self._record(lambda: shared.run("success", [self.key], []))
 
     def failure(self) -> None:
         probing = self.probing
@@ -405,7 +415,22 @@ class SharedBreaker(CircuitBreaker):
             async def push() -> None:
                 self.apply(await shared.run("failure", [self.key], args))
 
-            shared.background(push)
+            self._record(push)
+
+    def _record(self, push: Callable[[], Awaitable[Any]]) -> None:
+        """Write a verdict to Redis in the background; the mirror has it already."""
+        assert self.shared is not None
+        self.verdicts += 1
+        self.pending += 1
+
+        async def counted() -> None:
+            try:
+                await push()
+            finally:
+                self.pending -= 1
+
+        if not self.shared.background(counted):
+            self.pending -= 1
 
     def apply(self, state: list[Any]) -> None:
         """Take the shared state (failures, opened_at, Redis's now) into the mirror."""
