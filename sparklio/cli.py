@@ -98,6 +98,14 @@ def curl_example(host: str, port: int, key: str | None = None) -> str:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes; with REDIS_URL they share endpoint limits and breakers.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the gateway's HTTP API (docs at /docs)."""
     from sparklio import serving
@@ -124,7 +132,13 @@ def serve(
         highlight=False,
         soft_wrap=True,
     )
-    serving.serve(api, settings, host, port)
+    if workers > 1 and not settings.redis_url:
+        err.print(
+            f"{workers} workers without REDIS_URL: each keeps its own endpoint limits and "
+            "breakers (a limit of 2 becomes 2 per worker). Set REDIS_URL to share them.",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    serving.serve(api, settings, host, port, workers)
 
 
 @app.command()

@@ -111,10 +111,17 @@ def _granian_level(level: str) -> Any:
         return LogLevels.info
 
 
-def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
-    """Serve `app` until SIGINT or SIGTERM, in one granian worker process."""
+def serve(app: FastAPI, settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Serve `app` until SIGINT or SIGTERM, in `workers` granian worker processes.
+
+    One worker serves the app built here. Several build their own each (`load_app`): an
+    app holds connections, tasks and the campaign runner's state, which forked copies
+    would share the file descriptors of. Their endpoint limits and breakers are shared
+    only through REDIS_URL; without it each worker has its own (`serve` says so)."""
     from granian.server import Server
 
-    _Preloaded.app, _Preloaded.parent = app, os.getpid()
+    _Preloaded.app = app if workers == 1 else None
+    _Preloaded.parent = os.getpid()
     freeze_heap()
-    Server(TARGET, **server_options(settings, host, port)).serve(target_loader=load_app)
+    options = {**server_options(settings, host, port), "workers": workers}
+    Server(TARGET, **options).serve(target_loader=load_app)

@@ -39,6 +39,8 @@ INTERNAL = {
     "(caught in the engine; the campaign's status says awaiting_review)",
     "sparklio.services.campaigns.engine.StepFailed": "a campaign step's failure as DBOS records "
     "it; the workflow catches it and marks the campaign failed",
+    "sparklio.services.gateway.shared_guard.RedisDownError": "the shared endpoint guards' "
+    "Redis did not answer; the guard catches it and uses this process's in-memory one",
     "sparklio.cli.CampaignFailed": "`sparklio campaign` raises it when the campaign's events "
     "end in failed or cancelled; the command prints the failing step and exits 1",
 }

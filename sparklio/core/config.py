@@ -176,6 +176,17 @@ class Settings(BaseSettings):
         description="Completion tokens a call without max_tokens is reserved for, priced, "
         "before it runs (the difference is given back after).",
     )  # fmt: skip
+    guard_prefix: str = Field(
+        default="sparklio:guard:",
+        description="Prefix of the keys in Redis (REDIS_URL) that hold each endpoint's "
+        "concurrency slots, waiting line and circuit breaker, shared by every process.",
+    )
+    guard_timeout: float = Field(
+        default=1.0, gt=0, le=5,
+        description="Seconds a shared guard's Redis command may take; then that call uses "
+        "this process's own limit and breaker (longer than REDIS_TIMEOUT: giving up on Redis "
+        "here lets an endpoint's limit be exceeded, where the cache only misses).",
+    )  # fmt: skip
 
     call_log_buffer: int = Field(default=10_000, ge=1)
     metrics_public: bool = Field(

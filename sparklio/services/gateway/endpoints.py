@@ -28,6 +28,7 @@ from sparklio.services.gateway.providers import (
     Registry,
 )
 from sparklio.services.gateway.routing import EndpointSpec
+from sparklio.services.gateway.shared_guard import SharedBreaker, SharedLimiter, SharedState
 
 __all__ = ["Endpoint", "Endpoints"]
 
@@ -96,6 +97,12 @@ class Endpoints(Generic[P]):
         self.max_queue = max_queue
         self._endpoints: dict[str, Endpoint[P]] = {}
         self._env: dict[str, str | None] | None = None
+        #: with REDIS_URL, limits and breakers shared by every process on that Redis
+        self.shared = (
+            SharedState(settings.redis_url, prefix=settings.guard_prefix,
+                        timeout=settings.guard_timeout)
+            if settings.redis_url else None
+        )  # fmt: skip
 
     def names(self) -> list[str]:
         """Every endpoint: the routing file's, and each kind's default one."""
@@ -157,10 +164,16 @@ class Endpoints(Generic[P]):
         return Endpoint(config, self._guard(config, spec), build)
 
     def _guard(self, config: EndpointConfig, spec: EndpointSpec) -> EndpointGuard:
+        threshold, cooldown = self.settings.llm_breaker_failures, self.settings.llm_breaker_cooldown
+        max_queue = spec.max_queue if spec.max_queue is not None else self.max_queue
+        if self.shared is None:
+            return EndpointGuard(CircuitBreaker(threshold, cooldown),
+                                 Limiter(config.max_concurrency, max_queue))  # fmt: skip
         return EndpointGuard(
-            CircuitBreaker(self.settings.llm_breaker_failures, self.settings.llm_breaker_cooldown),
-            Limiter(config.max_concurrency,
-                    spec.max_queue if spec.max_queue is not None else self.max_queue),
+            SharedBreaker(threshold, cooldown, shared=self.shared,
+                          key=self.shared.key(config.name, "breaker")),
+            SharedLimiter(config.max_concurrency, max_queue, shared=self.shared,
+                          endpoint=config.name),
         )  # fmt: skip
 
     def _lookup(self, variable: str) -> str | None:
@@ -226,6 +239,8 @@ class Endpoints(Generic[P]):
         providers = [e._provider for e in self._endpoints.values() if e._provider is not None]
         self._endpoints = {}
         await asyncio.gather(*(p.aclose() for p in providers), return_exceptions=True)
+        if self.shared is not None:
+            await self.shared.aclose()
 
 
 def _fails(error: str) -> Any:
