@@ -1,7 +1,8 @@
 """The attempt loop both gateways run: try a route's candidates in order until one answers.
 
 For each candidate the loop picks the least busy healthy endpoint it names (skipping one that
-is unavailable or whose circuit is open), waits for a slot there, and runs one attempt under a
+is unavailable or whose circuit is open), waits for a slot there (an image job on a pool whose
+endpoints are all busy waits for whichever frees first), and runs one attempt under a
 timeout. A failure of the endpoint itself sends the next attempt to another endpoint of the same
 candidate at once; otherwise a transient failure is retried after a backoff (or the upstream's
 Retry-After); then the next candidate is tried. Every attempt is recorded in a `Trail`; when all
