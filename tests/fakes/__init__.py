@@ -12,7 +12,7 @@ from tests.fakes.base import (
     StreamError,
     refused_url,
 )
-from tests.fakes.comfyui import Delay, DropSocket, Fail, FakeComfyUI, Run, Stall
+from tests.fakes.comfyui import Delay, DropSocket, Fail, FakeComfyUI, Hold, Run, Stall
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai import FakeOpenAI
 
@@ -28,6 +28,7 @@ __all__ = [
     "FakeOpenAI",
     "FakeServer",
     "Held",
+    "Hold",
     "Recorded",
     "Reply",
     "Run",

@@ -46,6 +46,7 @@ __all__ = [
     "DropSocket",
     "Fail",
     "FakeComfyUI",
+    "Hold",
     "Run",
     "Stall",
 ]
@@ -131,7 +132,17 @@ class Delay:
     seconds: float = 1.0
 
 
-ComfyBehaviour = Run | DropSocket | Stall | Fail | Delay
+@dataclass
+class Hold:
+    """Start (execution_start, executing for the first node), then wait for `gate` before
+    running on as `Run` does: the test, not a clock, decides how long the render stays
+    running. POST /interrupt ends it as it ends a Stall; so does leaving the `async with`
+    (the server stopped mid-render)."""
+
+    gate: asyncio.Event
+
+
+ComfyBehaviour = Run | DropSocket | Stall | Fail | Delay | Hold
 
 
 @dataclass
@@ -446,6 +457,11 @@ class FakeComfyUI:
     def requests_to(self, path: str) -> list[ComfyRecorded]:
         """Requests to `path` or to `/api{path}` (e.g. "/prompt"), any method."""
         return [r for r in self.requests if r.path in (path, f"/api{path}")]
+
+    @property
+    def running(self) -> str | None:
+        """The id of the prompt executing now (the fake runs one at a time), or None."""
+        return self._running.prompt_id if self._running is not None else None
 
     def history(self, prompt_id: str) -> JSON | None:
         """The history entry of a finished prompt, or None."""
@@ -1070,6 +1086,10 @@ class FakeComfyUI:
                 if node_id == target and isinstance(behaviour, Stall):
                     await job.interrupt.wait()
                     raise _Interrupted
+                if node_id == target and isinstance(behaviour, Hold):
+                    await _first(behaviour.gate, job.interrupt)
+                    if job.interrupt.is_set():
+                        raise _Interrupted
                 if node_id == target and isinstance(behaviour, Fail):
                     tb = [
                         '  File "/ComfyUI/execution.py", line 496, in execute\n'
@@ -1143,11 +1163,11 @@ class FakeComfyUI:
 
     @staticmethod
     def _target(job: _Job, order: list[str]) -> str | None:
-        """The node a Stall or Fail acts on."""
+        """The node a Stall, Hold or Fail acts on."""
         behaviour = job.behaviour
         if not order:
             return None
-        if isinstance(behaviour, Stall):
+        if isinstance(behaviour, Stall | Hold):
             return order[0]
         if isinstance(behaviour, Fail):
             if behaviour.node_id in order:
@@ -1279,6 +1299,16 @@ class FakeComfyUI:
             saved.append({"filename": name, "subfolder": subfolder, "type": kind})
             counter += 1
         return {"images": saved}
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of `events` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _queue_key(job: _Job) -> tuple[float, int]:

@@ -1,7 +1,8 @@
 """The attempt loop both gateways run: try a route's candidates in order until one answers.
 
 For each candidate the loop picks the least busy healthy endpoint it names (skipping one that
-is unavailable or whose circuit is open), waits for a slot there, and runs one attempt under a
+is unavailable or whose circuit is open), waits for a slot there (an image job on a pool whose
+endpoints are all busy waits for whichever frees first), and runs one attempt under a
 timeout. A failure of the endpoint itself sends the next attempt to another endpoint of the same
 candidate at once; otherwise a transient failure is retried after a backoff (or the upstream's
 Retry-After); then the next candidate is tried. Every attempt is recorded in a `Trail`; when all
@@ -127,6 +128,8 @@ class AttemptLoop:
         excluded: set[str] = set()
         retry = 0
         while True:
+            if not plan.queue_in_timeout:
+                await self._until_room(candidate, excluded, trail)
             endpoint = self._pick(candidate, excluded, trail)
             breaker = endpoint.guard.breaker
             # a probe that ends without a verdict (cancelled, queue full, a bad request) is
@@ -156,6 +159,37 @@ class AttemptLoop:
                 raise error
             retry += 1
             await asyncio.sleep(delay)
+
+    async def _until_room(self, candidate: C, excluded: set[str], trail: Trail) -> None:
+        """For a candidate served by several endpoints, all busy: wait until any of them has a
+        free slot, so the call goes to whichever frees first rather than queueing behind one
+        busy endpoint while another comes free (an image job on a pool of one-at-a-time
+        ComfyUI servers). The wait shows as one waiting on the least busy endpoint (its
+        `waiting`, its queue limit); with that line full, the usual path says queue_full.
+        Only for plans whose wait for a slot is not timed (the waiting has no clock here)."""
+        started = 0.0
+        while True:
+            pool = [
+                self.endpoints.get(name)
+                for name in candidate.targets
+                if name not in excluded and self.endpoints.get(name).usable()
+            ]
+            if len(pool) < 2 or any(e.guard.limiter.has_room() for e in pool):
+                break
+            line = min(pool, key=_load).guard.limiter
+            if line.waiting >= line.max_queue:
+                break
+            started = started or time.perf_counter()
+            watches = [e.guard.limiter.watch() for e in pool]
+            line.waiting += 1
+            try:
+                await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                line.waiting -= 1
+                for watch in watches:
+                    watch.cancel()
+        if started:
+            trail.queue_ms += (time.perf_counter() - started) * 1000
 
     def _others(self, candidate: Any, excluded: set[str]) -> bool:
         return any(

@@ -132,6 +132,26 @@ class Limiter:
     in_flight: int = 0
     waiting: int = 0
     _semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
+    #: callers waiting for the next freed slot on any of several limiters (see `freed`)
+    _watchers: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
+
+    def has_room(self) -> bool:
+        """Whether a call would get a slot now, without waiting (no one is in line)."""
+        return self.limit is None or self._semaphore is None or not self._semaphore.locked()
+
+    def watch(self) -> asyncio.Future[None]:
+        """A future done when a slot is next given back: a pool of endpoints waits on all of
+        its limiters at once and takes whichever frees first."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers = [w for w in self._watchers if not w.done()]  # the given-up ones go
+        self._watchers.append(future)
+        return future
+
+    def _freed(self) -> None:
+        watchers, self._watchers = self._watchers, []
+        for future in watchers:
+            if not future.done():
+                future.set_result(None)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[float]:
@@ -159,6 +179,7 @@ class Limiter:
         finally:
             self.in_flight -= 1
             self._semaphore.release()
+            self._freed()
 
 
 @dataclass
