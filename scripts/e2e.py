@@ -69,6 +69,7 @@ from sparklio.exceptions import BriefError, GatewayError  # noqa: E402
 from sparklio.services.auth import local_token_for  # noqa: E402
 from sparklio.services.clients.campaign_client import CampaignGatewayClient  # noqa: E402
 from sparklio.services.clients.media_client import MediaGatewayClient  # noqa: E402
+from tests.gateway_process import process_tree  # noqa: E402
 
 DEFAULT_BRIEF_FILE = ROOT / "examples" / "brief_ko.yaml"
 BUILTIN_BRIEF = (
@@ -187,24 +188,6 @@ def _die_with_this_script() -> None:
     signal comes when the thread that started it ends, so servers start on the main thread."""
     if _LIBC is not None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants, from /proc (granian serves from worker processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # gone meanwhile
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        tree.append(current := todo.pop())
-        todo.extend(children.get(current, []))
-    return tree
 
 
 def alive(pid: int) -> bool:

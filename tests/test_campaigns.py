@@ -5,10 +5,7 @@ restart without calling a finished step again."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,7 @@ from sparklio.services.auth import local_token_for
 from tests.campaign_upstream import MockOllama
 from tests.conftest import client_for, make_settings
 from tests.fakes.base import Held, Reply
-from tests.gateway_process import Server
+from tests.gateway_process import Server, kill_9
 from tests.live import until
 
 BRIEF = "Launch our oat latte in Seoul for office workers; instagram and naver search."
@@ -210,33 +207,6 @@ def live_app(tmp_path: Path, ollama: str) -> FastAPI:
     routes.write_text(ROUTES, encoding="utf-8")
     return create_app(make_settings(sparklio_home=tmp_path / "home", generator_mode="live",
                                     llm_routing_file=routes, ollama_base_url=ollama))  # fmt: skip
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (granian serves from worker processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # gone meanwhile
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        tree.append(current := todo.pop())
-        todo.extend(children.get(current, []))
-    return tree
-
-
-def kill_9(server: Server) -> None:
-    """`kill -9` the server and its workers at once, as a crash of the machine would."""
-    for pid in process_tree(server.proc.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    server.proc.wait(10)
-    server.log.close()
 
 
 @pytest.mark.timeout(240)  # two server starts on a busy 2-core machine
