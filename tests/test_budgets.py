@@ -180,6 +180,25 @@ async def test_me_shows_a_users_limits_used_and_remaining(http: httpx.AsyncClien
     assert 0 < scope["tpm"]["used"] < 100_000
 
 
+async def test_the_usage_report_by_user_shows_each_users_limits(priced: Settings) -> None:
+    app = create_app(priced)
+    try:
+        async with await client_for(app) as http:
+            me = (await http.get("/api/v1/auth/me")).json()
+            await http.put(f"/api/v1/auth/users/{me['id']}/limits", json={"rpm": 5})
+            for _ in range(2):
+                assert (await http.post("/api/v1/llm/generate", json=TEXT)).status_code == 200
+            await app.state.services.call_log.flush()  # the report reads the database
+            usage = (await http.get("/api/v1/usage", params={"group_by": "user"})).json()
+    finally:
+        await close_app(app)
+    (mine,) = [g for g in usage["groups"] if g["key"] == me["id"]]
+    assert mine["calls"] == 2
+    (scope,) = mine["limits"]
+    assert scope["scope"] == f"user:{me['id']}"
+    assert scope["rpm"]["limit"] == 5 and scope["rpm"]["used"] == 2
+
+
 @pytest.fixture
 async def redis_prefix() -> AsyncIterator[str]:
     """A key prefix of this test's own in the local Redis, removed afterwards."""

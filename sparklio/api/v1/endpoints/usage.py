@@ -8,6 +8,7 @@ from typing import Annotated, Any, get_args
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from sparklio.api.budgets import BudgetsDep
 from sparklio.api.deps import SessionsDep
 from sparklio.api.responses import json_response
 from sparklio.exceptions import InvalidRequestError
@@ -67,13 +68,15 @@ def parse_when(value: str, name: str, *, end: bool = False) -> datetime:
     responses={
         200: {"description": "Per group and in total: calls, errors, fallbacks, tokens, "
               "cost_usd, latency_ms p50/p95, and the response cache's cache_hits, "
-              "saved_tokens and saved_usd.",
+              "saved_tokens and saved_usd; by user, also each user's limits (used, "
+              "remaining).",
               "content": {"application/json": {"schema": {"type": "object"}}}},
         422: {"description": "from, to or group_by is not valid."},
     },
 )  # fmt: skip
 async def usage(
     sessions: SessionsDep,
+    budgets: BudgetsDep,
     from_: Annotated[
         str | None, Query(alias="from", description=f"Start, inclusive: {_WHEN_HELP}.")
     ] = None,
@@ -101,4 +104,9 @@ async def usage(
             f"from must be before to (got from={start.isoformat()}, to={end.isoformat()})."
         )
     report: dict[str, Any] = await usage_report(sessions, start, end, group_by)
+    if group_by == "user" and budgets is not None:
+        # each user's limits as they stand now: what of each is used and what remains
+        for group in report["groups"]:
+            if group["key"] is not None:
+                group["limits"] = await budgets.report(await budgets.account(group["key"], None))
     return json_response(report)
