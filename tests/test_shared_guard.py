@@ -19,10 +19,14 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from sparklio.db.engine import migrate
 from tests.fakes import FakeOllama, FakeOpenAI, Held, Reply, Status
 from tests.gateway_process import ROOT, Server, health
 from tests.live import CALL, GOOD_COPY, live_gateway, until
+from tests.pg import PostgresCluster, postgres
 from tests.servers import free_port
+
+__all__ = ["postgres"]
 
 REDIS = "redis://127.0.0.1:6379/0"
 ONE_OLLAMA = 'default:\n  - {provider: ollama, model: "qwen2.5:7b"}'
@@ -223,8 +227,14 @@ async def test_slots_held_by_a_process_that_died_come_back_when_their_leases_lap
 # -- two real `sparklio serve` processes ---------------------------------------------------
 
 
-def serve_two(tmp_path: Path, routes: str, **settings: str) -> tuple[list[Server], str]:
-    """Two `sparklio serve` processes on one home (one database) and the member's API key."""
+def serve_two(
+    tmp_path: Path, postgres: PostgresCluster, routes: str, **settings: str
+) -> tuple[list[Server], str]:
+    """Two `sparklio serve` processes on one PostgreSQL (a new database) and one Redis, and
+    the member's API key."""
+    url = postgres.create_database()
+    migrate(url)
+    settings = {**settings, "DATABASE_URL": url}
     home = tmp_path / "home"
     home.mkdir()
     path = tmp_path / "routes.yaml"
@@ -253,13 +263,14 @@ def live_routes(body: str) -> str:
 
 
 async def test_two_serve_processes_share_the_limit_of_2_under_50_calls(
-    tmp_path: Path, prefix: str
+    tmp_path: Path, postgres: PostgresCluster, prefix: str
 ) -> None:
     gate = asyncio.Event()
     async with FakeOllama() as ollama:
         ollama.default = Held(Reply(GOOD_COPY), gate)
         servers, key = await asyncio.to_thread(
-            serve_two, tmp_path, live_routes(ONE_OLLAMA), REDIS_URL=REDIS, GUARD_PREFIX=prefix,
+            serve_two, tmp_path, postgres, live_routes(ONE_OLLAMA), REDIS_URL=REDIS,
+            GUARD_PREFIX=prefix,
             OLLAMA_BASE_URL=ollama.url, OLLAMA_MAX_CONCURRENCY="2", LLM_MAX_QUEUE="64",
         )  # fmt: skip
         try:
@@ -291,14 +302,14 @@ async def test_two_serve_processes_share_the_limit_of_2_under_50_calls(
 
 
 async def test_a_circuit_opened_through_one_serve_process_is_skipped_by_the_other(
-    tmp_path: Path, prefix: str
+    tmp_path: Path, postgres: PostgresCluster, prefix: str
 ) -> None:
     async with FakeOllama() as ollama, FakeOpenAI() as openai:
         ollama.then(Reply(GOOD_COPY))  # B's first call: B has used the endpoint
         ollama.default = Status(500)
         openai.default = Reply(GOOD_COPY)
         servers, key = await asyncio.to_thread(
-            serve_two, tmp_path, live_routes(OLLAMA_THEN_OPENAI), REDIS_URL=REDIS,
+            serve_two, tmp_path, postgres, live_routes(OLLAMA_THEN_OPENAI), REDIS_URL=REDIS,
             GUARD_PREFIX=prefix, OLLAMA_BASE_URL=ollama.url, OPENAI_BASE_URL=f"{openai.url}/v1",
             OPENAI_API_KEY="sk-test", LLM_BREAKER_FAILURES="2", LLM_BREAKER_COOLDOWN="60",
             LLM_MAX_RETRIES="0",
