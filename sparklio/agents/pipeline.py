@@ -249,8 +249,9 @@ async def run_campaign(
         if decision.approve or not requests:
             break
         round_ += 1
-        copies, records = await _edit(
-            llm, copies, requests, brand, _told(held_to), run, round_, asks
+        # a reviewer's changes at the copy gate: steps `revise:<channel>:<round>`
+        copies, _, records = await _revise(
+            llm, copies, requests, brand, _told(held_to), run, asks, f":{round_}"
         )
         steps.extend(records)
     note("concepts", "running")
@@ -289,8 +290,11 @@ async def run_campaign(
     if not review.approved and review.revision_requests:
         note("revision", "running")
         first_review = review
+        requests = {}
+        for item in review.revision_requests:
+            requests.setdefault(item.channel, []).append(item.request)
         copies, revised, records = await _revise(
-            llm, copies, review, brand, _told(held_to), run, asks
+            llm, copies, requests, brand, _told(held_to), run, asks
         )
         steps.extend(records)
         review_input = reviewer_agent.ReviewInput(
@@ -338,60 +342,23 @@ def _told(held_to: list[Rule]) -> list[str]:
     return [r.term for r in held_to if r.source in ("brief", "brand_kit")]
 
 
-async def _edit(
+async def _revise(
     llm: LLMGatewayClient,
     copies: list[ChannelCopy],
     requests: dict[str, list[str]],
     brand: BrandProfile,
     avoid: list[str],
     run: StepRunner,
-    round_: int,
     asks: Mapping[str, VariantCounts],
-) -> tuple[list[ChannelCopy], list[StepRecord]]:
-    """A reviewer's changes at the copy gate: a revision of just the channels they name, as
-    steps `revise:<channel>:<round>`."""
-    targets = [c for c in copies if c.channel in requests]
-    results = await asyncio.gather(
-        *(
-            run(
-                f"revise:{c.channel}:{round_}",
-                partial(
-                    copywriter_agent.revise,
-                    llm,
-                    copywriter_agent.RevisionInput(
-                        copy=c,
-                        requests=requests[c.channel],
-                        brand=brand,
-                        avoid=avoid,
-                        variants=asks.get(c.channel),
-                    ),
-                ),
-            )
-            for c in targets
-        )
-    )
-    revised = {new.channel: new for new, _ in results}
-    return [revised.get(c.channel, c) for c in copies], [record for _, record in results]
-
-
-async def _revise(
-    llm: LLMGatewayClient,
-    copies: list[ChannelCopy],
-    review: Review,
-    brand: BrandProfile,
-    avoid: list[str],
-    run: StepRunner,
-    asks: Mapping[str, VariantCounts],
+    suffix: str = "",
 ) -> tuple[list[ChannelCopy], list[str], list[StepRecord]]:
-    """One revision of every channel the review asked about, in parallel."""
-    requests: dict[str, list[str]] = {}
-    for item in review.revision_requests:
-        requests.setdefault(item.channel, []).append(item.request)
+    """One revision of every channel `requests` names, in parallel, as steps
+    `revise:<channel><suffix>`; the copies, the channels revised and their records."""
     targets = [c for c in copies if c.channel in requests]
     results = await asyncio.gather(
         *(
             run(
-                f"revise:{c.channel}",
+                f"revise:{c.channel}{suffix}",
                 partial(
                     copywriter_agent.revise,
                     llm,
