@@ -87,19 +87,6 @@ RESTART_CUT_TIMEOUT = 60.0  # seconds for the restart run's campaign to reach it
 RESTART_FINISH_TIMEOUT = 120.0  # seconds for it to finish once the server is up again
 LOG_TAIL_LINES = 30
 
-#: The restart run's routing: every model call to the fake Ollama, images from the mock.
-RESTART_ROUTES = """\
-version: 1
-modes:
-  live:
-    default:
-      - {provider: ollama, model: "campaign:7b"}
-media:
-  modes:
-    live:
-      default:
-        - {provider: mock, model: mock-image-v1}
-"""
 #: The steps the restart run lets finish before the kill, and the one it cuts.
 BEFORE_KILL = ["brief", "brand"]
 CUT_STEP = "strategist"
@@ -548,14 +535,14 @@ async def restart_run(brief: BriefFile, console: Console) -> Outcome:
     """A live campaign against the fake Ollama, its server killed with SIGKILL once two steps
     have finished and the third waits on the model, then started again: see the docstring."""
     from tests.fakes.base import Held, Reply  # the fakes come with the tests (make install-dev)
-    from tests.fakes.campaign import MockOllama
+    from tests.fakes.campaign import ROUTES, MockOllama
 
     outcome = Outcome("restart run (live mode, fake Ollama, kill -9 mid-campaign)")
     gate = asyncio.Event()
     with tempfile.TemporaryDirectory(prefix="sparklio-e2e-restart-") as tmp:
         folder = Path(tmp)
         home, routes = folder / "home", folder / "routes.yaml"
-        routes.write_text(RESTART_ROUTES, encoding="utf-8")
+        routes.write_text(ROUTES, encoding="utf-8")
         async with MockOllama() as fake:
             # the first two steps' calls are answered; the third is held until after the kill
             fake.then(Reply(), Reply(), Held(Reply(), gate))

@@ -20,10 +20,10 @@ import pytest
 from sparklio.services.auth import local_token_for
 from tests.conftest import make_settings
 from tests.fakes.base import Held, Reply
-from tests.fakes.campaign import MockOllama
+from tests.fakes.campaign import ROUTES, MockOllama
 from tests.gateway_process import ROOT, Server
 from tests.live import until
-from tests.test_campaigns import ROUTES, events_of
+from tests.test_campaigns import events_of
 
 BRIEF = "Launch our oat latte in Seoul for office workers; instagram and naver search."
 

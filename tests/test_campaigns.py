@@ -15,9 +15,9 @@ from fastapi import FastAPI
 
 from sparklio.main import close_app, create_app
 from sparklio.services.auth import local_token_for
-from tests.campaign_upstream import MockOllama
 from tests.conftest import client_for, make_settings
 from tests.fakes.base import Held, Reply
+from tests.fakes.campaign import ROUTES, MockOllama
 from tests.gateway_process import Server, kill_9
 from tests.live import until
 
@@ -185,20 +185,6 @@ async def test_a_cancelled_campaign_runs_no_further_step(tmp_path: Path) -> None
                 assert again.json()["status"] == "cancelled"  # a finished one stays as it is
         finally:
             await close_app(app)
-
-
-ROUTES = """\
-version: 1
-modes:
-  live:
-    default:
-      - {provider: ollama, model: "campaign:7b"}
-media:
-  modes:
-    live:
-      default:
-        - {provider: mock, model: mock-image-v1}
-"""
 
 
 def live_app(tmp_path: Path, ollama: str) -> FastAPI:

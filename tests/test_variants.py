@@ -23,9 +23,9 @@ from sparklio.agents.report import LABELS, md_inline
 from sparklio.agents.rules import check, find, pattern
 from sparklio.main import close_app, create_app
 from sparklio.services.clients.llm_client import LLMGatewayClient
-from tests.campaign_upstream import MockOllama
 from tests.conftest import client_for, make_settings
 from tests.fakes.base import Answer, Recorded, Reply
+from tests.fakes.campaign import MockOllama
 from tests.test_campaigns import events_of, live_app, paused, start
 
 SEARCH_AD = {"naver_search": {"headlines": 5, "descriptions": 3}}

@@ -13,13 +13,12 @@ import sqlalchemy as sa
 from sparklio.db.engine import migrate
 from sparklio.services.auth import local_token_for
 from sparklio.services.campaigns import executors as executors_module
-from tests.campaign_upstream import MockOllama
 from tests.conftest import make_settings
 from tests.fakes.base import Held, Reply
+from tests.fakes.campaign import ROUTES, MockOllama
 from tests.gateway_process import Server, Worker
 from tests.live import until
 from tests.pg import PostgresCluster, postgres
-from tests.test_campaigns import ROUTES
 
 __all__ = ["postgres"]
 

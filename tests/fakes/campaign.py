@@ -15,6 +15,21 @@ from sparklio.services.llm.providers.mock import MockProvider
 from tests.fakes.base import Answer, Recorded, Reply
 from tests.fakes.ollama import FakeOllama
 
+#: A routing file for a whole campaign in live mode: every model call to a MockOllama (the
+#: model it serves), the images from the mock.
+ROUTES = """\
+version: 1
+modes:
+  live:
+    default:
+      - {provider: ollama, model: "campaign:7b"}
+media:
+  modes:
+    live:
+      default:
+        - {provider: mock, model: mock-image-v1}
+"""
+
 
 class MockOllama(FakeOllama):
     """FakeOllama answering each /api/chat with the mock's answer to the same schema and
