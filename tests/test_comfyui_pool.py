@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from PIL import Image
 
 from sparklio.main import close_app, create_app
@@ -54,8 +55,11 @@ media:
 def guards(request: pytest.FixtureRequest, prefix: str) -> dict[str, Any]:
     """The gateway's settings for its endpoint guards: its own, or shared through Redis (the
     test's own key prefix)."""
-    if request.param == "in memory":
-        return {}
+    return {} if request.param == "in memory" else shared(prefix)
+
+
+def shared(prefix: str) -> dict[str, Any]:
+    """Settings that share the endpoint guards through Redis, under the test's key prefix."""
     return {"redis_url": REDIS, "guard_prefix": prefix, "redis_media_prefix": f"{prefix}media:"}
 
 
@@ -163,6 +167,32 @@ async def test_a_server_that_dies_mid_render_sends_the_job_to_the_other(tmp_path
     assert prompt_of(survivor, job_id) is not None and survivor.executions == 1
     assert doomed.history(prompt_of(doomed, job_id) or "") is None  # it never finished there
     assert Image.open(io.BytesIO(image)).size == (96, 64)
+
+
+async def test_a_slot_freed_by_a_lapsed_lease_is_taken_though_no_release_announced_it(
+    tmp_path: Path, prefix: str
+) -> None:
+    async with (
+        FakeComfyUI() as a,
+        FakeComfyUI() as b,
+        gateway(tmp_path, a, b, **shared(prefix)) as http,
+    ):
+        # a process died rendering on both servers: its leases run for 10 more minutes
+        redis = aioredis.Redis.from_url(REDIS)
+        seconds, micros = await redis.time()
+        now = seconds * 1000 + micros // 1000  # Redis's clock, as the leases use
+        for server in ("comfy-a", "comfy-b"):
+            await redis.zadd(f"{prefix}{server}:holders", {"dead": now + 600_000})
+        job_id = await submit(http)
+        while await waiting(http) == 0:  # noqa: ASYNC110  (a count behind the API)
+            await asyncio.sleep(0.02)
+        # a's lease lapses: no release is announced, the waiting job finds out by looking
+        await redis.zadd(f"{prefix}comfy-a:holders", {"dead": now}, xx=True)
+        await redis.aclose()
+        ended = await finished(http, job_id)
+    assert ended["status"] == "succeeded", ended
+    assert ended["provider"] == "comfy-a" and len(b.prompts) == 0
+    assert ended["meta"]["queue_ms"] > 0  # it waited for a's lease, then rendered there
 
 
 @pytest.mark.timeout(240)  # two `sparklio serve` processes: 25 s each on a busy 2-core machine
