@@ -382,6 +382,21 @@ async def test_delayed_prompt_can_be_deleted_from_the_queue(
     assert fake.queue_deletes == [[prompt_id]] and fake.executions == 0 and fake.files == {}
 
 
+async def test_max_in_flight_counts_the_prompts_held_at_once(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with FakeComfyUI() as fake:
+        for color in (1, 2):  # one after the other: never two at once
+            await finished(session, fake, await submit(session, fake, probe(color=color)))
+        assert fake.max_in_flight == 1
+        fake.then(Delay(0.2))
+        # the second waits in the queue behind the first: two held at once
+        sent = [await submit(session, fake, probe(color=color)) for color in (3, 4)]
+        for prompt_id in sent:
+            await finished(session, fake, prompt_id)
+    assert fake.max_in_flight == 2 and fake.executions == 4
+
+
 # -- validation ---------------------------------------------------------------------------------
 
 

@@ -208,17 +208,19 @@ async def test_a_redis_that_never_answers_costs_a_bounded_wait_not_a_hang(
 async def test_slots_held_by_a_process_that_died_come_back_when_their_leases_lapse(
     tmp_path: Path, prefix: str
 ) -> None:
-    redis = aioredis.Redis.from_url(REDIS)
-    seconds, micros = await redis.time()
-    lapse = seconds * 1000 + micros // 1000 + 300  # Redis's clock, as the leases use
-    # a process that died holding both slots: nobody will give them back
-    await redis.zadd(f"{prefix}ollama:holders", {"dead-1": lapse, "dead-2": lapse})
-    await redis.aclose()
     async with FakeOllama() as ollama:
         ollama.default = Reply(GOOD_COPY)
         async with live_gateway(tmp_path, ONE_OLLAMA, redis_url=REDIS, guard_prefix=prefix,
                                 ollama_base_url=ollama.url,
                                 ollama_max_concurrency=2) as (_, http):  # fmt: skip
+            # the slots are taken once the gateway is up (its start took longer than a short
+            # lease on a busy machine), by a process that died holding both: nobody gives
+            # them back
+            redis = aioredis.Redis.from_url(REDIS)
+            seconds, micros = await redis.time()
+            lapse = seconds * 1000 + micros // 1000 + 1000  # Redis's clock, as leases use
+            await redis.zadd(f"{prefix}ollama:holders", {"dead-1": lapse, "dead-2": lapse})
+            await redis.aclose()
             response = await http.post("/api/v1/llm/generate", json=CALL)
     assert response.status_code == 200
     assert response.json()["meta"]["queue_ms"] > 0  # it waited for the leases, then ran

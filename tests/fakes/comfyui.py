@@ -10,7 +10,8 @@ identical resubmission runs nothing), and renders PNG files with Pillow, kept in
 
     async with FakeComfyUI() as fake:
         fake.then(Delay(0.5), Fail())  # the next prompt waits in the queue, the one after fails
-        # ... fake.url, fake.requests, fake.prompts, fake.executions, fake.files ...
+        # ... fake.url, fake.requests, fake.prompts, fake.executions, fake.files,
+        # fake.max_in_flight ...
 """
 
 from __future__ import annotations
@@ -420,6 +421,9 @@ class FakeComfyUI:
         self.interrupts: list[JSON | None] = []  # POST /interrupt bodies (None: empty/not JSON)
         self.queue_deletes: list[list[str]] = []  # the "delete" lists of POST /queue
         self.executions = 0  # prompts that ran at least one node (not fully cached)
+        #: the most prompts accepted and not finished at once (running or pending): a client
+        #: that sends one job at a time keeps it at 1
+        self.max_in_flight = 0
         # every websocket event emitted: (target client id, or None for every socket; frame)
         self.events: list[tuple[str | None, JSON]] = []
         # (type, subfolder, filename) -> file bytes; "output" files come from SaveImage
@@ -803,6 +807,8 @@ class FakeComfyUI:
         if job.client_id is not None:
             self.client_ids[prompt_id] = job.client_id
         self._pending.append(job)
+        in_flight = len(self._pending) + (self._running is not None)
+        self.max_in_flight = max(self.max_in_flight, in_flight)
         self._wake.set()
         await self._queue_updated()
         return web.json_response(

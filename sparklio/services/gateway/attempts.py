@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -128,25 +128,31 @@ class AttemptLoop:
         excluded: set[str] = set()
         retry = 0
         while True:
-            if not plan.queue_in_timeout:
-                await self._until_room(candidate, excluded, trail)
-            endpoint = self._pick(candidate, excluded, trail)
-            breaker = endpoint.guard.breaker
-            # a probe that ends without a verdict (cancelled, queue full, a bad request) is
-            # given back on the way out, whatever the way out is
-            with breaker.admit() as allowed:
-                if not allowed:  # cannot happen between _pick and here: nothing awaited
-                    raise self._skipped(candidate, [endpoint], trail)
-                try:
-                    result = await self._attempt(plan, candidate, endpoint, trail)
-                    breaker.success()
-                    return result
-                except ProviderError as exc:
-                    if exc.outcome in ENDPOINT_FAILURES:
-                        breaker.failure()
-                    elif exc.outcome not in CAPACITY:
-                        breaker.success()  # it answered: the endpoint itself is fine
-                    error = exc
+            held = AsyncExitStack()  # a slot taken while waiting for room in a pool
+            try:
+                room = None
+                if not plan.queue_in_timeout:
+                    room = await self._until_room(candidate, excluded, trail, held)
+                endpoint = room or self._pick(candidate, excluded, trail)
+                breaker = endpoint.guard.breaker
+                # a probe that ends without a verdict (cancelled, queue full, a bad request)
+                # is given back on the way out, whatever the way out is
+                with breaker.admit() as allowed:
+                    if not allowed:  # only after a wait for room: the circuit opened meanwhile
+                        raise self._skipped(candidate, [endpoint], trail)
+                    try:
+                        result = await self._attempt(plan, candidate, endpoint, trail,
+                                                     slotted=room is not None)  # fmt: skip
+                        breaker.success()
+                        return result
+                    except ProviderError as exc:
+                        if exc.outcome in ENDPOINT_FAILURES:
+                            breaker.failure()
+                        elif exc.outcome not in CAPACITY:
+                            breaker.success()  # it answered: the endpoint itself is fine
+                        error = exc
+            finally:
+                await held.aclose()
             if plan.again is not None and plan.again(error):
                 continue
             if error.outcome in FAILOVER and self._others(candidate, {*excluded, endpoint.name}):
@@ -160,36 +166,50 @@ class AttemptLoop:
             retry += 1
             await asyncio.sleep(delay)
 
-    async def _until_room(self, candidate: C, excluded: set[str], trail: Trail) -> None:
-        """For a candidate served by several endpoints, all busy: wait until any of them has a
-        free slot, so the call goes to whichever frees first rather than queueing behind one
-        busy endpoint while another comes free (an image job on a pool of one-at-a-time
-        ComfyUI servers). The wait shows as one waiting on the least busy endpoint (its
-        `waiting`, its queue limit); with that line full, the usual path says queue_full.
-        Only for plans whose wait for a slot is not timed (the waiting has no clock here)."""
+    async def _until_room(
+        self, candidate: C, excluded: set[str], trail: Trail, held: AsyncExitStack
+    ) -> Endpoint[Any] | None:
+        """For a candidate served by several endpoints: the least busy one with a slot free,
+        that slot taken and held in `held`; while every one is busy, it waits for whichever
+        frees first rather than queueing behind one busy endpoint while another comes free
+        (an image job on a pool of one-at-a-time ComfyUI servers). None for the usual pick:
+        fewer than two endpoints left, or the pool's line full (the usual path then says
+        queue_full).
+
+        The slot is taken, not only looked at: with limits shared through Redis, a look
+        leaves time for another process to take it, and this process's counts (least busy)
+        know nothing of the others' calls. The wait shows as one waiting on the least busy
+        endpoint (its `waiting`, its queue limit). Only for plans whose wait for a slot is
+        not timed (the waiting has no clock here)."""
         started = 0.0
-        while True:
+        room: Endpoint[Any] | None = None
+        while room is None:
             pool = [
                 self.endpoints.get(name)
                 for name in candidate.targets
                 if name not in excluded and self.endpoints.get(name).usable()
             ]
-            if len(pool) < 2 or any(e.guard.limiter.has_room() for e in pool):
+            if len(pool) < 2:
                 break
-            line = min(pool, key=_load).guard.limiter
-            if line.waiting >= line.max_queue:
-                break
-            started = started or time.perf_counter()
+            # watched before trying: a slot given back while trying is not missed
             watches = [e.guard.limiter.watch() for e in pool]
-            line.waiting += 1
             try:
-                await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
+                room = await _first_free(pool, held)
+                line = min(pool, key=_load).guard.limiter
+                if room is not None or line.waiting >= line.max_queue:
+                    break
+                started = started or time.perf_counter()
+                line.waiting += 1
+                try:
+                    await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    line.waiting -= 1
             finally:
-                line.waiting -= 1
                 for watch in watches:
                     watch.cancel()
         if started:
             trail.queue_ms += (time.perf_counter() - started) * 1000
+        return room
 
     def _others(self, candidate: Any, excluded: set[str]) -> bool:
         return any(
@@ -243,9 +263,16 @@ class AttemptLoop:
                              provider=name, model=candidate.model, outcome=outcome)  # fmt: skip
 
     async def _attempt(
-        self, plan: Plan[C, R], candidate: C, endpoint: Endpoint[Any], trail: Trail
+        self,
+        plan: Plan[C, R],
+        candidate: C,
+        endpoint: Endpoint[Any],
+        trail: Trail,
+        *,
+        slotted: bool = False,
     ) -> R:
-        """One attempt on one endpoint, timed and recorded in the trail."""
+        """One attempt on one endpoint, timed and recorded in the trail; `slotted` when the
+        call holds its slot there already (see `_until_room`)."""
         timeout = plan.timeout(candidate, endpoint)
         if plan.deadline is not None:
             timeout = max(0.0, min(timeout, plan.deadline - asyncio.get_running_loop().time()))
@@ -268,7 +295,10 @@ class AttemptLoop:
                 async with asyncio.timeout(timeout), limiter.slot() as waited:
                     trail.queue_ms += waited
                     return await plan.attempt(Try(candidate, endpoint, timeout))
-            async with limiter.slot() as waited:
+            slot: AbstractAsyncContextManager[float] = (
+                nullcontext(0.0) if slotted else limiter.slot()
+            )
+            async with slot as waited:
                 trail.queue_ms += waited
                 async with asyncio.timeout(timeout):
                     return await plan.attempt(Try(candidate, endpoint, timeout))
@@ -307,6 +337,19 @@ class AttemptLoop:
             telemetry.attempt_done(
                 span, endpoint, candidate.model, outcome, trail.queue_ms - queued
             )
+
+
+async def _first_free(pool: list[Endpoint[Any]], held: AsyncExitStack) -> Endpoint[Any] | None:
+    """The least busy endpoint of `pool` with a slot free now, that slot taken (held in
+    `held`); None, having waited for nothing, when every slot is taken."""
+    for endpoint in sorted(pool, key=_load):
+        try:
+            await held.enter_async_context(endpoint.guard.limiter.slot(wait=False))
+        except QueueFullError:
+            continue
+        endpoint.picks += 1
+        return endpoint
+    return None
 
 
 def _load(endpoint: Endpoint[Any]) -> tuple[float, int]:

@@ -135,10 +135,6 @@ class Limiter:
     #: callers waiting for the next freed slot on any of several limiters (see `freed`)
     _watchers: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
 
-    def has_room(self) -> bool:
-        """Whether a call would get a slot now, without waiting (no one is in line)."""
-        return self.limit is None or self._semaphore is None or not self._semaphore.locked()
-
     def watch(self) -> asyncio.Future[None]:
         """A future done when a slot is next given back: a pool of endpoints waits on all of
         its limiters at once and takes whichever frees first."""
@@ -154,8 +150,10 @@ class Limiter:
                 future.set_result(None)
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
-        """Hold a slot for one call; yields the milliseconds spent waiting for it."""
+    async def slot(self, *, wait: bool = True) -> AsyncIterator[float]:
+        """Hold a slot for one call; yields the milliseconds spent waiting for it. With
+        `wait=False`, a slot only if one is free now (no one in line): QueueFullError at once
+        otherwise (a pool of endpoints tries each before waiting for any)."""
         if self.limit is None:
             yield 0.0
             return
@@ -163,7 +161,7 @@ class Limiter:
             self._semaphore = asyncio.Semaphore(self.limit)
         started = 0.0
         if self._semaphore.locked():
-            if self.waiting >= self.max_queue:
+            if not wait or self.waiting >= self.max_queue:
                 raise QueueFullError
             started = time.perf_counter()
             self.waiting += 1

@@ -1,6 +1,7 @@
 """Endpoint guards shared by every process on one Redis (REDIS_URL): a limit of 2 calls on an
-endpoint holds across all workers and hosts, and a circuit opened by one process makes the
-others skip the endpoint.
+endpoint holds across all workers and hosts, a job for a pool of endpoints goes to the one
+that is free across all of them, and a circuit opened by one process makes the others skip
+the endpoint.
 
 - Limiter: a sorted-set semaphore per endpoint. Each call in flight holds a member of
   `<prefix><endpoint>:holders` scored by its lease expiry (Redis's own clock); the call renews
@@ -16,6 +17,14 @@ others skip the endpoint.
   lost while the listener reconnects. Pub/sub rather than fast polling alone: under 50
   waiting calls, polling often enough to be prompt costs thousands of scripts a second,
   which on a busy machine delays the very commands the guard needs.
+- Pools: a candidate naming several endpoints (an image job on one-at-a-time ComfyUI
+  servers) goes to whichever has a slot free across all processes, not to the one this
+  process alone finds least busy. It tries each endpoint's slot without joining its line
+  (the acquire script with no room in line: one script, so two processes never both take
+  the last slot), and while none is free waits on all of them at once, woken by a release
+  on the channel or after POLL seconds. Those waiters are this process's own (not in any
+  `:waiting` line): between processes, whichever hears a release first goes first, and the
+  calls in an endpoint's own line go before them.
 - Breaker: failures and opened_at in a Redis hash, updated by Lua scripts. The attempt loop
   asks the breaker synchronously (picking an endpoint awaits nothing), so each process keeps
   a mirror of the shared state: every verdict updates Redis and the mirror from what the
@@ -303,19 +312,19 @@ class SharedLimiter(Limiter):
     _released: asyncio.Event | None = field(default=None, repr=False)
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
+    async def slot(self, *, wait: bool = True) -> AsyncIterator[float]:
         shared = self.shared
         if self.limit is None or shared is None or not shared.usable():
-            async with super().slot() as waited:
+            async with super().slot(wait=wait) as waited:
                 yield waited
             return
         keys = [shared.key(self.endpoint, k) for k in ("holders", "waiting", "leases", "tickets")]
         me = uuid.uuid4().hex
         try:
-            waited_ms = await self._acquire(shared, keys, me)
+            waited_ms = await self._acquire(shared, keys, me, wait)
         except RedisDownError:
             # the line in Redis is unknown: this call goes through this process's own limiter
-            async with super().slot() as waited:
+            async with super().slot(wait=wait) as waited:
                 yield waited
             return
         self.in_flight += 1
@@ -332,9 +341,11 @@ class SharedLimiter(Limiter):
             finally:
                 self.notify()
 
-    async def _acquire(self, shared: SharedState, keys: list[str], me: str) -> float:
-        """Take a slot in Redis, waiting in line if need be; the milliseconds waited."""
-        args = [self.limit, self.max_queue, me, int(HOLD * 1000), int(WAIT_LEASE * 1000)]
+    async def _acquire(self, shared: SharedState, keys: list[str], me: str, wait: bool) -> float:
+        """Take a slot in Redis, waiting in line if need be; the milliseconds waited. Not
+        `wait`ing, the line has no room (QueueFullError unless a slot is free now)."""
+        max_queue = self.max_queue if wait else 0
+        args = [self.limit, max_queue, me, int(HOLD * 1000), int(WAIT_LEASE * 1000)]
         started = time.perf_counter()
         queued = held = False
         try:
@@ -370,11 +381,23 @@ class SharedLimiter(Limiter):
             self._released = asyncio.Event()
         return self._released
 
+    def watch(self) -> asyncio.Future[None]:
+        """A future done when a slot is given back by any process on the Redis (its release
+        is heard), or after POLL seconds: a slot freed by a lapsed lease announces nothing."""
+        future = super().watch()
+        if self.shared is not None and self.limit is not None:
+            self.shared.listen(self)
+            timer = asyncio.get_running_loop().call_later(POLL, _settle, future)
+            future.add_done_callback(lambda _: timer.cancel())
+        return future
+
     def notify(self) -> None:
-        """A slot was given back: this process's waiters look again at once."""
+        """A slot was given back, here or by another process: this process's waiters, and
+        the pools watching this endpoint, look again at once."""
         if self._released is not None:
             self._released.set()
             self._released = None
+        self._freed()
 
 
 @dataclass(eq=False)
@@ -445,6 +468,11 @@ class SharedBreaker(CircuitBreaker):
     def _watch(self) -> None:
         if self.shared is not None and self not in self.shared.breakers:
             self.shared.watch(self)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _text(value: Any) -> str:
