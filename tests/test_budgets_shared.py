@@ -160,7 +160,7 @@ async def test_a_campaign_under_two_granian_workers_runs_each_step_once(
             posted = await asyncio.gather(
                 *(http.post("/api/v1/campaigns", json={"brief": BRIEF}) for _ in range(4))
             )
-            assert [r.status_code for r in posted] == [202] * 4, posted[0].text
+            assert [r.status_code for r in posted] == [202] * 4, [r.text for r in posted]
             ids = [r.json()["id"] for r in posted]
             followed = {}
             for campaign_id in ids:  # each followed to its end, on whichever worker answers
