@@ -1,6 +1,9 @@
 """Budget overspend: 50 concurrent calls against a daily USD budget that allows 10, with the
-in-memory counters (one process) and with Redis (two gateway apps on one Redis and one
-database, the calls spread over both; skipped if Redis does not answer).
+in-memory counters (one process), with Redis shared by two gateway apps in this process (one
+database, the calls spread over both), and with Redis shared by two `sparklio serve`
+processes on one PostgreSQL (a fresh database in the cluster of `--postgres`, dropped
+after), the calls spread over both as a load balancer would. The Redis runs are skipped if
+Redis does not answer, the processes' run also if PostgreSQL does not.
 
 The mock model is priced in a routing file written here, so every call costs the same; the
 calls pass `max_tokens` equal to the answer's real length, so the gateway's reservation is
@@ -10,15 +13,19 @@ a time until refused, what the budget ends up spending once nothing is in flight
 table; not a test. The target (issue 14): overspend at most one call's cost.
 
     .venv/bin/python bench/budget_overspend.py [--calls 50] [--redis-url redis://host:6379/0]
+                                               [--postgres postgresql+asyncpg://...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from campaigns import fresh_database  # noqa: E402
+from gateway_overhead import free_port, gateway_key, process  # noqa: E402
 
 from sparklio.core.config import Settings  # noqa: E402
 from sparklio.main import close_app, create_app  # noqa: E402
@@ -57,6 +68,7 @@ async def client_on(app: Any) -> httpx.AsyncClient:
 
 
 async def run(home: Path, apps_count: int, calls: int, **env: Any) -> dict[str, Any]:
+    """`apps_count` gateway apps in this process, on one database (and Redis, in `env`)."""
     routing = home / "routing.yaml"
     home.mkdir(parents=True)  # noqa: ASYNC240 - before anything runs
     routing.write_text(ROUTING)
@@ -65,33 +77,93 @@ async def run(home: Path, apps_count: int, calls: int, **env: Any) -> dict[str, 
     apps = [create_app(settings) for _ in range(apps_count)]
     clients = [await client_on(app) for app in apps]
     try:
-        first = (await clients[0].post("/api/v1/llm/generate", json=CALL)).json()
-        cost, completion = first["meta"]["cost_usd"], first["usage"]["completion_tokens"]
-        budget = cost * 10
-        made = await clients[0].post(
-            "/api/v1/auth/api-keys", json={"name": "bench", "limits": {"usd_per_day": budget}}
-        )
-        key = made.json()["key"]
-        body = {**CALL, "options": {"max_tokens": completion}}
-        headers = {"Authorization": f"Bearer {key}"}
-
-        async def one(i: int) -> httpx.Response:
-            return await clients[i % len(clients)].post("/api/v1/llm/generate", json=body,
-                                                        headers=headers)  # fmt: skip
-
-        burst = await asyncio.gather(*(one(i) for i in range(calls)))
-        spent = [r.json()["meta"]["cost_usd"] for r in burst if r.status_code == 200]
-        answered = len(spent)
-        burst_spent = sum(spent)
-        while (r := await one(0)).status_code == 200:
-            spent.append(r.json()["meta"]["cost_usd"])
-        return {"cost": cost, "budget": budget, "answered": answered, "burst": burst_spent,
-                "after": len(spent), "total": sum(spent)}  # fmt: skip
+        return await overspend(clients, calls)
     finally:
         for client in clients:
             await client.aclose()
         for app in apps:
             await close_app(app)
+
+
+async def overspend(clients: list[httpx.AsyncClient], calls: int) -> dict[str, Any]:
+    """One call's cost (by the clients' own user, unlimited), then a key of that user whose
+    daily budget allows 10 such calls, `calls` calls at once with it spread over `clients`,
+    then one at a time (on each client in turn) until refused."""
+    first = (await clients[0].post("/api/v1/llm/generate", json=CALL)).json()
+    cost, completion = first["meta"]["cost_usd"], first["usage"]["completion_tokens"]
+    budget = cost * 10
+    made = await clients[0].post(
+        "/api/v1/auth/api-keys", json={"name": "bench", "limits": {"usd_per_day": budget}}
+    )
+    key = made.json()["key"]
+    body = {**CALL, "options": {"max_tokens": completion}}
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def one(i: int) -> httpx.Response:
+        return await clients[i % len(clients)].post("/api/v1/llm/generate", json=body,
+                                                    headers=headers)  # fmt: skip
+
+    burst = await asyncio.gather(*(one(i) for i in range(calls)))
+    other = [r.status_code for r in burst if r.status_code not in (200, 429)]
+    if other:
+        raise SystemExit(f"calls answered neither 200 nor 429: {sorted(set(other))}")
+    spent = [r.json()["meta"]["cost_usd"] for r in burst if r.status_code == 200]
+    answered = len(spent)
+    burst_spent = sum(spent)
+    turn = 0
+    while (r := await one(turn)).status_code == 200:
+        spent.append(r.json()["meta"]["cost_usd"])
+        turn += 1
+    return {"cost": cost, "budget": budget, "answered": answered, "burst": burst_spent,
+            "after": len(spent), "total": sum(spent)}  # fmt: skip
+
+
+@contextmanager
+def serving(count: int, env: dict[str, str], tmp: Path) -> Iterator[list[int]]:
+    """`count` `sparklio serve` processes on `env`, each its own SPARKLIO_HOME (as on its own
+    machine) and pinned to a CPU of its own; their ports."""
+    with ExitStack() as stack:
+        ports = []
+        for index in range(count):
+            home = tmp / f"serve-{index}"
+            home.mkdir()
+            port = free_port()
+            serve = [sys.executable, "-m", "sparklio.cli", "serve", "--port", str(port)]
+            stack.enter_context(process(serve, {**env, "SPARKLIO_HOME": str(home)}, port,
+                                        b"/health", cpu=index % 2))  # fmt: skip
+            ports.append(port)
+        yield ports
+
+
+def run_processes(tmp: Path, count: int, calls: int, redis_url: str, url: str,
+                  prefix: str) -> dict[str, Any]:  # fmt: skip
+    """The same measure against `count` `sparklio serve` processes on one PostgreSQL
+    database (`url`) and one Redis."""
+    routing = tmp / "routing.yaml"
+    routing.write_text(ROUTING)
+    # one JWT secret, as every process of one deployment has: a token of one is good on all
+    secret = os.environ.setdefault("JWT_SECRET", uuid.uuid4().hex * 2)
+    env = {**os.environ, "LOG_LEVEL": "warning", "GENERATOR_MODE": "mock",
+           "LLM_ROUTING_FILE": str(routing), "DATABASE_URL": url, "REDIS_URL": redis_url,
+           "JWT_SECRET": secret}  # fmt: skip
+    for name in ("BUDGET_PREFIX", "GUARD_PREFIX", "CACHE_PREFIX", "REDIS_AUTH_PREFIX",
+                 "REDIS_MEDIA_PREFIX"):  # fmt: skip
+        env[name] = f"{prefix}{name.lower().removesuffix('_prefix')}:"
+    (tmp / "keys").mkdir()
+    with serving(count, env, tmp) as ports:
+        token = gateway_key({**env, "SPARKLIO_HOME": str(tmp / "keys")})
+
+        async def measure() -> dict[str, Any]:
+            clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                                         headers={"Authorization": f"Bearer {token}"})
+                       for port in ports]  # fmt: skip
+            try:
+                return await overspend(clients, calls)
+            finally:
+                for client in clients:
+                    await client.aclose()
+
+        return asyncio.run(measure())
 
 
 def line(name: str, row: dict[str, Any], calls: int) -> str:
@@ -113,32 +185,53 @@ async def redis_answers(url: str) -> bool:
         await client.aclose()
 
 
-async def main(argv: list[str] | None = None) -> None:
+async def forget(url: str, prefix: str) -> None:
+    """Delete this run's keys from Redis."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    keys = [k async for k in client.scan_iter(match=prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+        help="the cluster the processes' run makes its database in",
+    )
     args = parser.parse_args(argv)
     print(f"{'counters':<22} {'calls':>5} {'answered':>8} {'of budg.':>8} {'+serial':>7} "
           f"{'spent':>8} {'overspend $':>12} {'calls':>6}")  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        row = await run(Path(tmp) / "memory", 1, args.calls)
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        row = asyncio.run(run(tmp / "memory", 1, args.calls))
         print(line("memory, 1 app", row, args.calls))
-        if await redis_answers(args.redis_url):
-            prefix = f"bench-budget-{uuid.uuid4().hex}:"
-            try:
-                row = await run(Path(tmp) / "redis", 2, args.calls, redis_url=args.redis_url,
-                                budget_prefix=prefix)  # fmt: skip
-                print(line("redis, 2 apps", row, args.calls))
-            finally:
-                from redis.asyncio import Redis
-
-                client = Redis.from_url(args.redis_url)
-                keys = [k async for k in client.scan_iter(match=prefix + "*")]
-                if keys:
-                    await client.delete(*keys)
-                await client.aclose()
-        else:
+        if not asyncio.run(redis_answers(args.redis_url)):
             print(f"redis    (skipped: nothing answers at {args.redis_url})")
+            return
+        prefix = f"bench-budget-{uuid.uuid4().hex}:"
+        try:
+            row = asyncio.run(run(tmp / "redis", 2, args.calls, redis_url=args.redis_url,
+                                  budget_prefix=prefix))  # fmt: skip
+            print(line("redis, 2 apps", row, args.calls))
+            with ExitStack() as stack:
+                try:
+                    url = stack.enter_context(fresh_database(args.postgres))
+                except Exception as exc:
+                    print(f"redis, 2 processes (skipped: PostgreSQL at {args.postgres}: {exc})")
+                    return
+                (tmp / "processes").mkdir()
+                row = run_processes(tmp / "processes", 2, args.calls, args.redis_url, url,
+                                    prefix)  # fmt: skip
+                print(line("redis, 2 processes", row, args.calls))
+        finally:
+            asyncio.run(forget(args.redis_url, prefix))
     print(
         "answered: of the burst; of budg.: what the burst spent; +serial: answered in all "
         "after one call at a time until refused; overspend in USD and in calls' cost."
@@ -146,4 +239,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -12,7 +12,8 @@ gains.
     .venv/bin/python bench/scale_out.py [--calls 2000] [--concurrency 32]
 
 Then the budget overspend under 50 concurrent calls (bench/budget_overspend.py), with the
-counters in memory and in Redis. Traffic goes only to 127.0.0.1. Prints tables; not a test.
+counters in memory, in Redis for two apps in one process, and for two processes. Traffic
+goes only to 127.0.0.1. Prints tables; not a test.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def main() -> None:
     print("\nbudget overspend: 50 concurrent calls against a daily budget that allows 10")
     import budget_overspend
 
-    asyncio.run(budget_overspend.main(["--redis-url", args.redis]))
+    budget_overspend.main(["--redis-url", args.redis, "--postgres", args.postgres])
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from sparklio.services.media.gateway import MediaGateway
 from sparklio.services.media.jobs import JobStore
 from sparklio.services.media.progress import build_shared_progress
 from sparklio.services.media.providers.registry import MediaRegistry
+from sparklio.services.redis_monitor import RedisMonitor
 
 log = logging.getLogger("sparklio")
 
@@ -99,6 +100,8 @@ def create_app(
     migrated = not migrate_db or migrate_at_start(url, in_child=migrate_in_child)
     monitor = _database_monitor(settings, url, migrated, migrate_in_child, call_log, media)
     campaigns = CampaignEngine(settings, CampaignStore(db), auth)
+    # whether the state the processes share through Redis can be reached, for /health
+    redis_monitor = RedisMonitor(settings.redis_url) if settings.redis_url else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +113,8 @@ def create_app(
         # and the campaigns a stop left unfinished (in-process, the first campaign starts it)
         monitor.after_migrations(campaigns.recover)
         monitor.start()  # and migrates first if the start could not
+        if redis_monitor is not None:
+            redis_monitor.start()
         await gateway.start()
         yield
         await close_app(app)
@@ -120,7 +125,8 @@ def create_app(
         summary="The one door every model call of the Sparklio studio goes through.",
         lifespan=lifespan,
     )
-    services = Services(settings, gateway, media, engine, db, auth, call_log, monitor, campaigns)
+    services = Services(settings, gateway, media, engine, db, auth, call_log, monitor, campaigns,
+                        redis_monitor)  # fmt: skip
     install_services(app, services)  # what endpoints reach through api.deps
     install_error_handlers(app)
     install_openapi(app)  # the security scheme, every error status and the real error body
@@ -152,6 +158,8 @@ async def close_app(app: FastAPI) -> None:
     async with contextlib.AsyncExitStack() as stack:  # runs the callbacks last-in first
         stack.push_async_callback(dispose, services.db_engine)  # once its connections are back
         stack.push_async_callback(services.db_monitor.aclose)
+        if services.redis_monitor is not None:
+            stack.push_async_callback(services.redis_monitor.aclose)
         # writes what is buffered, or spills it to its file; before the engine goes
         stack.push_async_callback(services.call_log.aclose)
         stack.push_async_callback(services.gateway.aclose)

@@ -233,7 +233,8 @@ def serve_two(
     tmp_path: Path, postgres: PostgresCluster, routes: str, **settings: str
 ) -> tuple[list[Server], str]:
     """Two `sparklio serve` processes on one PostgreSQL (a new database) and one Redis, and
-    the member's API key."""
+    the member's API key (the admin's: `keys_of(tmp_path)`). In live mode unless
+    `GENERATOR_MODE` says otherwise."""
     url = postgres.create_database()
     migrate(url)
     settings = {**settings, "DATABASE_URL": url}
@@ -241,16 +242,21 @@ def serve_two(
     home.mkdir()
     path = tmp_path / "routes.yaml"
     path.write_text(routes, encoding="utf-8")
-    env = {**settings, "LLM_ROUTING_FILE": str(path), "GENERATOR_MODE": "live"}
+    env = {"GENERATOR_MODE": "live", **settings, "LLM_ROUTING_FILE": str(path)}
     made = subprocess.run([sys.executable, "-m", "sparklio.cli", "create-test-users"],
                           cwd=ROOT, env={**_environ(home), **env}, capture_output=True,
                           text=True, timeout=120, check=False)  # fmt: skip
     assert made.returncode == 0, made.stderr
-    users = {u["role"]: u["api_key"] for u in json.loads((home / "test-users.json").read_text())}
     servers: list[Server] = []
     for _ in range(2):
         servers.append(Server(home, **env))
-    return servers, users["member"]
+    return servers, keys_of(tmp_path)["member"]
+
+
+def keys_of(tmp_path: Path) -> dict[str, str]:
+    """The API key of each test user `serve_two` or `serve_workers` made, by role."""
+    users = json.loads((tmp_path / "home" / "test-users.json").read_text())
+    return {user["role"]: user["api_key"] for user in users}
 
 
 def _environ(home: Path) -> dict[str, str]:
@@ -405,18 +411,23 @@ class Served:
         self.log.close()
 
 
-def serve_workers(tmp_path: Path, routes: str, workers: int, **settings: str) -> tuple[Served, str]:
+def serve_workers(
+    tmp_path: Path, routes: str | None, workers: int, **settings: str
+) -> tuple[Served, str]:
+    """`sparklio serve --workers N`, and the member's API key. In live mode on `routes`
+    unless `GENERATOR_MODE` says otherwise; `routes` None: the packaged routing file."""
     home = tmp_path / "home"
     home.mkdir()
-    path = tmp_path / "routes.yaml"
-    path.write_text(routes, encoding="utf-8")
-    env = {**settings, "LLM_ROUTING_FILE": str(path), "GENERATOR_MODE": "live"}
+    env = {"GENERATOR_MODE": "live", **settings}
+    if routes is not None:
+        path = tmp_path / "routes.yaml"
+        path.write_text(routes, encoding="utf-8")
+        env["LLM_ROUTING_FILE"] = str(path)
     made = subprocess.run([sys.executable, "-m", "sparklio.cli", "create-test-users"],
                           cwd=ROOT, env={**_environ(home), **env}, capture_output=True,
                           text=True, timeout=120, check=False)  # fmt: skip
     assert made.returncode == 0, made.stderr
-    users = {u["role"]: u["api_key"] for u in json.loads((home / "test-users.json").read_text())}
-    return Served(home, workers, env), users["member"]
+    return Served(home, workers, env), keys_of(tmp_path)["member"]
 
 
 def worker_pids(parent: int) -> list[int]:

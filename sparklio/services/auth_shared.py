@@ -37,6 +37,7 @@ from typing import Any, Literal, TypeVar
 from sparklio.core.config import Settings
 from sparklio.exceptions import ConfigError
 from sparklio.services.auth_state import LocalLoginLimits, LoginLimits, Ticket
+from sparklio.services.redis_monitor import without_password
 
 log = logging.getLogger("sparklio.auth")
 
@@ -105,7 +106,7 @@ class SharedAuth:
             )  # fmt: skip
         except ValueError as exc:
             raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from None
-        self.url = _without_password(url)
+        self.url = without_password(url)
         self.prefix = prefix
         self.timeout = timeout
         self.pause = pause
@@ -329,10 +330,3 @@ def _digest(*parts: str) -> str:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{rest}"

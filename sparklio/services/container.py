@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # annotations only: this module stays cheap to import
     from sparklio.services.campaigns.engine import CampaignEngine
     from sparklio.services.llm.gateway import LLMGateway
     from sparklio.services.media.gateway import MediaGateway
+    from sparklio.services.redis_monitor import RedisMonitor
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +41,5 @@ class Services:
     db_monitor: DatabaseMonitor
     #: campaigns as durable workflows
     campaigns: CampaignEngine
+    #: whether the Redis of REDIS_URL answers (None without one)
+    redis_monitor: RedisMonitor | None = None

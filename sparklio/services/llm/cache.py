@@ -31,6 +31,7 @@ import orjson
 from sparklio.core.config import Settings
 from sparklio.exceptions import ConfigError
 from sparklio.services.gateway.routing import Candidate
+from sparklio.services.redis_monitor import without_password
 from sparklio.wire.llm import LLMProviderResponse
 
 log = logging.getLogger("sparklio.cache")
@@ -130,7 +131,7 @@ class RedisCache:
             )  # fmt: skip
         except ValueError as exc:
             raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from None
-        self.url = _without_password(url)
+        self.url = without_password(url)
         self.prefix = prefix
         self.timeout = timeout
         self.pause = pause
@@ -191,13 +192,6 @@ class RedisCache:
         if self._last_error is not None:
             log.warning("response cache: Redis at %s answers again", self.url)
             self._last_error = None
-
-
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
 
 
 def build_cache(settings: Settings) -> ResponseCache:

@@ -16,9 +16,12 @@ router = APIRouter(tags=["health"])
 async def health(services: ServicesDep) -> Response:
     """Whether the gateway is up, in which generator mode, whether the database answers (as
     of the monitor's last check, at most DB_PROBE_INTERVAL seconds old: this never waits on
-    the database), how the call log keeps up, and the response cache's state."""
-    gateway, monitor = services.gateway, services.db_monitor
+    the database), how the call log keeps up, the response cache's state, and whether the
+    Redis the processes share state through answers (as of its monitor's last PING)."""
+    gateway, monitor, redis = services.gateway, services.db_monitor, services.redis_monitor
     monitor.start()  # in-process apps run no lifespan: the first /health starts it
+    if redis is not None:
+        redis.start()
     database = monitor.snapshot()
     call_log = services.call_log.stats()
     database["media_jobs_unsaved"] = services.media.jobs.unsaved
@@ -36,5 +39,9 @@ async def health(services: ServicesDep) -> Response:
             # the response cache: its backend and whether it answered last time (a Redis
             # that does not only makes calls misses)
             "cache": gateway.cache.stats() if gateway.cache is not None else None,
+            # the state shared with other processes (guards, limits, revocations, image job
+            # progress): "off" without REDIS_URL. Down leaves "status" ok, as the cache does:
+            # calls are served, each process keeping that state on its own meanwhile
+            "redis": redis.snapshot() if redis is not None else {"status": "off"},
         }
     )
