@@ -369,3 +369,84 @@ async def test_logout_holds_on_every_process(tmp_path: Path) -> None:
     assert before.status_code == 200, before.text
     assert out.status_code == 204
     assert "logged out" in refused(after, 401)
+
+
+# -- a brief file --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def studio(app: FastAPI) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """A logged-in browser and the CSRF header its changes carry."""
+    await user(app, "ana@example.com")
+    async with browser(app) as client:
+        csrf = (await log_in(client, "ana@example.com"))["csrf_token"]
+        yield client, {"X-CSRF-Token": csrf}
+
+
+async def test_a_yaml_brief_file_gives_the_fields_the_cli_reads(
+    studio: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    client, csrf = studio
+    text = (ROOT / "examples" / "brief_en.yaml").read_text()
+    text += "channels: [instagram, naver_search]\nwords_to_avoid: [miracle]\n"
+    text += "variants: {naver_search: {headlines: 5}}\n"
+    response = await client.post("/api/v1/campaigns/brief-file", headers=csrf,
+                                  json={"filename": "brief.yaml", "text": text})  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["brief"].startswith("We are launching Aurora Trail")
+    assert body["product_facts"]["weight"] == "240 g"
+    assert body["channels"] == ["instagram", "naver_search"]
+    assert body["words_to_avoid"] == ["miracle"]
+    assert body["variants"] == {"naver_search": {"headlines": 5}}
+    assert body["brand_guide"] is None
+    # what it gives starts a campaign as it is
+    started = await client.post(
+        "/api/v1/campaigns", headers=csrf, json={k: v for k, v in body.items() if v is not None}
+    )
+    assert started.status_code == 202, started.text
+
+
+async def test_a_markdown_brief_file_is_the_brief(
+    studio: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    client, csrf = studio
+    text = "# Oat latte launch\n\nOffice workers in Seoul; **calm** afternoons.\n"
+    response = await client.post("/api/v1/campaigns/brief-file", headers=csrf,
+                                 json={"filename": "Brief.MD", "text": text})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "brief": text.strip(), "product_facts": {}, "brand_guide": None,
+        "words_to_avoid": [], "channels": None, "variants": None,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("filename", "text", "says"),
+    [
+        ("brief.yaml", "brief: [unclosed", "brief.yaml is not valid YAML"),
+        ("brief.yaml", "- just\n- a list\n", "expected a mapping with the keys brief"),
+        ("brief.yaml", "product_facts: {a: 1}\n", "brief: Field required"),
+        ("brief.json", '{"brief": "x", "colour": "red"}', "colour"),
+        ("brief.yaml", "brief: hi\nchannels: [myspace]\n", "channels.0"),
+        ("brief.yaml", "brief: hi\nproduct_facts: {big: .inf}\n", "product_facts.big"),
+        ("brief.yaml", "a: &a [x, x]\nb: &b [*a, *a]\nbrief: hi\n", "aliases"),
+        ("brief.yaml", "brief: " + "[" * 5000, "brief.yaml"),
+        ("brief.md", "  \n\n ", "brief.md is empty"),
+        ("brief.pdf", "%PDF-1.7", ".yaml, .yml, .json, .md, .txt"),
+    ],
+)
+async def test_a_malformed_brief_file_is_a_clear_422(
+    studio: tuple[httpx.AsyncClient, dict[str, str]], filename: str, text: str, says: str
+) -> None:
+    client, csrf = studio
+    response = await client.post("/api/v1/campaigns/brief-file", headers=csrf,
+                                 json={"filename": filename, "text": text})  # fmt: skip
+    assert says in refused(response, 422)
+
+
+async def test_a_brief_file_needs_a_login(app: FastAPI) -> None:
+    async with browser(app) as client:
+        response = await client.post("/api/v1/campaigns/brief-file",
+                                     json={"filename": "b.md", "text": "hi"})  # fmt: skip
+    assert "No credentials" in refused(response, 401)
