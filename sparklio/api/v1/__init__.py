@@ -10,21 +10,18 @@ from sparklio.api.auth import require_admin, require_principal
 from sparklio.api.v1.endpoints import (
     auth,
     brand_kits,
-    brief_file,
     campaigns,
     llm_gateway,
     media_gateway,
-    session,
     usage,
 )
 
 api_router = APIRouter(prefix="/api/v1")
-api_router.include_router(auth.router)  # /auth/login stays open; the rest check inside
-api_router.include_router(session.router)  # the studio's cookie login, open too
+# /auth/login and /auth/session stay open; the rest check inside
+api_router.include_router(auth.router)
 api_router.include_router(llm_gateway.router, dependencies=[Depends(require_principal)])
 api_router.include_router(media_gateway.router, dependencies=[Depends(require_principal)])
 api_router.include_router(brand_kits.router, dependencies=[Depends(require_principal)])
 api_router.include_router(campaigns.router, dependencies=[Depends(require_principal)])
-api_router.include_router(brief_file.router, dependencies=[Depends(require_principal)])
 # usage is broken down by user, so it is for admins
 api_router.include_router(usage.router, dependencies=[Depends(require_admin)])
