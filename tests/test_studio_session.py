@@ -18,10 +18,10 @@ import pytest
 import redis
 from fastapi import FastAPI
 
-from sparklio.core.config import Settings
 from sparklio.main import close_app, create_app
 from sparklio.services.auth import LOGIN_FAILURES
 from tests.conftest import make_settings
+from tests.test_campaign_events import ROUTING as PRICED_ROUTING
 from tests.test_campaigns import parse_events
 
 PASSWORD = "a long enough password"
@@ -39,8 +39,11 @@ SECRET = "s" * 48
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(settings)
+async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
+    """The app, its mock model priced so that a campaign costs something."""
+    routes = tmp_path / "routing.yaml"
+    routes.write_text(PRICED_ROUTING, encoding="utf-8")
+    app = create_app(make_settings(llm_routing_file=routes, sparklio_home=tmp_path / "home"))
     yield app
     await close_app(app)
 
@@ -220,11 +223,36 @@ async def test_the_cookie_follows_and_reads_the_users_own_campaign(app: FastAPI)
         events = await client.get(f"{base}/events")  # an EventSource sends cookies only
         report = await client.get(f"{base}/report.md")
         listed = await client.get("/api/v1/campaigns")
+        detail = (await client.get(base)).json()
     assert events.status_code == 200, events.text
     assert events.headers["content-type"].startswith("text/event-stream")
     assert parse_events(events.text)[-1]["event"] == "done"
     assert report.status_code == 200 and "oat latte" in report.text.lower()
-    assert [c["id"] for c in listed.json()["campaigns"]] == [started.json()["id"]]
+    [summary] = listed.json()["campaigns"]
+    assert summary["id"] == started.json()["id"]
+    # what the studio's list shows, without asking for each campaign's detail
+    assert summary["cost_usd"] == detail["totals"]["cost_usd"] > 0
+    assert summary["channels"] == [c["channel"] for c in detail["result"]["copies"]]
+    assert summary["brand"] is None  # no brand kit
+
+
+async def test_the_campaign_list_shows_the_brand_kit_and_channels_asked_for(
+    app: FastAPI,
+) -> None:
+    await user(app, "ana@example.com")
+    async with browser(app) as client:
+        csrf = {"X-CSRF-Token": (await log_in(client, "ana@example.com"))["csrf_token"]}
+        kit = await client.post("/api/v1/brand-kits", headers=csrf, json={"name": "Dawon Tea"})
+        assert kit.status_code == 201, kit.text
+        started = await client.post("/api/v1/campaigns", headers=csrf, json={
+            "brief": "Green tea for calm afternoons.", "brand_kit_id": kit.json()["id"],
+            "channels": ["naver_search", "instagram"],
+        })  # fmt: skip
+        assert started.status_code == 202, started.text
+        listed = (await client.get("/api/v1/campaigns")).json()["campaigns"]
+    assert listed[0]["brand"] == "Dawon Tea"
+    assert listed[0]["channels"] == ["naver_search", "instagram"]
+    assert listed[0]["cost_usd"] >= 0
 
 
 async def test_a_members_cookie_opens_neither_another_members_campaign_nor_admin_pages(

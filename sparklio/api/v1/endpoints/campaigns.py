@@ -243,10 +243,21 @@ async def list_campaigns(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    """The caller's campaigns, newest first."""
-    rows = await services.campaigns.store.owned_by(principal.user_id, limit, offset)
-    return json_response({"campaigns": [_summary(row) for row in rows], "limit": limit,
-                          "offset": offset})  # fmt: skip
+    """The caller's campaigns, newest first: each with its brand, channels and cost so far."""
+    store: CampaignStore = services.campaigns.store
+    rows = await store.owned_by(principal.user_id, limit, offset)
+    costs = await store.costs([row.id for row in rows])
+    listed = [_summary(row) | _at_a_glance(row) | {"cost_usd": costs[row.id]} for row in rows]
+    return json_response({"campaigns": listed, "limit": limit, "offset": offset})
+
+
+def _at_a_glance(row: CampaignRow) -> dict[str, Any]:
+    """The brand (its brand kit's name; None without a kit) and the channels (as asked,
+    else as the brief step chose them, once the copy exists)."""
+    kit, result = row.options.get("brand_kit"), row.result or {}
+    brand = kit.get("name") if isinstance(kit, dict) else None
+    channels = row.options.get("channels") or [c.get("channel") for c in result.get("copies", [])]
+    return {"brand": brand, "channels": channels}
 
 
 @router.get("/{campaign_id}", response_class=Response)
