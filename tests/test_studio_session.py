@@ -7,17 +7,21 @@ sends a Secure cookie over https only), and the Set-Cookie headers are read as s
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis
 from fastapi import FastAPI
 
+from sparklio.db.engine import migrate
 from sparklio.main import close_app, create_app
 from sparklio.services.auth import LOGIN_FAILURES
 from tests.conftest import make_settings
@@ -35,6 +39,7 @@ CSRF_MESSAGE = (
 )
 ROOT = Path(__file__).resolve().parent.parent
 REDIS = "redis://127.0.0.1:6379/0"
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 SECRET = "s" * 48
 
 
@@ -363,6 +368,50 @@ async def test_logout_clears_the_cookies_and_the_old_cookie_is_refused(app: Fast
         as_bearer = await thief.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
     assert "logged out" in refused(as_cookie, 401)
     assert "logged out" in refused(as_bearer, 401)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated database on the local PostgreSQL (where two transactions can both
+    find no row, then both insert it)."""
+    name = f"sparklio_studio_{secrets.token_hex(6)}"
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(f"{PG_SERVER}/test", timeout=3)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}/test ({exc!r})")
+    try:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        migrate(url)
+        yield url
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def test_two_logouts_of_one_session_at_once_both_succeed(tmp_path: Path, pg_url: str) -> None:
+    app = create_app(make_settings(sparklio_home=tmp_path / "home", database_url=pg_url))
+    try:
+        await user(app, "ana@example.com")
+        async with browser(app) as client:
+            csrf = (await log_in(client, "ana@example.com"))["csrf_token"]
+            session = client.cookies["sparklio_session"]
+        headers = {"X-CSRF-Token": csrf, **cookies(session, csrf)}
+        async with browser(app) as tab1, browser(app) as tab2:
+            outs = await asyncio.gather(
+                *(tab.delete("/api/v1/auth/session", headers=headers) for tab in (tab1, tab2))
+            )
+            after = await tab1.get("/api/v1/auth/me", headers=headers)
+    finally:
+        await close_app(app)
+    assert [out.status_code for out in outs] == [204, 204], outs[1].text
+    assert "logged out" in refused(after, 401)
 
 
 async def test_logout_holds_on_every_process(tmp_path: Path) -> None:

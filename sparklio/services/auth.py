@@ -461,13 +461,18 @@ class AuthService:
             raise InvalidRequestError("These credentials are not a studio session's")
         expires = principal.expires_at or time.time() + self.settings.jwt_expiry_minutes * 60
         moment = now()
-        async with self._sessions.begin() as session:
-            await session.execute(delete(RevokedSession).where(RevokedSession.expires_at < moment))
-            if await session.get(RevokedSession, principal.session_id) is None:
-                session.add(RevokedSession(
-                    id=principal.session_id, user_id=principal.user_id,
-                    expires_at=datetime.fromtimestamp(expires, UTC), revoked_at=moment,
-                ))  # fmt: skip
+        try:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    delete(RevokedSession).where(RevokedSession.expires_at < moment)
+                )
+                if await session.get(RevokedSession, principal.session_id) is None:
+                    session.add(RevokedSession(
+                        id=principal.session_id, user_id=principal.user_id,
+                        expires_at=datetime.fromtimestamp(expires, UTC), revoked_at=moment,
+                    ))  # fmt: skip
+        except IntegrityError:  # a logout of the same session at the same moment came first
+            pass
         self._forget_session(principal.session_id, expires)
         if self._shared is not None:
             await self._shared.revoked("session", principal.session_id)
