@@ -1,6 +1,7 @@
 """Version 1 of the HTTP API, mounted under /api/v1.
 
-Everything but logging in needs `Authorization: Bearer <API key or token>`.
+Everything but logging in needs `Authorization: Bearer <API key or token>`, or the
+studio's session cookie (with its CSRF token on a change; see `sparklio.api.session`).
 """
 
 from fastapi import APIRouter, Depends
@@ -16,7 +17,8 @@ from sparklio.api.v1.endpoints import (
 )
 
 api_router = APIRouter(prefix="/api/v1")
-api_router.include_router(auth.router)  # /auth/login stays open; the rest check inside
+# /auth/login and /auth/session stay open; the rest check inside
+api_router.include_router(auth.router)
 api_router.include_router(llm_gateway.router, dependencies=[Depends(require_principal)])
 api_router.include_router(media_gateway.router, dependencies=[Depends(require_principal)])
 api_router.include_router(brand_kits.router, dependencies=[Depends(require_principal)])

@@ -58,6 +58,24 @@ class CampaignStore:
         async with self.sessions() as session:
             return list((await session.scalars(query)).all())
 
+    async def costs(self, campaign_ids: list[str]) -> dict[str, float]:
+        """Each campaign's cost so far (USD), in one query: per step, what its last finished
+        run's records cost, as GET /api/v1/campaigns/{id} totals it."""
+        query = (
+            select(CampaignEvent.campaign_id, CampaignEvent.step, CampaignEvent.data)
+            .where(CampaignEvent.campaign_id.in_(campaign_ids),
+                   CampaignEvent.type == "step_finished")
+            .order_by(CampaignEvent.id)
+        )  # fmt: skip
+        steps: dict[str, dict[str | None, float]] = {i: {} for i in campaign_ids}
+        if campaign_ids:
+            async with self.sessions() as session:
+                for campaign_id, step, data in (await session.execute(query)).all():
+                    records = data.get("records", []) if isinstance(data, dict) else []
+                    cost = sum(r.get("cost_usd", 0.0) for r in records if isinstance(r, dict))
+                    steps[campaign_id][step] = round(cost, 10)
+        return {i: round(sum(costs.values()), 10) for i, costs in steps.items()}
+
     async def events(self, campaign_id: str, after: int = 0) -> list[CampaignEvent]:
         query = (
             select(CampaignEvent)

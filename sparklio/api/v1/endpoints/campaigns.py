@@ -1,4 +1,5 @@
-"""Campaigns over HTTP: start one, list yours, follow its steps live, cancel it, read its report.
+"""Campaigns over HTTP: start one, list yours, follow its steps live, cancel it, read its report;
+and read a brief file into the fields that start one.
 
 A campaign belongs to the user who started it: anyone else but an admin gets 404, as for a
 campaign that does not exist. That holds for its images too: they are served under the
@@ -14,10 +15,12 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.responses import FileResponse, Response
 
 from sparklio.agents.brief_agent import Channel
+from sparklio.agents.brief_file import STRUCTURED, TEXT, parse_brief
 from sparklio.agents.copywriter_agent import variant_counts
 from sparklio.agents.pipeline import Campaign, Change, Decision
 from sparklio.agents.report import render_report
@@ -25,7 +28,7 @@ from sparklio.api.auth import PrincipalDep
 from sparklio.api.deps import ServicesDep
 from sparklio.api.responses import EventStream, json_response, sse
 from sparklio.db.models import CampaignEvent, CampaignRow
-from sparklio.exceptions import ConflictError, InvalidRequestError, NotFoundError
+from sparklio.exceptions import BriefError, ConflictError, InvalidRequestError, NotFoundError
 from sparklio.services.auth import Principal
 from sparklio.services.brand_kits import BrandKitStore
 from sparklio.services.campaigns.engine import resuming
@@ -177,6 +180,62 @@ def _variants(body: CampaignRequest) -> dict[str, dict[str, int]]:
     return asked
 
 
+SUFFIXES = (*STRUCTURED, *TEXT)
+
+
+def _known_suffix(name: str) -> str:
+    if not name.lower().endswith(SUFFIXES) or "\x00" in name:
+        raise PydanticCustomError(
+            "brief_file_name", f"a brief file's name ends in one of {', '.join(SUFFIXES)}"
+        )
+    return name
+
+
+class BriefFileIn(BaseModel):
+    """A brief file as the browser read it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: Annotated[str, AfterValidator(_known_suffix)] = Field(
+        min_length=1, max_length=255, examples=["brief.yaml"],
+        description=".yaml, .yml or .json: its fields; .md or .txt: the text is the brief.",
+    )  # fmt: skip
+    text: str = Field(max_length=500_000, description="The file's content (UTF-8 text).")
+
+
+class BriefFileOut(BaseModel):
+    """The fields of POST /api/v1/campaigns the file gives."""
+
+    brief: str
+    product_facts: dict[str, Any]
+    brand_guide: str | None
+    words_to_avoid: list[str]
+    channels: list[str] | None
+    variants: dict[str, Any] | None
+
+
+@router.post("/brief-file", responses={422: {"description": "The file cannot be read as a brief."}})
+async def brief_file(body: BriefFileIn) -> BriefFileOut:
+    """Read a brief file the way `sparklio campaign --brief FILE` does: a .yaml or .json
+        file's fields (brief, product_facts, brand_guide, words_to_avoid, channels, variants),
+        or a .md or .txt file's text as the brief. 422 saying what is wrong with the file,
+    including what POST /api/v1/campaigns would refuse (an unknown channel, a brief too long)."""
+    # a long YAML file takes a while to parse: not on the event loop
+    parsed = await asyncio.to_thread(parse_brief, body.text, body.filename)
+    fields = parsed.model_dump(exclude_none=True)
+    for field in ("product_facts", "variants"):
+        # YAML has values JSON cannot carry back (.inf, 2**70, !!set)
+        check_json_value(fields.get(field), field, floats=True)
+    try:  # what POST /api/v1/campaigns would refuse, said now, before the form is sent
+        CampaignRequest.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise BriefError(f"{body.filename}: {problems}") from None
+    return BriefFileOut.model_validate(parsed.model_dump())
+
+
 @router.get("", response_class=Response)
 async def list_campaigns(
     principal: PrincipalDep,
@@ -184,10 +243,21 @@ async def list_campaigns(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    """The caller's campaigns, newest first."""
-    rows = await services.campaigns.store.owned_by(principal.user_id, limit, offset)
-    return json_response({"campaigns": [_summary(row) for row in rows], "limit": limit,
-                          "offset": offset})  # fmt: skip
+    """The caller's campaigns, newest first: each with its brand, channels and cost so far."""
+    store: CampaignStore = services.campaigns.store
+    rows = await store.owned_by(principal.user_id, limit, offset)
+    costs = await store.costs([row.id for row in rows])
+    listed = [_summary(row) | _at_a_glance(row) | {"cost_usd": costs[row.id]} for row in rows]
+    return json_response({"campaigns": listed, "limit": limit, "offset": offset})
+
+
+def _at_a_glance(row: CampaignRow) -> dict[str, Any]:
+    """The brand (its brand kit's name; None without a kit) and the channels (as asked,
+    else as the brief step chose them, once the copy exists)."""
+    kit, result = row.options.get("brand_kit"), row.result or {}
+    brand = kit.get("name") if isinstance(kit, dict) else None
+    channels = row.options.get("channels") or [c.get("channel") for c in result.get("copies", [])]
+    return {"brand": brand, "channels": channels}
 
 
 @router.get("/{campaign_id}", response_class=Response)
