@@ -2,7 +2,7 @@
 // studio's), routed on location.pathname under /studio.
 
 import { api, ApiError } from "./api.js";
-import { announce, h } from "./dom.js";
+import { announce, fill, h } from "./dom.js";
 import { lang, setLanguage, startLanguage, t } from "./i18n.js";
 import * as brandKits from "./page-brand-kits.js";
 import * as campaign from "./page-campaign.js";
@@ -47,7 +47,7 @@ function navigation(path) {
   ];
   if (user && user.role === "admin") links.push(["/studio/operations", "nav.operations", /^\/studio\/operations/]);
   const nav = document.getElementById("nav");
-  nav.replaceChildren(h("ul", {}, links.map(([href, key, active]) => h("li", {},
+  fill(nav, h("ul", {}, links.map(([href, key, active]) => h("li", {},
     h("a", { href, "data-link": true, "aria-current": active.test(path) ? "page" : null, text: t(key) })))));
   nav.hidden = !user;
 }
@@ -105,7 +105,7 @@ async function render(moved = false) {
       h("p", { class: "error", role: "alert", text: error.message }));
   }
   if (turn !== rendering) return;
-  main.replaceChildren(page);
+  fill(main, page);
   if (moved) {
     // after a navigation, start reading and tabbing at the new page's heading
     const heading = main.querySelector("h1");

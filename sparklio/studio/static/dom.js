@@ -66,3 +66,9 @@ export function formatUsd(value) {
 export function lines(text) {
   return text.split("\n").map((line) => line.trim()).filter(Boolean);
 }
+
+/** Replace an element's children (null and false skipped, unlike replaceChildren). */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  return append(el, children);
+}

@@ -3,7 +3,7 @@
 // reviewer's scores - a reviewer's decision at a manual-review pause, and its report.
 
 import { api } from "./api.js";
-import { announce, errorBox, field, formatUsd, h } from "./dom.js";
+import { announce, errorBox, field, fill, formatUsd, h } from "./dom.js";
 import { t } from "./i18n.js";
 import { notFound } from "./notfound.js";
 import { channelNames, statusBadge } from "./page-campaigns.js";
@@ -68,7 +68,7 @@ export async function page(ctx, id) {
   const images = new Map(); // concept index -> <figure>
 
   function setStatus(status) {
-    badge.replaceChildren(statusBadge(status));
+    fill(badge, statusBadge(status));
   }
 
   function stepItem(name) {
@@ -102,7 +102,7 @@ export async function page(ctx, id) {
   function showCopy(copy) {
     const { article } = copyCard(copy.channel);
     const variants = copy.variants || {};
-    article.replaceChildren(h("h3", { text: named("channel", copy.channel) }),
+    fill(article, h("h3", { text: named("channel", copy.channel) }),
       h("p", { class: "headline", text: copy.headline }),
       h("p", { class: "body", text: copy.body }),
       h("p", { class: "cta" }, h("strong", { text: `${t("campaign.cta")}: ` }), copy.cta),
@@ -125,7 +125,7 @@ export async function page(ctx, id) {
     const figure = imageFigure(state.index);
     if (figure.querySelector("img")) return;
     const percent = Math.round((state.progress || 0) * 100);
-    figure.querySelector(".placeholder").replaceChildren(h("progress", { max: 100, value: percent,
+    fill(figure.querySelector(".placeholder"), h("progress", { max: 100, value: percent,
       "aria-label": t("campaign.image_progress", { n: state.index + 1 }) }));
     figure.querySelector("figcaption").textContent = `${named("imagestate", state.status)} · ${percent}%`;
   }
@@ -133,13 +133,13 @@ export async function page(ctx, id) {
   function showImage(image) {
     const figure = imageFigure(image.concept ?? images.size);
     const src = image.url && image.url.startsWith(base) ? image.url : `${base}/images/${image.asset_id}`;
-    figure.querySelector(".placeholder").replaceChildren(h("img", { src,
+    fill(figure.querySelector(".placeholder"), h("img", { src,
       alt: t("campaign.image_alt", { n: (image.concept ?? 0) + 1 }), width: image.width, height: image.height }));
     figure.querySelector("figcaption").textContent = `${image.width}×${image.height} · ${image.provider}/${image.model}`;
   }
 
   function showReview(review) {
-    scoreArea.replaceChildren(
+    fill(scoreArea,
       h("p", { class: review.approved ? "verdict ok" : "verdict" },
         t(review.approved ? "campaign.approved" : "campaign.not_approved")),
       h("table", { class: "list" }, h("caption", { class: "visually-hidden", text: t("campaign.scores") }),
@@ -160,7 +160,7 @@ export async function page(ctx, id) {
   }
 
   function showReport() {
-    reportArea.replaceChildren(h("h2", { text: t("campaign.report") }), h("ul", { class: "links" },
+    fill(reportArea, h("h2", { text: t("campaign.report") }), h("ul", { class: "links" },
       ["html", "md", "json"].map((kind) => h("li", {}, h("a", { href: `${base}/report.${kind}`,
         download: `campaign-${detail.id}.${kind}`, text: t(`campaign.report_${kind}`) })))));
   }
@@ -207,7 +207,7 @@ export async function page(ctx, id) {
       }
     }
     const error = errorBox();
-    reviewArea.replaceChildren(h("h2", { id: "review-heading", text: t("campaign.your_review") }),
+    fill(reviewArea, h("h2", { id: "review-heading", text: t("campaign.your_review") }),
       h("p", { text: t(`campaign.gate_${data.gate}`) }), approve, ...parts, error);
     reviewArea.hidden = false;
     announce(t("campaign.awaiting"));

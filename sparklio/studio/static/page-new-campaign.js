@@ -2,7 +2,7 @@
 // the API as `sparklio campaign BRIEF_FILE` parses it), a brand kit, channels, review mode.
 
 import { api } from "./api.js";
-import { announce, errorBox, field, h } from "./dom.js";
+import { errorBox, field, h } from "./dom.js";
 import { t } from "./i18n.js";
 
 export const CHANNELS = ["instagram", "naver_search", "youtube", "kakao", "email", "blog"];
@@ -49,8 +49,7 @@ export async function page(ctx) {
       brief.value = text || "";
       if (Array.isArray(picked)) for (const box of boxes) box.checked = picked.includes(box.value);
       fromFile = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null && v !== undefined));
-      fileStatus.textContent = t("new.file_read", { name: chosen.name });
-      announce(fileStatus.textContent);
+      fileStatus.textContent = t("new.file_read", { name: chosen.name }); // role=status: read out
     } catch (problem) {
       fileError.show(t("new.file_error", { name: chosen.name, message: problem.message }));
     }

@@ -3,7 +3,7 @@
 // The API decides who may see it: a member's GET /api/v1/usage is a 403.
 
 import { api } from "./api.js";
-import { announce, errorBox, field, formatUsd, formatWhen, h } from "./dom.js";
+import { announce, errorBox, field, fill, formatUsd, formatWhen, h } from "./dom.js";
 import { locale, t } from "./i18n.js";
 import { notAllowed } from "./notfound.js";
 
@@ -40,7 +40,7 @@ function usageChart(groups) {
 
 function table(caption, columns, rows) {
   return h("div", { class: "table-wrap" }, h("table", { class: "list" },
-    h("caption", { text: caption }),
+    h("caption", { class: "visually-hidden", text: caption }),
     h("thead", {}, h("tr", {}, columns.map(([, label]) => h("th", { scope: "col", text: label })))),
     h("tbody", {}, rows.map((r) => h("tr", {}, columns.map(([get, label], i) => {
       const value = get(r);
@@ -48,11 +48,21 @@ function table(caption, columns, rows) {
     }))))));
 }
 
+/** A routing table's cell as text: a candidate as provider/model, empty parts left out. */
 function plain(value) {
   if (value === null || value === undefined) return "—";
   if (Array.isArray(value)) return value.map(plain).join(", ");
-  if (typeof value === "object") return Object.entries(value).map(([k, v]) => `${k}: ${plain(v)}`).join("; ");
+  if (typeof value === "object") {
+    if (value.provider && value.model) return `${value.provider}/${value.model}`;
+    return Object.entries(value).filter(([, v]) => v !== null && v !== "" && !(typeof v === "object" && !Object.keys(v).length))
+      .map(([k, v]) => `${k}: ${plain(v)}`).join("; ");
+  }
   return String(value);
+}
+
+function column(name) {
+  const text = t(`ops.col_${name}`);
+  return text === `ops.col_${name}` ? name : text;
 }
 
 async function usageSection() {
@@ -67,7 +77,7 @@ async function usageSection() {
     const query = new URLSearchParams({ group_by: group.value, from: from.toISOString(), to: to.toISOString() });
     const report = await api(`/api/v1/usage?${query}`);
     const total = report.total;
-    result.replaceChildren(
+    fill(result,
       h("dl", { class: "totals" }, [["ops.calls", total.calls], ["ops.errors", total.errors],
         ["ops.fallbacks", total.fallbacks], ["ops.tokens", total.total_tokens], ["ops.cost", formatUsd(total.cost_usd)]]
         .map(([key, value]) => h("div", {}, h("dt", { text: t(key) }), h("dd", { text: String(value) })))),
@@ -105,12 +115,13 @@ async function providersSection() {
 
 async function routingSection() {
   const [llm, media] = await Promise.all([api("/api/v1/llm/routes"), api("/api/v1/media/routes")]);
-  const rows = [...(llm.routes || []), ...(media.routes || [])];
+  const rows = [...(llm.routes || []).map((r) => ({ kind: "LLM", ...r })),
+    ...(media.routes || []).map((r) => ({ kind: t("ops.media"), ...r }))];
   const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
   return h("section", { "aria-labelledby": "routing-heading", class: "ops" },
     h("h2", { id: "routing-heading", text: t("ops.routing") }),
     h("p", { class: "hint", text: t("ops.routing_file", { file: llm.routing_file }) }),
-    table(t("ops.routing"), columns.map((c) => [(r) => plain(r[c]), c]), rows));
+    table(t("ops.routing"), columns.map((c) => [(r) => plain(r[c]), column(c)]), rows));
 }
 
 async function keysSection() {
@@ -120,7 +131,7 @@ async function keysSection() {
   const created = h("div", { class: "new-key", role: "status" });
   async function load() {
     const { api_keys: keys } = await api("/api/v1/auth/api-keys");
-    list.replaceChildren(table(t("ops.keys"), [
+    fill(list, table(t("ops.keys"), [
       [(k) => k.name, t("ops.name")], [(k) => `${k.prefix}…`, t("ops.prefix")],
       [(k) => formatWhen(k.created_at, locale()), t("ops.created")],
       [(k) => (k.last_used_at ? formatWhen(k.last_used_at, locale()) : t("ops.never")), t("ops.last_used")],
@@ -150,7 +161,7 @@ async function keysSection() {
     error.show("");
     try {
       const key = await api("/api/v1/auth/api-keys", { method: "POST", body: { name: name.value.trim() } });
-      created.replaceChildren(h("p", { text: t("ops.key_once", { name: key.name }) }), h("code", { class: "key", text: key.key }));
+      fill(created, h("p", { text: t("ops.key_once", { name: key.name }) }), h("code", { class: "key", text: key.key }));
       name.value = "";
       await load();
     } catch (problem) {
