@@ -44,6 +44,7 @@ from sparklio.services.media.gateway import MediaGateway
 from sparklio.services.media.jobs import JobStore
 from sparklio.services.media.progress import build_shared_progress
 from sparklio.services.media.providers.registry import MediaRegistry
+from sparklio.studio import install_studio
 
 log = logging.getLogger("sparklio")
 
@@ -138,6 +139,7 @@ def create_app(
     app.include_router(api_router, max_body_size=settings.max_request_bytes)
     # the OpenAI-compatible API, at /v1 as OpenAI's clients expect it
     app.include_router(openai_compat.router, max_body_size=settings.max_request_bytes)
+    install_studio(app)  # the web studio at /studio, a client of the API above
     campaigns.bind(app)  # the steps call the models through the app itself
     return app
 

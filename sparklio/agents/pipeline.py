@@ -17,11 +17,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from sparklio.agents import (
     brand_agent,
@@ -35,15 +33,16 @@ from sparklio.agents import (
 from sparklio.agents.base import StepRecord
 from sparklio.agents.brand_agent import BrandProfile
 from sparklio.agents.brief_agent import Brief
+from sparklio.agents.brief_file import BriefFile as BriefFile  # where callers import it from
+from sparklio.agents.brief_file import load_brief as load_brief
 from sparklio.agents.copywriter_agent import ChannelCopy, CopyDelta, VariantCounts
 from sparklio.agents.reviewer_agent import Review
 from sparklio.agents.rules import Rule, Violation
 from sparklio.agents.strategist_agent import Strategy
 from sparklio.agents.vision_generator_agent import CampaignImage, OnImage, VisualConcept
-from sparklio.exceptions import BriefError
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
-from sparklio.wire.brand import BrandKit, Term
+from sparklio.wire.brand import BrandKit
 
 #: Called as each step starts ("running") and ends ("done"), for a progress display.
 StepCallback = Callable[[str, str], None]
@@ -82,51 +81,6 @@ class Decision(BaseModel):
 #: Called at each pause point ("strategy", "copy") with what the reviewer decides on; its
 #: Decision says whether to go on or what to redo first. None: no pauses.
 Gate = Callable[[str, dict[str, Any]], Awaitable[Decision]]
-
-
-class BriefFile(BaseModel):
-    """A brief as a marketer hands it over: the text, and optionally facts, a brand guide,
-    words no copy may contain, the channels, and variants per channel (the campaigns API
-    checks these two: POST /api/v1/campaigns)."""
-
-    brief: str = Field(min_length=1)
-    product_facts: dict[str, Any] = Field(default_factory=dict)
-    brand_guide: str | None = None
-    words_to_avoid: list[Term] = Field(default_factory=list, max_length=30)
-    channels: list[str] | None = None
-    variants: dict[str, Any] | None = None
-
-
-def load_brief(source: str) -> BriefFile:
-    """A brief from a .yaml/.json file (keys brief, product_facts, brand_guide), a text
-    file, or the text itself. A missing file that looks like a path is an error, not text."""
-    path = Path(source).expanduser()
-    try:
-        is_file = len(source) < 4096 and "\n" not in source and path.is_file()
-    except OSError:  # a long text is not a valid path
-        is_file = False
-    if not is_file:
-        if not source.strip():
-            raise BriefError("the brief is empty")
-        if " " not in source and path.suffix.lower() in (".yaml", ".yml", ".json", ".txt", ".md"):
-            raise BriefError(f"no such file: {source}")  # a mistyped path, not a brief
-        return BriefFile(brief=source.strip())
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BriefError(f"cannot read {path}: {exc}") from None
-    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
-        return BriefFile(brief=text.strip())
-    try:
-        return BriefFile.model_validate(yaml.safe_load(text))  # YAML reads JSON too
-    except yaml.YAMLError as exc:
-        raise BriefError(f"{path} is not valid {path.suffix[1:].upper()}: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()
-        )
-        raise BriefError(f"{path}: {problems} (expected keys: brief, product_facts, "
-                         "brand_guide, words_to_avoid, channels, variants)") from None  # fmt: skip
 
 
 class Campaign(BaseModel):

@@ -1,5 +1,6 @@
-"""Authentication dependencies: who is calling, from `Authorization: Bearer <key or token>`,
-and from which address (for the login limits).
+"""Authentication dependencies: who is calling, from `Authorization: Bearer <key or token>`
+or the studio's session cookie (`sparklio.api.session`), and from which address (for the
+login limits) over which scheme (for the cookie's Secure flag).
 
 These hand endpoints the caller's `Principal`, checked by the app's one `AuthService`
 (`AuthServiceDep`). Async on purpose (see `sparklio.api.deps`).
@@ -15,14 +16,20 @@ from fastapi import Depends, Request
 from starlette.datastructures import Headers
 
 from sparklio.api.deps import AuthServiceDep, SettingsDep
+from sparklio.api.session import check_csrf, credential_of
 from sparklio.exceptions import ForbiddenError
 from sparklio.services.auth import Principal
 
 
 async def require_principal(request: Request, auth: AuthServiceDep) -> Principal:
-    """The caller, or UnauthorizedError (401) / ForbiddenError (403). Also kept in
-    `request.state.principal`, for logging and the call log."""
-    principal = await auth.authenticate(request.headers.get("authorization"))
+    """The caller, from `Authorization: Bearer`, else from the studio's session cookie; or
+    UnauthorizedError (401) / ForbiddenError (403, also for a cookie-authenticated change
+    without its CSRF token). Also kept in `request.state.principal`, for logging and the
+    call log."""
+    authorization, from_cookie = credential_of(request)
+    principal = await auth.authenticate(authorization)
+    if from_cookie:
+        check_csrf(request, auth)
     request.state.principal = principal
     return principal
 
@@ -43,6 +50,21 @@ async def client_address(request: Request, settings: SettingsDep) -> str:
     FORWARDED_ALLOW_IPS; then the client its X-Forwarded-For (else Forwarded) header names."""
     peer = request.client.host if request.client else ""
     return forwarded_client(peer, request.headers, settings.forwarded_allow_ips) or "unknown"
+
+
+async def request_is_https(request: Request, settings: SettingsDep) -> bool:
+    """Whether the browser reached us over https: SESSION_COOKIE_SECURE, the request's own
+    scheme, or the X-Forwarded-Proto of a proxy listed in FORWARDED_ALLOW_IPS."""
+    if settings.session_cookie_secure or request.url.scheme == "https":
+        return True
+    peer = request.client.host if request.client else ""
+    trusted = _networks(settings.forwarded_allow_ips)
+    if not trusted or not _is_trusted(_ip(peer), trusted):
+        return False
+    # the proxy nearest us wrote the last value
+    protos = [p.strip().lower() for h in request.headers.getlist("x-forwarded-proto")
+              for p in h.split(",")]  # fmt: skip
+    return bool(protos) and protos[-1] == "https"
 
 
 def forwarded_client(peer: str, headers: Headers, allowed: str) -> str:
@@ -119,13 +141,16 @@ def _forwarded_for(headers: Headers) -> list[str]:
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
 ClientAddressDep = Annotated[str, Depends(client_address)]
+HttpsDep = Annotated[bool, Depends(request_is_https)]
 
 __all__ = [
     "AdminDep",
     "ClientAddressDep",
+    "HttpsDep",
     "PrincipalDep",
     "client_address",
     "forwarded_client",
+    "request_is_https",
     "require_admin",
     "require_principal",
 ]

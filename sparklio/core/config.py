@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         default=None, description="Default: generated once and kept in SPARKLIO_HOME."
     )
     jwt_expiry_minutes: int = Field(default=60 * 12, ge=1)
+    session_cookie_secure: bool = Field(
+        default=False,
+        description="Mark the studio's session cookie Secure even when the request is http "
+        "(behind a TLS proxy that is not in FORWARDED_ALLOW_IPS).",
+    )
     forwarded_allow_ips: str = Field(
         default="",
         description="Proxies (IPs, CIDRs or *) whose X-Forwarded-For/Forwarded are believed.",

@@ -154,4 +154,25 @@ class CampaignEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
-__all__ = ["ApiKey", "Base", "CampaignEvent", "CampaignRow", "LLMCall", "MediaJobRow", "User"]
+class RevokedSession(Base):
+    """A studio session logged out before its token expired: the token (its `sid` claim) is
+    refused from then on, by every process. Kept until the token would have expired."""
+
+    __tablename__ = "revoked_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the token's sid
+    user_id: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "CampaignEvent",
+    "CampaignRow",
+    "LLMCall",
+    "MediaJobRow",
+    "RevokedSession",
+    "User",
+]

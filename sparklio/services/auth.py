@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -39,7 +40,7 @@ from typing import Any, ClassVar, Literal, ParamSpec, TypeVar
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -47,7 +48,7 @@ from sparklio.core.config import Settings
 from sparklio.core.files import private_dir
 from sparklio.db.engine import database_url, make_engine, sessions
 from sparklio.db.errors import is_outage, outage_error
-from sparklio.db.models import ApiKey, User, new_id, now
+from sparklio.db.models import ApiKey, RevokedSession, User, new_id, now
 from sparklio.exceptions import (
     ConfigError,
     DatabaseUnavailableError,
@@ -90,6 +91,7 @@ ADDRESS_FAILURES = 20  # ... and per address, whatever the accounts (an office s
 LOGIN_WINDOW = 300.0
 MIN_SECRET = 32  # bytes; HS256 wants a key at least as long as its hash
 _UNUSABLE = "!"  # a password hash starting with this never verifies
+LOG_IN_AGAIN = "log in again with POST /api/v1/auth/login (or /api/v1/auth/session)"
 
 Via = Literal["key", "token"]
 _P = ParamSpec("_P")
@@ -126,6 +128,10 @@ class Principal:
     role: str
     via: Via
     key_id: str | None = None
+    #: a studio session's id (the token's `sid`), which logging out revokes
+    session_id: str | None = None
+    #: when a token credential expires (a Unix time); None for an API key
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +205,9 @@ class AuthService:
         self._limits: LoginLimits = local if shared is None else shared.login_limits(local)
         self._secret_value: str | None = None
         self._dummy_hash: str | None = None
+        # sessions revoked while this process listened, until their tokens expire: refused
+        # even while the database (which keeps every revocation) cannot be asked
+        self._revoked_sessions: dict[str, float] = {}
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -274,6 +283,8 @@ class AuthService:
         """A revocation announced by any process (this one included)."""
         if kind == "key":
             self._cache.drop(lambda p: p.key_id == ident)
+        elif kind == "session":
+            self._forget_session(ident, time.time() + self.settings.jwt_expiry_minutes * 60)
         else:
             self._cache.drop(lambda p: p.user_id == ident)
 
@@ -308,25 +319,38 @@ class AuthService:
     async def _resolve_token(self, token: str) -> tuple[Principal, float]:
         """The token's principal and its expiry (a Unix time)."""
         claims = self._decode(token)
+        session_id = claims.get("sid")
         async with self._sessions() as session:
             user = await session.get(User, claims["sub"])
+            revoked = session_id is not None and (
+                session_id in self._revoked_sessions
+                or await session.get(RevokedSession, str(session_id)) is not None
+            )
+        if revoked:
+            raise UnauthorizedError(f"This session was logged out; {LOG_IN_AGAIN}")
         if user is None:
             raise UnauthorizedError(f"The token's user no longer exists; {HOW_TO}")
         if not user.active:
             raise ForbiddenError(f"User {user.email} is inactive; ask an admin to reactivate it")
         # the token may narrow the user's role (a member token for an admin), never widen it
         role = "admin" if claims.get("role") == "admin" and user.role == "admin" else "member"
-        return Principal(user.id, user.email, role, "token"), float(claims["exp"])
+        expires = float(claims["exp"])
+        sid = None if session_id is None else str(session_id)
+        return Principal(user.id, user.email, role, "token", None, sid, expires), expires
 
     def _unchecked_token(self, token: str) -> Principal:
         """A token's principal without asking the database whether its user is still active,
         for while the database is down: the signature and expiry are checked; it acts as a
         member (what needs an admin needs the database anyway)."""
         claims = self._decode(token)
-        return Principal(claims["sub"], f"user {claims['sub']}", "member", "token")
+        sid = claims.get("sid")
+        if sid is not None and str(sid) in self._revoked_sessions:
+            raise UnauthorizedError(f"This session was logged out; {LOG_IN_AGAIN}")
+        return Principal(claims["sub"], f"user {claims['sub']}", "member", "token",
+                         None, None if sid is None else str(sid), float(claims["exp"]))  # fmt: skip
 
     def _decode(self, token: str) -> dict[str, Any]:
-        login = "log in again with POST /api/v1/auth/login"
+        login = LOG_IN_AGAIN
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -378,8 +402,12 @@ class AuthService:
 
     # -- tokens and logins -------------------------------------------------------------------
 
-    def issue_token(self, user_id: str, role: str, *, expires_in: timedelta | None = None) -> Token:
-        """A signed token for `user_id`; JWT_EXPIRY_MINUTES long unless `expires_in` is given."""
+    def issue_token(
+        self, user_id: str, role: str, *, expires_in: timedelta | None = None,
+        session_id: str | None = None,
+    ) -> Token:  # fmt: skip
+        """A signed token for `user_id`; JWT_EXPIRY_MINUTES long unless `expires_in` is given.
+        With `session_id` (a studio session's), `revoke_session` can end it early."""
         issued = now().replace(microsecond=0)
         lifetime = expires_in
         if lifetime is None:
@@ -391,13 +419,18 @@ class AuthService:
             "iat": int(issued.timestamp()),
             "exp": int(expires.timestamp()),
         }
+        if session_id is not None:
+            claims["sid"] = session_id
         token = jwt.encode(claims, self._secret(), algorithm="HS256")
         return Token(token, expires, int(lifetime.total_seconds()))
 
-    async def login(self, email: str, password: str, client: str) -> Token:
+    async def login(
+        self, email: str, password: str, client: str, *, session: bool = False
+    ) -> Token:
         """A token for the right email and password. Failed logins are limited per (account,
         client address) (LOGIN_FAILURES in LOGIN_WINDOW seconds) and per client address
-        (ADDRESS_FAILURES): never per account alone, or anyone could lock its owner out."""
+        (ADDRESS_FAILURES): never per account alone, or anyone could lock its owner out.
+        With `session`, the token is a studio session's, which `revoke_session` ends."""
         email = check_text("email", email.strip().lower(), MAX_EMAIL)
         check_text("password", password, MAX_PASSWORD, controls=True)
         address = address_key(client)
@@ -418,7 +451,40 @@ class AuthService:
         await self._limits.succeeded(email, address, ticket)
         if not user.active:
             raise ForbiddenError(f"User {user.email} is inactive; ask an admin to reactivate it")
-        return self.issue_token(user.id, user.role)
+        return self.issue_token(user.id, user.role, session_id=new_id() if session else None)
+
+    @_needs_database
+    async def revoke_session(self, principal: Principal) -> None:
+        """End the studio session `principal` came with: its token is refused from the next
+        request, on every process (at once with REDIS_URL, else within CACHE_TTL)."""
+        if principal.session_id is None:
+            raise InvalidRequestError("These credentials are not a studio session's")
+        expires = principal.expires_at or time.time() + self.settings.jwt_expiry_minutes * 60
+        moment = now()
+        async with self._sessions.begin() as session:
+            await session.execute(delete(RevokedSession).where(RevokedSession.expires_at < moment))
+            if await session.get(RevokedSession, principal.session_id) is None:
+                session.add(RevokedSession(
+                    id=principal.session_id, user_id=principal.user_id,
+                    expires_at=datetime.fromtimestamp(expires, UTC), revoked_at=moment,
+                ))  # fmt: skip
+        self._forget_session(principal.session_id, expires)
+        if self._shared is not None:
+            await self._shared.revoked("session", principal.session_id)
+
+    def _forget_session(self, session_id: str, expires: float) -> None:
+        """Refuse the session in this process from now on (its cached principal too)."""
+        moment = time.time()
+        if len(self._revoked_sessions) >= CACHE_SIZE:
+            self._revoked_sessions = {s: t for s, t in self._revoked_sessions.items() if t > moment}
+        self._revoked_sessions[session_id] = expires
+        self._cache.drop(lambda p: p.session_id == session_id)
+
+    def mac(self, purpose: str, text: str) -> str:
+        """An HMAC-SHA256 of `text` under the token secret, for `purpose` only (a value made
+        for one purpose is no good for another): e.g. a session's CSRF token."""
+        key = hmac.new(self._secret().encode(), purpose.encode(), hashlib.sha256).digest()
+        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
     @_needs_database
     async def _user_if_password_right(self, email: str, password: str) -> User | None:

@@ -40,7 +40,7 @@ from sparklio.services.auth_state import LocalLoginLimits, LoginLimits, Ticket
 
 log = logging.getLogger("sparklio.auth")
 
-Kind = Literal["key", "user"]
+Kind = Literal["key", "user", "session"]
 #: seconds a cached credential is trusted while Redis (so other processes' revocations)
 #: cannot be heard
 DEGRADED_TTL = 1.0
@@ -186,7 +186,7 @@ class SharedAuth:
     def _deliver(self, data: Any) -> None:
         text = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
         kind, _, ident = text.partition(":")
-        if kind in ("key", "user") and ident and self._on_revoked is not None:
+        if kind in ("key", "user", "session") and ident and self._on_revoked is not None:
             self._on_revoked(kind, ident)  # type: ignore[arg-type]  # checked just above
 
     # -- login limits --------------------------------------------------------------------------
