@@ -131,7 +131,30 @@ def expect(target: Any) -> Any:
     return playwright_expect(target)
 
 
+#: what a screen-reader or keyboard user would miss on a page, as a list of problems
+A11Y_PROBLEMS = """() => {
+  const problems = [];
+  for (const el of document.querySelectorAll("input, select, textarea")) {
+    if (!el.labels.length && !el.getAttribute("aria-label")) problems.push(`no label: ${el.name}`);
+  }
+  for (const img of document.querySelectorAll("img")) {
+    if (!img.alt) problems.push(`no alt text: ${img.src}`);
+  }
+  for (const el of document.querySelectorAll("button, a[href]")) {
+    const named = el.textContent.trim() || el.getAttribute("aria-label");
+    if (!named) problems.push(`no name: ${el.outerHTML}`);
+  }
+  for (const landmark of ["header", "main"]) {
+    if (!document.querySelector(landmark)) problems.push(`no <${landmark}>`);
+  }
+  if (document.querySelectorAll("main h1").length !== 1) problems.push("not one <h1> in <main>");
+  return problems;
+}"""
+
+
 def shot(page: Any, name: str) -> Path:
+    """A screenshot of the page, once it has nothing a screen reader could not name."""
+    assert page.evaluate(A11Y_PROBLEMS) == [], name
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
