@@ -148,8 +148,8 @@ export async function page(ctx, id) {
         h("tbody", {}, review.scores.map((s) => h("tr", {},
           h("th", { scope: "row", text: named("criterion", s.criterion) }),
           h("td", { class: "num score", text: String(s.score) }), h("td", { text: s.comment }))))),
-      review.issues && review.issues.length
-        ? h("ul", { class: "issues" }, review.issues.map((i) => h("li", { text: i }))) : null);
+      review.issues && review.issues.length ? [h("h3", { text: t("campaign.issues") }),
+        h("ul", { class: "issues" }, review.issues.map((i) => h("li", { text: i })))] : null);
   }
 
   function showOutput(output) {
