@@ -399,14 +399,24 @@ def test_the_language_follows_the_browser_and_can_be_switched(pages: Pages, stud
 
 def test_the_studio_fits_a_phone(pages: Pages, studio: Studio) -> None:
     page = pages.open(width=360, height=740)
+    started = page.request.post(
+        f"{studio.base_url}/api/v1/campaigns",
+        headers={"Authorization": f"Bearer {studio.member.api_key}"},
+        data={"brief": "Dawon Tea's gift set for Chuseok.", "channels": ["naver_search"]},
+    )
+    assert started.status == 202, started.text()
     log_in(page, studio.member)
     for path, heading, name in (
         ("/studio", "Campaigns", "phone-campaigns"),
         ("/studio/campaigns/new", "New campaign", "phone-new-campaign"),
         ("/studio/brand-kits", "Brand kits", "phone-brand-kits"),
+        (f"/studio/campaigns/{started.json()['id']}", "Campaign", "phone-campaign-live"),
     ):
         page.goto(path)
         expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        if name == "phone-campaign-live":
+            expect(page.locator(".status-holder")).to_have_text("Finished", timeout=FINISH)
+            expect(page.locator("figure.image img").first).to_be_visible()
         # nothing wider than the screen: no sideways scrolling
         assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
         shot(page, name)

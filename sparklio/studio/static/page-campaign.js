@@ -9,10 +9,10 @@ import { notFound } from "./notfound.js";
 import { channelNames, statusBadge } from "./page-campaigns.js";
 
 const LAST = ["done", "failed", "cancelled"];
-const EVENTS = ["queued", "step_started", "step_finished", "step_failed", "copy_delta",
+const EVENTS = ["queued", "started", "step_started", "step_finished", "step_failed", "copy_delta",
   "image_progress", "awaiting_review", "review", ...LAST];
 const HIDDEN_STEPS = new Set(["start", "finish"]); // bookkeeping, not work a person follows
-const STATUS_OF = { queued: "queued", step_started: "running", review: "running",
+const STATUS_OF = { queued: "queued", started: "running", step_started: "running", review: "running",
   awaiting_review: "awaiting_review", done: "succeeded", failed: "failed", cancelled: "cancelled" };
 
 function named(prefix, key) {
