@@ -20,7 +20,7 @@ from rich.table import Table
 
 from sparklio.core.config import Settings, load_settings
 from sparklio.core.files import write_private
-from sparklio.exceptions import ConfigError, GatewayError
+from sparklio.exceptions import BriefError, ConfigError, GatewayError
 from sparklio.services.llm.providers.base import OutputMode
 
 app = typer.Typer(
@@ -128,7 +128,8 @@ def serve(
     key = shown_key(*found, on_terminal=sys.stderr.isatty()) if found else None
     err.print(
         f"Sparklio gateway in [bold]{mode}[/] mode on http://{host}:{port} (docs: /docs). "
-        f"Try:\n{curl_example(host, port, key)}",
+        f"Try:\n{curl_example(host, port, key)}\n"
+        f"{studio_line(host, port, settings, on_terminal=sys.stderr.isatty())}",
         highlight=False,
         soft_wrap=True,
     )
@@ -245,18 +246,37 @@ def create_test_users(
         typer.echo(f"  {c.role:<6}  {c.email}  API key: {shown_key(c.api_key, str(path), False)}")
 
 
+def saved_test_users(settings: Settings) -> list[dict[str, str]]:
+    """The test users `create-test-users` made (none when it has not run)."""
+    try:
+        users = json.loads((settings.home / TEST_USERS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
+
+
 def member_key(settings: Settings) -> tuple[str, str] | None:
     """GATEWAY_API_KEY, else the member test user's key from `create-test-users`, with where
     it was found."""
     if settings.gateway_api_key:
         return settings.gateway_api_key, "GATEWAY_API_KEY"
-    path = settings.home / TEST_USERS_FILE
-    try:
-        users = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    users = saved_test_users(settings)
     key = next((u["api_key"] for u in users if u.get("role") == "member"), None)
-    return None if key is None else (key, str(path))
+    return None if key is None else (key, str(settings.home / TEST_USERS_FILE))
+
+
+def studio_line(host: str, port: int, settings: Settings, *, on_terminal: bool) -> str:
+    """Where the web studio is, and who can log in: the test users' emails, with their
+    passwords on a terminal (elsewhere, a log would keep them: where they are instead)."""
+    line = f"Studio: http://{host}:{port}/studio"
+    users = saved_test_users(settings)
+    if not users:
+        return line
+    path = settings.home / TEST_USERS_FILE
+    logins = [f"{u.get('email')} / {u.get('password')}" if on_terminal else str(u.get("email"))
+              for u in users]  # fmt: skip
+    where = "" if on_terminal else f" (passwords in {path})"
+    return f"{line}  log in as {', '.join(logins)}{where}"
 
 
 db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
@@ -430,7 +450,7 @@ def campaign(
 
     The campaign runs through the campaigns API (POST /api/v1/campaigns) of a gateway in this
     process or of the one at --gateway; its steps show as they start and finish."""
-    from sparklio.agents.pipeline import BriefError, load_brief
+    from sparklio.agents.brief_file import load_brief
 
     try:
         data = load_brief(brief)

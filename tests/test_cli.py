@@ -16,7 +16,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from sparklio.cli import app
+from sparklio.cli import app, studio_line
+from sparklio.core.config import load_settings
 from tests.fakes import refused_url
 from tests.gateway_process import ROOT, Server
 
@@ -194,6 +195,18 @@ def test_create_test_users_shows_them_once_on_a_terminal(tmp_path: Path) -> None
         assert user["password"] in output and user["api_key"] in output
 
 
+def test_on_a_terminal_the_studio_line_shows_the_test_users_passwords(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["create-test-users"]).exit_code == 0
+    users = json.loads((tmp_path / "home" / "test-users.json").read_text())
+    settings = load_settings()
+    line = studio_line("0.0.0.0", 8080, settings, on_terminal=True)
+    logins = ", ".join(f"{u['email']} / {u['password']}" for u in users)
+    assert line == f"Studio: http://0.0.0.0:8080/studio  log in as {logins}"
+    # before `create-test-users`, only the address
+    (tmp_path / "home" / "test-users.json").unlink()
+    assert studio_line("h", 1, settings, on_terminal=True) == "Studio: http://h:1/studio"
+
+
 def _read_all(terminal: IO[bytes]) -> str:
     data = b""
     with contextlib.suppress(OSError):  # EIO once the child's side is closed
@@ -231,6 +244,11 @@ def test_serve_startup_line_in_a_log_shows_where_the_key_is_not_the_key(
     assert "curl -s http://127.0.0.1:" in log
     assert key not in log
     assert f"Bearer {key[:14]}...(whole key in {path})" in log
+    # the studio's address beside it, and who logs in there; their passwords stay in the file
+    studio = f"Studio: http://127.0.0.1:{server.port}/studio  log in as "
+    assert f"{studio}admin@sparklio.local, member@sparklio.local (passwords in {path})" in log
+    for test_user in json.loads(path.read_text()):
+        assert test_user["password"] not in log
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,13 @@ ROUTED = {
 }
 
 
+#: what anyone may call: the liveness check, and logging in and out
+PUBLIC = {
+    ("get", "/health"), ("post", "/api/v1/auth/login"), ("post", "/api/v1/auth/session"),
+    ("delete", "/api/v1/auth/session"),
+}  # fmt: skip
+
+
 def admin_key(settings: Settings) -> str:
     """An admin's API key, made through an engine of its own (the served app's engine
     belongs to uvicorn's event loop)."""
@@ -196,6 +203,10 @@ async def test_the_document_shows_the_credentials_and_the_error_body_it_uses(
     assert "security" not in login  # open: it is how a token is got
     assert set(login["responses"]) >= {"200", "401", "413", "422", "429", "503"}
     assert "Retry-After" in login["responses"]["429"]["headers"]
+    session = paths["/api/v1/auth/session"]
+    assert "security" not in session["post"] and "security" not in session["delete"]
+    assert set(session["post"]["responses"]) >= {"200", "401", "413", "422", "429", "503"}
+    assert set(session["delete"]["responses"]) >= {"204", "403", "503"}
     assert "security" not in paths["/health"]["get"]
     job = paths["/api/v1/media/jobs/{job_id}"]["delete"]
     assert set(job["responses"]) >= {"200", "401", "403", "404", "422", "503"}
@@ -203,7 +214,7 @@ async def test_the_document_shows_the_credentials_and_the_error_body_it_uses(
     assert set(asset) == {"image/png", "image/jpeg", "image/webp", "image/gif"}
     for path, operations in paths.items():
         for method, operation in operations.items():
-            if (method, path) not in {("get", "/health"), ("post", "/api/v1/auth/login")}:
+            if (method, path) not in PUBLIC:
                 assert operation["security"] == [{"bearer": []}], (method, path)
                 assert {"401", "403", "503"} <= set(operation["responses"]), (method, path)
 
@@ -231,5 +242,5 @@ async def test_every_operation_it_secures_refuses_a_caller_without_credentials(
         if secured:
             assert response.status_code == 401, (method, path)
             assert response.headers["www-authenticate"] == "Bearer"
-        else:  # /health and login: open to anyone
-            assert response.status_code in (200, 422), (method, path)
+        else:  # /health, login and logout: open to anyone (logout without a session: 204)
+            assert response.status_code in (200, 204, 422), (method, path)

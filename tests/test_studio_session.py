@@ -407,6 +407,22 @@ async def test_a_yaml_brief_file_gives_the_fields_the_cli_reads(
     assert started.status_code == 202, started.text
 
 
+async def test_a_json_brief_file_may_be_indented_with_tabs_and_dates_stay_text(
+    studio: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    client, csrf = studio
+    files = {
+        "brief.json": '{\n\t"brief": "Oat latte",\n\t"product_facts": {"launch": "2026-12-01"}\n}',
+        "brief.yml": "brief: Oat latte\nproduct_facts:\n  launch: 2026-12-01\n",
+    }
+    for filename, text in files.items():
+        response = await client.post("/api/v1/campaigns/brief-file", headers=csrf,
+                                     json={"filename": filename, "text": text})  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert response.json()["brief"] == "Oat latte"
+        assert response.json()["product_facts"] == {"launch": "2026-12-01"}
+
+
 async def test_a_markdown_brief_file_is_the_brief(
     studio: tuple[httpx.AsyncClient, dict[str, str]],
 ) -> None:
@@ -425,6 +441,8 @@ async def test_a_markdown_brief_file_is_the_brief(
     ("filename", "text", "says"),
     [
         ("brief.yaml", "brief: [unclosed", "brief.yaml is not valid YAML"),
+        ("brief.yaml", "brief: !!int abc", "brief.yaml is not valid YAML"),
+        ("brief.json", '{"brief": "x",}', "brief.json is not valid JSON"),
         ("brief.yaml", "- just\n- a list\n", "expected a mapping with the keys brief"),
         ("brief.yaml", "product_facts: {a: 1}\n", "brief: Field required"),
         ("brief.json", '{"brief": "x", "colour": "red"}', "colour"),

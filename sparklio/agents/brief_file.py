@@ -4,6 +4,7 @@ the studio's upload (POST /api/v1/campaigns/brief-file)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,18 @@ class _BriefLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _BriefLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def _as_text(loader: _BriefLoader, node: yaml.Node) -> Any:
+    return loader.construct_yaml_str(node)
+
+
+_BriefLoader.add_constructor(_TIMESTAMP, _as_text)  # an explicit `!!timestamp` too
 
 
 def parse_brief(text: str, name: str) -> BriefFile:
@@ -64,8 +73,10 @@ def parse_brief(text: str, name: str) -> BriefFile:
             raise BriefError(f"{name} is empty: write the brief in it")
         return BriefFile(brief=text.strip())
     try:
-        data = yaml.load(text, Loader=_BriefLoader)  # a safe loader; YAML reads JSON too
-    except yaml.YAMLError as exc:
+        # JSON not as YAML: a JSON file indented with tabs is not YAML
+        json_file = suffix == ".json"
+        data = json.loads(text) if json_file else yaml.load(text, Loader=_BriefLoader)
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: bad JSON; `!!int abc`
         raise BriefError(f"{name} is not valid {suffix[1:].upper()}: {exc}") from None
     except RecursionError:
         raise BriefError(f"{name} is nested too deeply to be a brief") from None

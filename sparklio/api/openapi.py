@@ -17,7 +17,10 @@ from sparklio.api.responses import OPENAI_PREFIX
 from sparklio.wire.errors import ErrorBody, ErrorInfo, OpenAIErrorBody
 
 #: Operations anyone may call, without credentials.
-PUBLIC = frozenset({("get", "/health"), ("post", "/api/v1/auth/login")})
+PUBLIC = frozenset({
+    ("get", "/health"), ("post", "/api/v1/auth/login"), ("post", "/api/v1/auth/session"),
+    ("delete", "/api/v1/auth/session"),
+})  # fmt: skip
 SECURITY_SCHEME = "bearer"
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 #: the OpenAI-compatible API's errors (paths under /v1/) are in OpenAI's format
@@ -82,7 +85,9 @@ def complete(schema: dict[str, Any]) -> None:
             "type": "http",
             "scheme": "bearer",
             "description": "An API key (sk-spk-..., from POST /api/v1/auth/api-keys or "
-            "`sparklio create-test-users`) or a token from POST /api/v1/auth/login.",
+            "`sparklio create-test-users`) or a token from POST /api/v1/auth/login. A browser "
+            "may send the studio's session cookie instead (POST /api/v1/auth/session), with "
+            "the X-CSRF-Token header on a POST, PUT, PATCH or DELETE.",
         }
     }
     for path, operations in schema.get("paths", {}).items():
@@ -98,8 +103,10 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
     if (method, path) not in PUBLIC:
         operation["security"] = [{SECURITY_SCHEME: []}]
         statuses |= {401, 403, 503}
-    if path == "/api/v1/auth/login":
+    if path == "/api/v1/auth/login" or (method, path) == ("post", "/api/v1/auth/session"):
         statuses |= {401, 429, 503}
+    if (method, path) == ("delete", "/api/v1/auth/session"):
+        statuses |= {403, 503}  # a live session's logout without its CSRF token
     if "requestBody" in operation:
         statuses |= {413, 422}
     parameters = operation.get("parameters", [])
