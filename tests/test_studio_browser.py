@@ -269,10 +269,17 @@ def test_a_manual_review_is_answered_in_the_live_view(
     page = pages.open()
     log_in(page, studio.member)
     page.get_by_role("link", name="New campaign").first.click()
+    upload = page.get_by_label("Or read a brief file")
+    bad_file = tmp_path / "bad.yaml"
+    bad_file.write_text("brief: A fax campaign.\nchannels: [fax]\n", encoding="utf-8")
+    upload.set_input_files(str(bad_file))
+    expect(page.get_by_role("alert")).to_contain_text("Could not read bad.yaml")
+    expect(page.get_by_role("alert")).to_contain_text("channels")
     brief_file = tmp_path / "brief.yaml"
     brief_file.write_text(BRIEF_YAML, encoding="utf-8")
-    page.get_by_label("Or read a brief file").set_input_files(str(brief_file))
+    upload.set_input_files(str(brief_file))
     expect(page.get_by_text("Read brief.yaml")).to_be_visible()
+    expect(page.get_by_role("alert")).to_be_hidden()
     expect(page.get_by_label("Brief", exact=True)).to_have_value(re.compile("roasted barley latte"))
     expect(page.get_by_label("Instagram", exact=True)).to_be_checked()
     expect(page.get_by_label("KakaoTalk", exact=True)).to_be_checked()

@@ -1,4 +1,4 @@
-// A new campaign: a brief (typed, pasted, or read from a .yaml/.md/.txt file and parsed by
+// A new campaign: a brief (typed, pasted, or read from a .yaml/.json/.md/.txt file and parsed by
 // the API as `sparklio campaign BRIEF_FILE` parses it), a brand kit, channels, review mode.
 
 import { api } from "./api.js";
@@ -22,7 +22,7 @@ export async function page(ctx) {
   let fromFile = {}; // what a brief file adds beyond the brief and channels (facts, variants...)
 
   const brief = h("textarea", { name: "brief", rows: 8, required: true, maxlength: 20000 });
-  const file = h("input", { type: "file", name: "brief_file", accept: ".yaml,.yml,.md,.txt" });
+  const file = h("input", { type: "file", name: "brief_file", accept: ".yaml,.yml,.json,.md,.txt" });
   const fileStatus = h("p", { class: "hint", role: "status" });
   const fileError = errorBox();
   const kit = h("select", { name: "brand_kit" }, h("option", { value: "", text: t("new.no_kit") }),
