@@ -131,8 +131,8 @@ def expect(target: Any) -> Any:
     return playwright_expect(target)
 
 
-#: what a screen-reader or keyboard user would miss on a page, as a list of problems
-A11Y_PROBLEMS = """() => {
+#: what a screen-reader user would miss on a page, or anyone could hardly read: a list
+A11Y_PROBLEMS = r"""() => {
   const problems = [];
   for (const el of document.querySelectorAll("input, select, textarea")) {
     if (!el.labels.length && !el.getAttribute("aria-label")) problems.push(`no label: ${el.name}`);
@@ -148,6 +148,30 @@ A11Y_PROBLEMS = """() => {
     if (!document.querySelector(landmark)) problems.push(`no <${landmark}>`);
   }
   if (document.querySelectorAll("main h1").length !== 1) problems.push("not one <h1> in <main>");
+  // WCAG AA contrast of every visible text: 4.5:1, 3:1 for large text
+  const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => v / 255)
+    .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4))
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || c[3] > 0) return c;
+    }
+    return [255, 255, 255];
+  };
+  for (const el of document.querySelectorAll("body *:not(svg *)")) {
+    const text = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!text || !el.checkVisibility() || el.closest(".visually-hidden")) continue;
+    const style = getComputedStyle(el);
+    const [a, b] = [lum(rgb(style.color)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) {
+      problems.push(`contrast ${ratio.toFixed(2)}: ${el.textContent.trim().slice(0, 40)}`);
+    }
+  }
   return problems;
 }"""
 
