@@ -75,9 +75,10 @@ async function render(moved = false) {
   const turn = ++rendering;
   if (cleanup) cleanup();
   cleanup = null;
-  const path = location.pathname.replace(/\/+$/, "") || "/studio";
   if (user === null) user = await whoAmI();
   if (turn !== rendering) return;
+  if (user && location.pathname === "/studio/login") history.replaceState(null, "", "/studio");
+  const path = location.pathname.replace(/\/+$/, "") || "/studio";
   shellText();
   navigation(path);
   const ctx = {
