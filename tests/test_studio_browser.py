@@ -335,6 +335,25 @@ def test_a_manual_review_is_answered_in_the_live_view(
     expect(page.get_by_role("link", name="Download the report (HTML)")).to_be_visible()
 
 
+def test_a_campaign_is_cancelled_from_the_live_view(pages: Pages, studio: Studio) -> None:
+    page = pages.open()
+    log_in(page, studio.member)
+    page.get_by_role("link", name="New campaign").first.click()
+    page.get_by_label("Brief", exact=True).fill("A summer campaign we will call off.")
+    page.get_by_label("Email", exact=True).check()
+    page.get_by_label(re.compile("^Manual")).check()
+    page.get_by_role("button", name="Start campaign").click()
+    # paused for review, it waits: a state that holds until someone acts
+    expect(page.get_by_role("region", name="Your review")).to_be_visible(timeout=FINISH)
+    page.get_by_role("button", name="Cancel campaign").click()
+    expect(page.locator(".status-holder")).to_have_text("Cancelled")
+    expect(page.get_by_role("region", name="Your review")).to_be_hidden()
+    expect(page.get_by_role("button", name="Cancel campaign")).to_be_hidden()
+    page.reload()
+    expect(page.locator(".status-holder")).to_have_text("Cancelled")
+    expect(page.get_by_role("link", name="Download the report (HTML)")).to_have_count(0)
+
+
 def test_the_operations_page_shows_usage_providers_routing_and_keys(
     pages: Pages, studio: Studio
 ) -> None:

@@ -56,9 +56,10 @@ export async function page(ctx, id) {
   const base = `/api/v1/campaigns/${encodeURIComponent(detail.id)}`;
   const badge = h("span", { class: "status-holder" }, statusBadge(detail.status));
   const stepList = h("ol", { class: "steps" });
-  const copyArea = h("div", { class: "copies" });
-  const imageArea = h("div", { class: "images" });
-  const scoreArea = h("div", { class: "scores" });
+  const waiting = () => h("p", { class: "empty", text: t("campaign.not_yet") });
+  const copyArea = h("div", { class: "copies" }, waiting());
+  const imageArea = h("div", { class: "images" }, waiting());
+  const scoreArea = h("div", { class: "scores" }, waiting());
   const reviewArea = h("section", { class: "review-panel", "aria-labelledby": "review-heading" });
   const reportArea = h("div", { class: "report-links" });
   const streamError = errorBox();
@@ -67,8 +68,25 @@ export async function page(ctx, id) {
   const copies = new Map(); // channel -> {article, stream}
   const images = new Map(); // concept index -> <figure>
 
+  const cancel = h("button", { type: "button", class: "danger", text: t("campaign.cancel") });
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try {
+      const answer = await api(`${base}/cancel`, { method: "POST" });
+      setStatus(answer.status);
+    } catch (problem) {
+      streamError.show(problem.message);
+      cancel.disabled = false;
+    }
+  });
+
+  cancel.hidden = ["succeeded", "failed", "cancelled"].includes(detail.status);
+
   function setStatus(status) {
     fill(badge, statusBadge(status));
+    const over = ["succeeded", "failed", "cancelled"].includes(status);
+    cancel.hidden = over;
+    if (over) reviewArea.hidden = true;
   }
 
   function stepItem(name) {
@@ -94,6 +112,7 @@ export async function page(ctx, id) {
       const article = h("article", { class: "copy card", "data-channel": channel },
         h("h3", { text: named("channel", channel) }), stream);
       copies.set(channel, { article, stream });
+      copyArea.querySelector(".empty")?.remove();
       copyArea.append(article);
     }
     return copies.get(channel);
@@ -116,6 +135,7 @@ export async function page(ctx, id) {
       const figure = h("figure", { class: "image card", "data-index": String(index) },
         h("div", { class: "placeholder" }), h("figcaption"));
       images.set(index, figure);
+      imageArea.querySelector(".empty")?.remove();
       imageArea.append(figure);
     }
     return images.get(index);
@@ -260,7 +280,7 @@ export async function page(ctx, id) {
 
   const options = detail.options || {};
   return h("section", { class: "page campaign" },
-    h("div", { class: "page-head" }, h("h1", { text: t("campaign.title") }), badge),
+    h("div", { class: "page-head" }, h("h1", { text: t("campaign.title") }), h("div", { class: "head-tools" }, badge, cancel)),
     h("p", { class: "brief", text: detail.brief }),
     h("p", { class: "meta", text: [channelNames(options.channels) || t("campaigns.auto_channels"),
       options.brand_kit ? options.brand_kit.name : null,
