@@ -31,7 +31,7 @@ const PAGE = 20; // campaigns a page shows, and "Show more" adds
 function row(c) {
   return h("tr", {},
     h("th", { scope: "row", class: "brief-cell" },
-      h("a", { href: `/studio/campaigns/${c.id}`, "data-link": true, text: c.brief.slice(0, 90) })),
+      h("a", { href: `/studio/campaigns/${c.id}`, "data-link": true, text: c.brief.length > 90 ? `${c.brief.slice(0, 89)}…` : c.brief })),
     h("td", { "data-label": t("campaigns.status") }, statusBadge(c.status)),
     h("td", { "data-label": t("campaigns.brand"), text: c.brand || "—" }),
     h("td", { "data-label": t("campaigns.channels"), text: channelNames(c.channels) || t("campaigns.auto_channels") }),
