@@ -54,8 +54,14 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-dev
+unit: $(VENV)/.installed-dev $(VENV)/.installed-browser
 	$(BIN)/pytest
+
+# Debian's Chromium for the studio's browser tests (Playwright drives it; it downloads no
+# browser of its own). Stamped only once it is there, so a failed install is tried again.
+$(VENV)/.installed-browser: scripts/install_chromium.sh | $(BIN)/python
+	@sh scripts/install_chromium.sh
+	@if [ -x /usr/bin/chromium ]; then touch $@; fi
 
 ## Benchmarks print figures; they are not tests.
 bench: $(VENV)/.installed-dev
