@@ -86,7 +86,8 @@ def browser(studio: Studio) -> Iterator[Any]:
 
 
 class Pages:
-    """New pages in fresh browser contexts, each watched for script errors and CSP refusals."""
+    """New pages in fresh browser contexts, each watched for script errors, CSP refusals and
+    requests that leave Sparklio."""
 
     def __init__(self, browser: Any, studio: Studio) -> None:
         self.browser, self.studio = browser, studio
@@ -105,7 +106,14 @@ class Pages:
         page = context.new_page()
         page.on("pageerror", lambda error: self.problems.append(f"script error: {error}"))
         page.on("console", self._console)
+        page.on("request", self._request)
         return page
+
+    def _request(self, request: Any) -> None:
+        # every asset and call is Sparklio's own: nothing goes to another host
+        url = request.url
+        if not url.startswith((self.studio.base_url + "/", "data:", "blob:")):
+            self.problems.append(f"request to another origin: {url}")
 
     def _console(self, message: Any) -> None:
         # a page blocked by its own Content-Security-Policy says so on the console
