@@ -35,9 +35,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from sparklio.core.config import Settings
-from sparklio.exceptions import ConfigError
 from sparklio.services.auth_state import LocalLoginLimits, LoginLimits, Ticket
-from sparklio.services.redis_monitor import without_password
+from sparklio.services.redis_client import redis_client, without_password
 
 log = logging.getLogger("sparklio.auth")
 
@@ -93,19 +92,8 @@ class SharedAuth:
         self, url: str, *, prefix: str = "sparklio:auth:", timeout: float = 0.1,
         pause: float = 5.0, degraded_ttl: float = DEGRADED_TTL,
     ) -> None:  # fmt: skip
-        from redis.asyncio import Redis  # imported only when Redis is configured
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        try:
-            self._redis = Redis.from_url(
-                # the bound of each command is its asyncio.timeout; this one is a backstop
-                url, socket_timeout=max(timeout, RARE_TIMEOUT),
-                socket_connect_timeout=max(timeout, RARE_TIMEOUT),
-                retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from None
+        # the bound of each command is its asyncio.timeout; this one is a backstop
+        self._redis = redis_client(url, timeout=max(timeout, RARE_TIMEOUT))
         self.url = without_password(url)
         self.prefix = prefix
         self.timeout = timeout

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sparklio.core.config import Settings
 from sparklio.db.models import ApiKey, User
 from sparklio.exceptions import NotFoundError, TooManyRequestsError
+from sparklio.services.redis_client import redis_client
 
 log = logging.getLogger("sparklio.budgets")
 
@@ -277,15 +278,9 @@ class RedisCounters:
     `timeout`; when Redis does not answer, this process's own counters stand in."""
 
     def __init__(self, url: str, *, prefix: str, timeout: float) -> None:
-        from redis.asyncio import Redis  # imported only when Redis is configured
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisError  # imported only when Redis is configured
 
-        self._redis = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
-        )  # fmt: skip
+        self._redis = redis_client(url, timeout=timeout, decode_responses=True)
         self.prefix = prefix
         self.timeout = timeout
         self._failures: tuple[type[BaseException], ...] = (TimeoutError, OSError, RedisError)

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from sparklio.exceptions import ConfigError
+from sparklio.services.redis_client import redis_client, without_password
 
 log = logging.getLogger("sparklio.redis")
 
@@ -32,31 +32,13 @@ PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 
 
-def without_password(url: str) -> str:
-    """`url` with its credentials replaced by `***` (what may be shown or logged)."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
-
-
 class RedisMonitor:
     """PINGs Redis in the background; `snapshot()` is what `/health` shows."""
 
     def __init__(
         self, url: str, *, interval: float = PROBE_INTERVAL, timeout: float = PROBE_TIMEOUT
     ) -> None:
-        from redis.asyncio import Redis  # imported only when Redis is configured
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        try:
-            self._redis = Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from None
+        self._redis = redis_client(url, timeout=timeout)
         self.url = without_password(url)
         # what an error could quote (a refused AUTH), and must not show
         self._password: str | None = self._redis.connection_pool.connection_kwargs.get("password")

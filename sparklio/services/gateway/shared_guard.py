@@ -51,8 +51,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sparklio.exceptions import ConfigError
 from sparklio.services.gateway.guard import CircuitBreaker, Limiter, QueueFullError
+from sparklio.services.redis_client import redis_client
 
 log = logging.getLogger("sparklio.gateway")
 
@@ -155,17 +155,7 @@ class SharedState:
     down-or-up bookkeeping, and the task that keeps breaker mirrors fresh."""
 
     def __init__(self, url: str, *, prefix: str, timeout: float) -> None:
-        from redis.asyncio import Redis  # imported only when Redis is configured
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        try:
-            self.redis = Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from None
+        self.redis = redis_client(url, timeout=timeout)
         self.url = url
         self.prefix = prefix
         self.timeout = timeout

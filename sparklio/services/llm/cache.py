@@ -29,9 +29,8 @@ from typing import Any, Protocol
 import orjson
 
 from sparklio.core.config import Settings
-from sparklio.exceptions import ConfigError
 from sparklio.services.gateway.routing import Candidate
-from sparklio.services.redis_monitor import without_password
+from sparklio.services.redis_client import redis_client, without_password
 from sparklio.wire.llm import LLMProviderResponse
 
 log = logging.getLogger("sparklio.cache")
@@ -120,17 +119,7 @@ class RedisCache:
         self, url: str, *, prefix: str = "sparklio:cache:", timeout: float = 0.1,
         pause: float = 5.0,
     ) -> None:  # fmt: skip
-        from redis.asyncio import Redis  # imported only when Redis is configured
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        try:
-            self._redis = Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from None
+        self._redis = redis_client(url, timeout=timeout)
         self.url = without_password(url)
         self.prefix = prefix
         self.timeout = timeout

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from sparklio.core.config import Settings
-from sparklio.exceptions import ConfigError
+from sparklio.services.redis_client import redis_client
 
 log = logging.getLogger("sparklio.media")
 
@@ -33,17 +33,7 @@ class SharedProgress:
         self, url: str, *, prefix: str = "sparklio:media:", timeout: float = 0.1,
         every: float = 0.25, ttl: float = 600.0, pause: float = 5.0,
     ) -> None:  # fmt: skip
-        from redis.asyncio import Redis  # imported only when Redis is configured
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        try:
-            self._redis = Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from None
+        self._redis = redis_client(url, timeout=timeout)
         self.prefix = prefix
         self.timeout = timeout
         self.every = every
