@@ -24,8 +24,7 @@ import os
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from campaigns import fresh_database  # noqa: E402
-from gateway_overhead import free_port, gateway_key, process  # noqa: E402
+from gateway_overhead import gateway_key, serving  # noqa: E402
 
 from sparklio.core.config import Settings  # noqa: E402
 from sparklio.main import close_app, create_app  # noqa: E402
@@ -116,23 +115,6 @@ async def overspend(clients: list[httpx.AsyncClient], calls: int) -> dict[str, A
         turn += 1
     return {"cost": cost, "budget": budget, "answered": answered, "burst": burst_spent,
             "after": len(spent), "total": sum(spent)}  # fmt: skip
-
-
-@contextmanager
-def serving(count: int, env: dict[str, str], tmp: Path) -> Iterator[list[int]]:
-    """`count` `sparklio serve` processes on `env`, each its own SPARKLIO_HOME (as on its own
-    machine) and pinned to a CPU of its own; their ports."""
-    with ExitStack() as stack:
-        ports = []
-        for index in range(count):
-            home = tmp / f"serve-{index}"
-            home.mkdir()
-            port = free_port()
-            serve = [sys.executable, "-m", "sparklio.cli", "serve", "--port", str(port)]
-            stack.enter_context(process(serve, {**env, "SPARKLIO_HOME": str(home)}, port,
-                                        b"/health", cpu=index % 2))  # fmt: skip
-            ports.append(port)
-        yield ports
 
 
 def run_processes(tmp: Path, count: int, calls: int, redis_url: str, url: str,

@@ -29,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +449,21 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@contextmanager
+def serving(count: int, env: dict[str, str], tmp: Path) -> Iterator[list[int]]:
+    """`count` `sparklio serve` processes on `env`, each its own SPARKLIO_HOME (as on its own
+    machine) and pinned to a CPU of its own (the first shares its core with nothing of the
+    gateway's); their ports."""
+    with ExitStack() as stack:
+        ports = []
+        for index in range(count):
+            home = tmp / f"serve-{uuid.uuid4().hex[:6]}-{index}"
+            home.mkdir()
+            port = free_port()
+            serve = [sys.executable, "-m", "sparklio.cli", "serve", "--port", str(port)]
+            stack.enter_context(process(serve, {**env, "SPARKLIO_HOME": str(home)}, port,
+                                        b"/health", cpu=index % 2))  # fmt: skip
+            ports.append(port)
+        yield ports

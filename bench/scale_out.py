@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from gateway_overhead import (
     one_connection,
     process,
     request_bytes,
+    serving,
 )
 
 WORKERS = (1, 2)
@@ -65,17 +65,7 @@ async def spread(ports: list[int], payloads: dict[int, bytes], calls: int,
 def run(env: dict[str, str], count: int, tmp: Path, args: Any) -> dict[str, float]:
     """`count` gateway processes on `env`; the load spread over them."""
     body = json.dumps(CALL).encode()
-    with ExitStack() as stack:
-        ports = []
-        for index in range(count):
-            home = tmp / f"gateway-{uuid.uuid4().hex[:6]}-{index}"
-            home.mkdir()
-            port = free_port()
-            serve = [sys.executable, "-m", "sparklio.cli", "serve", "--port", str(port)]
-            # one core each (the first shares its core with nothing of the gateway's)
-            stack.enter_context(process(serve, {**env, "SPARKLIO_HOME": str(home)}, port,
-                                        b"/health", cpu=index % 2))  # fmt: skip
-            ports.append(port)
+    with serving(count, env, tmp) as ports:
         key = gateway_key({**env, "SPARKLIO_HOME": str(tmp / "keys")})
         payloads = {p: request_bytes(p, "/api/v1/llm/generate", body, key) for p in ports}
         asyncio.run(spread(ports, payloads, 200, 8))  # warm up
