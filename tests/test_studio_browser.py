@@ -10,8 +10,10 @@ screenshot goes to test-artifacts/studio/.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,14 @@ from tests.browser.studio import (
     ARTIFACTS,
     CHROMIUM,
     LAUNCH_ARGS,
+    InThread,
     Studio,
     User,
     require_browser,
     start_studio,
 )
+from tests.fakes.base import Answer, Recorded, Reply
+from tests.fakes.campaign import ROUTES, MockOllama
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,10 +74,11 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
 
 
 @pytest.fixture(scope="module")
-def browser(studio: Studio) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
     from playwright.sync_api import expect as playwright_expect
     from playwright.sync_api import sync_playwright
 
+    require_browser()
     playwright_expect.set_options(timeout=WAIT)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -125,12 +131,16 @@ class Pages:
             context.close()
 
 
-@pytest.fixture
-def pages(browser: Any, studio: Studio) -> Iterator[Pages]:
+def watched(browser: Any, studio: Studio) -> Iterator[Pages]:
     opened = Pages(browser, studio)
     yield opened
     opened.close()
     assert not opened.problems, opened.problems
+
+
+@pytest.fixture
+def pages(browser: Any, studio: Studio) -> Iterator[Pages]:
+    yield from watched(browser, studio)
 
 
 def expect(target: Any) -> Any:
@@ -504,3 +514,92 @@ def test_logging_out_ends_the_session(pages: Pages, studio: Studio) -> None:
     assert stale.status == 401
     page.goto("/studio/operations")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+
+class SlowCopyOllama(MockOllama):
+    """The campaign's fake Ollama (the mock's answers), whose copywriter writes slowly: each
+    channel's copy in many pieces over a couple of seconds, its last piece held until
+    `written` is set (by the test, once it has seen the copy so far)."""
+
+    PIECES, PACE = 24, 0.1  # ~2.4 s a channel
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = asyncio.Event()
+
+    def render_reply(self, rec: Recorded, reply: Reply, elapsed: float) -> Answer:
+        schema = rec.body.get("format") if isinstance(rec.body, dict) else None
+        if not (isinstance(schema, dict) and "headline" in schema.get("properties", {})):
+            return super().render_reply(rec, reply, elapsed)
+        answer = super().render_reply(rec, replace(reply, chunks=self.PIECES), elapsed)
+        # the last line of an Ollama stream is its `done` line: the one before ends the copy
+        return replace(answer, pace=self.PACE, hold=(-2, self.written))
+
+
+@pytest.fixture
+def live_studio(tmp_path: Path) -> Iterator[tuple[Studio, InThread, SlowCopyOllama]]:
+    """`sparklio serve` in live mode, every model call going to a SlowCopyOllama."""
+    require_browser()
+    ollama = SlowCopyOllama()
+    fake = InThread(ollama)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES, encoding="utf-8")
+    try:
+        running = start_studio(
+            tmp_path / "home",
+            GENERATOR_MODE="live",
+            LLM_ROUTING_FILE=str(routes),
+            OLLAMA_BASE_URL=ollama.url,
+        )
+        try:
+            yield running, fake, ollama
+        finally:
+            running.server.stop()
+    finally:
+        fake.call(ollama.written.set)  # nothing left waiting on the test
+        fake.stop()
+
+
+@pytest.fixture
+def live_pages(
+    browser: Any, live_studio: tuple[Studio, InThread, SlowCopyOllama]
+) -> Iterator[Pages]:
+    yield from watched(browser, live_studio[0])
+
+
+def test_copy_streams_into_the_live_view_as_the_copywriter_writes_it(
+    live_pages: Pages, live_studio: tuple[Studio, InThread, SlowCopyOllama]
+) -> None:
+    studio, fake, ollama = live_studio
+    page = live_pages.open()
+    log_in(page, studio.member)
+    page.get_by_role("link", name="New campaign").first.click()
+    page.get_by_label("Brief", exact=True).fill(BRIEF)
+    page.get_by_label("Instagram", exact=True).check()
+    page.get_by_role("button", name="Start campaign").click()
+    expect(page).to_have_url(re.compile(r"/studio/campaigns/(?!new$)[^/]+$"))
+    campaign_id = page.url.rsplit("/", 1)[1]
+
+    step = page.locator("ol.steps li").filter(has_text="Copywriter · Instagram")
+    card = page.locator("article.copy").filter(has=page.get_by_role("heading", name="Instagram"))
+    # the copy so far, while the copywriter is still at it (its last piece is held back):
+    # the headline, and the body under way on a line of its own
+    expect(card.locator(".stream")).to_have_text(re.compile(r"\S\n\w+ \w+"), timeout=FINISH)
+    expect(step).to_contain_text("working")
+    expect(card.locator(".headline")).to_have_count(0)
+    so_far = card.locator(".stream").inner_text()
+    shot(page, "campaign-streaming")
+
+    fake.call(ollama.written.set)  # the copywriter's last piece comes
+    expect(step).to_contain_text("done", timeout=FINISH)
+    expect(page.locator(".status-holder")).to_have_text("Finished", timeout=FINISH)
+    detail = page.request.get(f"{studio.base_url}/api/v1/campaigns/{campaign_id}")
+    assert detail.ok, detail.text()
+    copy = next(c for c in detail.json()["result"]["copies"] if c["channel"] == "instagram")
+    expect(card.locator(".headline")).to_have_text(copy["headline"])
+    expect(card.locator(".body")).to_have_text(copy["body"])
+    # what was shown while it was written: the copy's text as far as it had come, no JSON
+    lines = so_far.split("\n")
+    assert 2 <= len(lines) <= 3, lines
+    fields = [copy["headline"], copy["body"], copy["cta"]][: len(lines)]
+    assert all(f.startswith(line) for f, line in zip(fields, lines, strict=True)), lines

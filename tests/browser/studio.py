@@ -16,6 +16,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_settings
+from tests.fakes.base import FakeServer
 from tests.gateway_process import ROOT, Server, sparklio_env
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -99,11 +103,14 @@ def _create_member(home: Path, email: str, password: str) -> None:
         finally:
             await engine.dispose()
 
-    asyncio.run(create())
+    # on a thread of its own: Playwright's sync API runs an event loop on this one
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
 
 
-def start_studio(home: Path) -> Studio:
-    """Test users in a fresh SPARKLIO_HOME, then `sparklio serve` on it."""
+def start_studio(home: Path, **settings: str) -> Studio:
+    """Test users in a fresh SPARKLIO_HOME, then `sparklio serve` on it (mock mode unless
+    `settings` say otherwise)."""
     home.mkdir(parents=True)
     subprocess.run(
         [sys.executable, "-m", "sparklio.cli", "create-test-users"],
@@ -116,5 +123,29 @@ def start_studio(home: Path) -> Studio:
     records: list[dict[str, Any]] = json.loads((home / "test-users.json").read_text())
     users = {r["role"]: User(r["email"], r["password"], r["role"], r["api_key"]) for r in records}
     _create_member(home, *OTHER_MEMBER)
-    server = Server(home)
+    server = Server(home, **settings)
     return Studio(server, users["admin"], users["member"], User(*OTHER_MEMBER, "member"))
+
+
+class InThread:
+    """A fake upstream (an async server) on its own event loop in a thread, for the browser
+    tests, which are synchronous: `call` runs a function on that loop (asyncio objects such
+    as an Event are not thread-safe, so the test sets them through it)."""
+
+    def __init__(self, fake: FakeServer) -> None:
+        self.fake = fake
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fake", daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(fake.__aenter__(), self.loop).result(30)
+
+    def call(self, function: Callable[[], object]) -> None:
+        self.loop.call_soon_threadsafe(function)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.__aexit__(None, None, None), self.loop).result(
+            30
+        )
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()

@@ -122,7 +122,9 @@ class Answer:
     """What a fake puts on the wire: `pieces` are written in order.
 
     `streamed` answers use chunked transfer (no Content-Length), like NDJSON streams;
-    the others are sent with a Content-Length.
+    the others are sent with a Content-Length. A streamed answer's pieces can come `pace`
+    seconds apart, and one of them (`hold`: its index, negative from the end, and an event)
+    only once the event is set: the test, not a clock, decides when the answer ends.
     """
 
     status: int
@@ -130,6 +132,8 @@ class Answer:
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
     streamed: bool = False
+    pace: float = 0.0
+    hold: tuple[int, asyncio.Event] | None = None
 
     @classmethod
     def json(cls, status: int, obj: Any, headers: dict[str, str] | None = None) -> Answer:
@@ -301,7 +305,12 @@ class FakeServer:
             resp.content_length = len(data)
         await resp.prepare(request)
         if cut is None:
-            for piece in answer.pieces:
+            held = None if answer.hold is None else answer.hold[0] % len(answer.pieces)
+            for index, piece in enumerate(answer.pieces):
+                if index and answer.pace:
+                    await asyncio.sleep(answer.pace)
+                if index == held and answer.hold is not None:
+                    await answer.hold[1].wait()
                 await resp.write(piece)
             await resp.write_eof()
             return resp

@@ -8,7 +8,7 @@ DBOS is one per process (a singleton with a global registry of workflows), so on
 time owns it: the server launches it once its database answers when campaigns are
 unfinished (recovery happens there), any app else on its first campaign; `close` destroys
 it. A step reaches the models like any client, through the gateway clients over the app
-itself (httpx.ASGITransport), with a token of the campaign's owner, so the call log
+itself (in-process transports), with a token of the campaign's owner, so the call log
 attributes every call to them.
 """
 
@@ -39,6 +39,7 @@ from sparklio.services.auth import AuthService
 from sparklio.services.campaigns import executors
 from sparklio.services.campaigns.feed import EventFeed, joined, latest
 from sparklio.services.campaigns.store import FINISHED, CampaignStore
+from sparklio.services.clients.asgi import StreamingASGITransport
 from sparklio.services.clients.llm_client import LLMGatewayClient
 from sparklio.services.clients.media_client import MediaGatewayClient
 from sparklio.wire.brand import BrandKit
@@ -243,7 +244,11 @@ class CampaignEngine:
         image_feed = EventFeed(self.store, campaign_id, "image_progress", latest)
         try:
             async with (
-                LLMGatewayClient(**connection) as llm,
+                # streamed: httpx's ASGITransport hands an answer over only once it is whole,
+                # so the copy would reach the live view in one piece at the end of its step
+                LLMGatewayClient(
+                    **connection | {"transport": StreamingASGITransport(self.app)}
+                ) as llm,
                 MediaGatewayClient(**connection) as media,
             ):
                 campaign = await run_campaign(

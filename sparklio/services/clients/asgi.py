@@ -81,6 +81,9 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
             status, headers = await head
         except BaseException:
             gone.set()
+            # a caller cancelled (a cancelled campaign) stops the call under way, as it would
+            # with the app awaited inline; an app that failed has ended already
+            task.cancel()
             with contextlib.suppress(BaseException):
                 await task
             raise

@@ -41,6 +41,17 @@ function pick(output, key, test) {
 const isCopy = (c) => Boolean(c && c.channel && "headline" in c);
 const copiesIn = (output) => (isCopy(output) ? [output] : pick(output, "copies", isCopy));
 const imagesIn = (output) => pick(output, "images", (i) => i && i.asset_id);
+/** The copy so far of an answer still being written (its raw JSON, maybe cut mid-string):
+ *  the headline, body and call to action written yet, one a line. */
+function copySoFar(raw) {
+  const texts = [];
+  for (const [, text] of raw.matchAll(/"(?:headline|body|cta)"\s*:\s*"((?:[^"\\]|\\.)*)/g)) {
+    try {
+      texts.push(JSON.parse(`"${text.replace(/\\u[0-9a-fA-F]{0,3}$/, "")}"`)); // less a cut \uXXXX
+    } catch { /* a piece that is not JSON text: leave it out */ }
+  }
+  return texts.join("\n");
+}
 const reviewIn = (output) => (output && Array.isArray(output.scores) ? output
   : output && output.review && Array.isArray(output.review.scores) ? output.review : null);
 
@@ -111,7 +122,7 @@ export async function page(ctx, id) {
       const stream = h("pre", { class: "stream" });
       const article = h("article", { class: "copy card", "data-channel": channel },
         h("h3", { text: named("channel", channel) }), stream);
-      copies.set(channel, { article, stream });
+      copies.set(channel, { article, stream, raw: "" });
       copyArea.querySelector(".empty")?.remove();
       copyArea.append(article);
     }
@@ -257,7 +268,11 @@ export async function page(ctx, id) {
       showOutput(data.output);
       announce(t("campaign.step_done", { step: stepLabel(step) }));
     } else if (type === "step_failed") markStep(step, "failed", data.error ? String(data.error.message || data.error) : "");
-    else if (type === "copy_delta") copyCard(data.channel).stream.textContent += data.text || "";
+    else if (type === "copy_delta") {
+      const card = copyCard(data.channel);
+      card.raw += data.text || "";
+      card.stream.textContent = copySoFar(card.raw);
+    }
     else if (type === "image_progress") showProgress(data);
     else if (type === "awaiting_review") showPause(data);
     else if (type === "review") reviewArea.hidden = true;
