@@ -19,7 +19,8 @@ from sparklio.main import close_app, create_app
 from sparklio.services.campaigns.feed import EventFeed, joined
 from sparklio.services.campaigns.store import CampaignStore
 from tests.conftest import client_for, make_settings
-from tests.test_campaigns import client_of, events_of, start
+from tests.fakes.campaign import SlowCopyOllama
+from tests.test_campaigns import client_of, events_of, live_app, start
 
 CHANNELS = ["instagram", "naver_search"]
 #: The mock model, priced (USD per million tokens) so that every model call costs something.
@@ -88,6 +89,42 @@ async def test_copy_streams_as_copy_delta_events_that_add_up_to_each_channels_co
         assert started < min(deltas) and max(deltas) < ended
         text = "".join(events[i]["data"]["data"]["text"] for i in deltas)
         assert json.loads(text) == events[ended]["data"]["data"]["output"]
+
+
+async def test_in_live_mode_the_copy_comes_while_the_model_writes_it_not_at_the_step_end(
+    tmp_path: Path,
+) -> None:
+    """Against a model that streams, a follower of the campaign gets the copy written so far
+    while the copywriter still writes: the model's last piece is held until the test has
+    seen copy_delta events, so no event of the step's end can have come yet."""
+    async with SlowCopyOllama() as fake:
+        app = live_app(tmp_path, fake.url)
+        try:
+            async with await client_for(app) as http:
+                campaign_id = await start(http, channels=["instagram"])
+                store: CampaignStore = app.state.services.campaigns.store
+                so_far: list[Any] = []
+                try:
+                    async with asyncio.timeout(20):  # the model waits for the test meanwhile
+                        while not so_far:
+                            await asyncio.sleep(0.05)
+                            so_far = [e for e in await store.events(campaign_id)
+                                      if e.type == "copy_delta"]  # fmt: skip
+                except TimeoutError:
+                    pytest.fail("no copy_delta event while the copywriter was writing")
+                kinds = [(e.type, e.step) for e in await store.events(campaign_id)]
+                assert ("step_finished", "copywriter:instagram") not in kinds
+                partial = "".join(e.data["text"] for e in so_far)
+                fake.written.set()
+                events = await events_of(http, campaign_id)
+        finally:
+            fake.written.set()  # nothing left waiting on the test
+            await close_app(app)
+    assert events[-1]["event"] == "done", events[-1]
+    ended = where(events, "step_finished", "copywriter:instagram")
+    text = "".join(e["data"]["data"]["text"] for e in events if e["event"] == "copy_delta")
+    assert json.loads(text) == events[ended]["data"]["data"]["output"]
+    assert text.startswith(partial) and len(partial) < len(text)
 
 
 async def test_each_image_reports_its_progress_up_to_done_before_the_images_step_ends(

@@ -10,10 +10,8 @@ screenshot goes to test-artifacts/studio/.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,7 @@ from tests.browser.studio import (
     require_browser,
     start_studio,
 )
-from tests.fakes.base import Answer, Recorded, Reply
-from tests.fakes.campaign import ROUTES, MockOllama
+from tests.fakes.campaign import ROUTES, SlowCopyOllama
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -514,26 +511,6 @@ def test_logging_out_ends_the_session(pages: Pages, studio: Studio) -> None:
     assert stale.status == 401
     page.goto("/studio/operations")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-
-
-class SlowCopyOllama(MockOllama):
-    """The campaign's fake Ollama (the mock's answers), whose copywriter writes slowly: each
-    channel's copy in many pieces over a couple of seconds, its last piece held until
-    `written` is set (by the test, once it has seen the copy so far)."""
-
-    PIECES, PACE = 24, 0.1  # ~2.4 s a channel
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = asyncio.Event()
-
-    def render_reply(self, rec: Recorded, reply: Reply, elapsed: float) -> Answer:
-        schema = rec.body.get("format") if isinstance(rec.body, dict) else None
-        if not (isinstance(schema, dict) and "headline" in schema.get("properties", {})):
-            return super().render_reply(rec, reply, elapsed)
-        answer = super().render_reply(rec, replace(reply, chunks=self.PIECES), elapsed)
-        # the last line of an Ollama stream is its `done` line: the one before ends the copy
-        return replace(answer, pace=self.PACE, hold=(-2, self.written))
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ uses it too (its restart run), so it needs nothing of pytest's."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any
@@ -57,3 +58,23 @@ class MockOllama(FakeOllama):
     async def __aexit__(self, *exc: object) -> None:
         await self.mock.aclose()
         await super().__aexit__(*exc)  # type: ignore[arg-type]
+
+
+class SlowCopyOllama(MockOllama):
+    """The campaign's fake Ollama (the mock's answers), whose copywriter writes slowly: each
+    channel's copy in many pieces over a couple of seconds, its last piece held until
+    `written` is set (by the test, once it has seen the copy so far)."""
+
+    PIECES, PACE = 24, 0.1  # ~2.4 s a channel
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = asyncio.Event()
+
+    def render_reply(self, rec: Recorded, reply: Reply, elapsed: float) -> Answer:
+        schema = rec.body.get("format") if isinstance(rec.body, dict) else None
+        if not (isinstance(schema, dict) and "headline" in schema.get("properties", {})):
+            return super().render_reply(rec, reply, elapsed)
+        answer = super().render_reply(rec, dataclasses.replace(reply, chunks=self.PIECES), elapsed)
+        # the last line of an Ollama stream is its `done` line: the one before ends the copy
+        return dataclasses.replace(answer, pace=self.PACE, hold=(-2, self.written))
