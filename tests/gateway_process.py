@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.servers import free_port
@@ -28,69 +29,30 @@ def sparklio_env(home: Path, **settings: str) -> dict[str, str]:
     return env | settings
 
 
-class Server:
-    """A `sparklio serve` process in mock mode on 127.0.0.1, with a temp SPARKLIO_HOME."""
+class Process:
+    """A Sparklio command in a subprocess, its output in a log file (a pipe nobody reads
+    would stall it), started from the checkout under test."""
 
-    def __init__(self, home: Path, **settings: str) -> None:
-        self.port = free_port()
-        env = sparklio_env(home, **settings)
-        # the log goes to a file: a pipe nobody reads would stall the server
-        self.log = (home.parent / f"serve-{self.port}.log").open("wb")
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sparklio.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "sparklio.cli", *args],
             env=env,
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 90  # it took 25 s on a busy 2-core machine
-        while health(self.port) != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"sparklio serve did not start: {self.output()}")
-            time.sleep(0.1)
+        self.pid = self.proc.pid
 
-    def connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        return sock
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
-
-
-class Worker:
-    """A `sparklio worker` process (mock mode unless told), ready once it takes campaigns."""
-
-    READY = "runs queued campaigns"
-
-    def __init__(self, home: Path, **settings: str) -> None:
-        home.mkdir(parents=True, exist_ok=True)
-        self.log = (home / "worker.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sparklio.cli", "worker"],
-            env=sparklio_env(home, **settings),
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+    def wait_until(self, ready: Callable[[], bool], what: str) -> None:
+        """Until `ready()`; RuntimeError with the output if the process ends or 90 s pass
+        first (a start took 25 s on a busy 2-core machine)."""
         deadline = time.monotonic() + 90
-        while self.READY not in self.output():
+        while not ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"sparklio worker did not start: {self.output()}")
+                raise RuntimeError(f"{what} did not start: {self.output()}")
             time.sleep(0.1)
-        #: its executor id, as DBOS records it on the workflows it runs
-        self.executor = self.output().split("Sparklio worker ", 1)[1].split()[0]
 
     def output(self) -> str:
         self.log.flush()
@@ -111,6 +73,33 @@ class Worker:
             self.proc.kill()
             self.proc.wait(5)
         self.log.close()
+
+
+class Server(Process):
+    """A `sparklio serve` process in mock mode on 127.0.0.1, with a temp SPARKLIO_HOME."""
+
+    def __init__(self, home: Path, **settings: str) -> None:
+        self.port = free_port()
+        super().__init__(["serve", "--port", str(self.port)], sparklio_env(home, **settings),
+                         home.parent / f"serve-{self.port}.log")  # fmt: skip
+        self.wait_until(lambda: health(self.port) == 200, "sparklio serve")
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        return sock
+
+
+class Worker(Process):
+    """A `sparklio worker` process (mock mode unless told), ready once it takes campaigns."""
+
+    READY = "runs queued campaigns"
+
+    def __init__(self, home: Path, **settings: str) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        super().__init__(["worker"], sparklio_env(home, **settings), home / "worker.log")
+        self.wait_until(lambda: self.READY in self.output(), "sparklio worker")
+        #: its executor id, as DBOS records it on the workflows it runs
+        self.executor = self.output().split("Sparklio worker ", 1)[1].split()[0]
 
 
 def health(port: int, timeout: float = 5.0) -> int | None:

@@ -9,7 +9,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import redis.asyncio as aioredis
 
 from sparklio.db.engine import migrate
 from tests.fakes import FakeOllama, FakeOpenAI, Held, Reply, Status
-from tests.gateway_process import ROOT, Server, health
+from tests.gateway_process import ROOT, Process, Server, health
 from tests.live import CALL, GOOD_COPY, live_gateway, until
 from tests.pg import PostgresCluster, postgres
 from tests.servers import free_port
@@ -382,33 +381,18 @@ async def test_two_workers_of_one_serve_share_the_limit(tmp_path: Path, prefix: 
     assert ollama.calls == 50
 
 
-class Served:
+class Served(Process):
     """`sparklio serve --workers N` in a subprocess."""
 
     def __init__(self, home: Path, workers: int, env: dict[str, str]) -> None:
         self.port = free_port()
-        self.log = (home.parent / f"serve-{self.port}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sparklio.cli", "serve", "--port", str(self.port),
-             "--workers", str(workers)],
-            env={**_environ(home), **env}, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + 90
-        while health(self.port) != 200 or len(worker_pids(self.pid)) < workers:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(Path(self.log.name).read_text(errors="replace")[-3000:])
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
+        args = ["serve", "--port", str(self.port), "--workers", str(workers)]
+        log = home.parent / f"serve-{self.port}.log"
+        super().__init__(args, {**_environ(home), **env}, log)
+        self.wait_until(
+            lambda: health(self.port) == 200 and len(worker_pids(self.pid)) >= workers,
+            f"sparklio serve --workers {workers}",
+        )
 
 
 def serve_workers(
