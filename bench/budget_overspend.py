@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from campaigns import fresh_database  # noqa: E402
-from gateway_overhead import gateway_key, serving  # noqa: E402
+from gateway_overhead import gateway_key, redis_answers, serving  # noqa: E402
 
 from sparklio.core.config import Settings  # noqa: E402
 from sparklio.main import close_app, create_app  # noqa: E402
@@ -153,18 +153,6 @@ def line(name: str, row: dict[str, Any], calls: int) -> str:
     return (f"{name:<22} {calls:>5} {row['answered']:>8} {row['burst'] / row['budget']:>8.2%} "
             f"{row['after']:>7} {row['total'] / row['budget']:>8.2%} "
             f"{max(0.0, over):>12.8f} {max(0.0, over) / row['cost']:>6.2f}")  # fmt: skip
-
-
-async def redis_answers(url: str) -> bool:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(await client.ping())
-    except Exception:
-        return False
-    finally:
-        await client.aclose()
 
 
 async def forget(url: str, prefix: str) -> None:

@@ -28,6 +28,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway_overhead import redis_answers  # noqa: E402
+
 from sparklio.core.config import Settings  # noqa: E402
 from sparklio.main import close_app, create_app  # noqa: E402
 
@@ -83,18 +85,6 @@ async def run(label: str, home: Path, calls: int, **settings: Any) -> list[str]:
     finally:
         await close_app(app)
     return rows
-
-
-async def redis_answers(url: str) -> bool:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(await client.ping())
-    except Exception:
-        return False
-    finally:
-        await client.aclose()
 
 
 async def main() -> None:

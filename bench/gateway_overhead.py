@@ -467,3 +467,16 @@ def serving(count: int, env: dict[str, str], tmp: Path) -> Iterator[list[int]]:
                                         b"/health", cpu=index % 2))  # fmt: skip
             ports.append(port)
         yield ports
+
+
+async def redis_answers(url: str) -> bool:
+    """Whether a Redis answers at `url` (a bench runs its Redis rows only then)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(await client.ping())
+    except Exception:
+        return False
+    finally:
+        await client.aclose()
